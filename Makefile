@@ -1,0 +1,37 @@
+# FedArena: `make demo` and `make test` set up .venv on first use, then run.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SHARED_ASSETS := $(abspath ../shared/assets)
+# Point the data root at ../shared/assets when it exists and FEDARENA_DATA is unset.
+ifeq ($(origin FEDARENA_DATA), undefined)
+ifneq ($(wildcard $(SHARED_ASSETS)),)
+export FEDARENA_DATA := $(SHARED_ASSETS)
+endif
+endif
+export MPLBACKEND := Agg
+
+.PHONY: demo test lint setup clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first: the local CPU build; the project's range then keeps it.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(PY) -m benchmarks.demo
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,104 @@
+"""What a curious server sees of one client in one round (DESIGN: ``Observation``).
+
+Every piece of side information is granted by an explicit ``ThreatModel`` flag, and
+``make_observation`` is the single place that decides what crosses from the client's
+round into the attacker's hands: the private batch itself never does.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from .data import Normalization
+from .updates import ClientUpdate, LocalTraining, PrivateData
+from .vectors import vector_to_model
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """Grants of side information to the attacker; every result records them."""
+
+    labels_known: bool = False
+    num_images_known: bool = True
+    bn_statistics_known: bool = False
+    local_hyperparameters_known: bool = True
+    model_mode_known: bool = True
+
+    def flags(self) -> dict[str, bool]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One client's upload in one round, plus only what the threat model grants.
+
+    ``model`` carries the architecture and the *global* parameters the client started
+    from. ``bn_statistics`` are per-BatchNorm-layer (mean, var) of the private batch at
+    that layer's input, as assumed by BN-prior attacks.
+    """
+
+    model: nn.Module
+    update: ClientUpdate
+    threat_model: ThreatModel
+    input_shape: tuple[int, ...]
+    num_classes: int
+    normalization: Normalization
+    local_training: LocalTraining | None = None
+    model_mode: Literal["train", "eval"] | None = None
+    labels: Tensor | None = None
+    num_images: int | None = None
+    bn_statistics: tuple[tuple[Tensor, Tensor], ...] | None = None
+
+
+def make_observation(
+    model: nn.Module,
+    global_vector: Tensor,
+    update: ClientUpdate,
+    private: PrivateData,
+    training: LocalTraining,
+    threat_model: ThreatModel,
+    normalization: Normalization,
+    num_classes: int,
+) -> Observation:
+    """Build the attacker's view; ``private`` is read only to derive granted side info."""
+    observed = copy.deepcopy(model)
+    vector_to_model(global_vector, observed)
+    observed.eval()
+    bn_stats = _batchnorm_statistics(observed, private.inputs) if threat_model.bn_statistics_known else None
+    return Observation(
+        model=observed,
+        update=update,
+        threat_model=threat_model,
+        input_shape=tuple(private.inputs.shape[1:]),
+        num_classes=num_classes,
+        normalization=normalization,
+        local_training=training if threat_model.local_hyperparameters_known else None,
+        model_mode=training.model_mode if threat_model.model_mode_known else None,
+        labels=private.labels.clone() if threat_model.labels_known else None,
+        num_images=int(private.inputs.shape[0]) if threat_model.num_images_known else None,
+        bn_statistics=bn_stats,
+    )
+
+
+@torch.no_grad()
+def _batchnorm_statistics(model: nn.Module, inputs: Tensor) -> tuple[tuple[Tensor, Tensor], ...]:
+    stats: list[tuple[Tensor, Tensor]] = []
+
+    def hook(_module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        x = args[0]
+        dims = [0] + list(range(2, x.dim()))
+        stats.append((x.mean(dims), x.var(dims, unbiased=False)))
+
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    handles = [m.register_forward_pre_hook(hook) for m in bns]
+    try:
+        model(inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return tuple(stats)
