@@ -1,0 +1,28 @@
+"""Registries of defenses, by the names suites use.
+
+``AGGREGATORS``: name → ``fl_core.aggregation.Aggregator`` subclass (robust aggregation,
+MUD-HoG). ``PRIVACY_DEFENSES``: name → factory returning a ``ClientDefense`` (DP-SGD,
+client-level DP, update perturbations), i.e. what a defense changes on the client side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fl_core.aggregation import Aggregator
+from fl_core.client import LocalTrainer
+from fl_core.registry import Registry
+from fl_core.simulation import UpdateTransform
+
+AGGREGATORS: Registry = Registry("aggregator")
+PRIVACY_DEFENSES: Registry = Registry("privacy defense")
+
+
+@dataclass
+class ClientDefense:
+    """What a privacy defense installs: a local trainer (DP-SGD), transforms of the
+    upload (noise, clipping, pruning…) and/or a server-side aggregator (central DP)."""
+
+    trainer: LocalTrainer | None = None
+    transforms: list[UpdateTransform] = field(default_factory=list)
+    aggregator: Aggregator | None = None

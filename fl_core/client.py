@@ -1,0 +1,137 @@
+"""Local training of one client for one round (DESIGN: ``LocalTraining``).
+
+One worker model is reused for every client: loading the global vector into it is a
+single copy, far cheaper than building a fresh model per client. The update leaves
+as a flat vector; the private data leaves separately, for the harness only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .data import ImageDataset
+from .updates import ClientUpdate, LocalTraining, PrivateData
+from .vectors import buffers_to_vector, model_to_vector, vector_to_buffers, vector_to_model
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class Client:
+    """A participant: its id, its local data and its ground-truth role.
+
+    ``role`` (``"honest"``, ``"unreliable"``, ``"sign_flip"``, …) is known only to the
+    simulation and the harness, for scoring detection; the server never sees it.
+    """
+
+    client_id: int
+    data: ImageDataset
+    role: str = "honest"
+
+
+@dataclass
+class GlobalState:
+    """The global model a round starts from: trainable parameters and float buffers."""
+
+    params: Tensor
+    buffers: Tensor | None = None
+
+
+class LocalTrainer(Protocol):
+    """Trains a client's copy of the global model; DP-SGD and other defenses swap it."""
+
+    def __call__(
+        self, model: nn.Module, state: GlobalState, client_id: int, data: ImageDataset,
+        training: LocalTraining, generator: torch.Generator,
+    ) -> tuple[ClientUpdate, PrivateData]: ...
+
+
+def train_client(
+    model: nn.Module,
+    state: GlobalState,
+    client_id: int,
+    data: ImageDataset,
+    training: LocalTraining,
+    generator: torch.Generator,
+    loss_fn: LossFn = F.cross_entropy,
+) -> tuple[ClientUpdate, PrivateData]:
+    """The honest client: FedSGD gradient or FedAvg delta, plus the data it used.
+
+    ``model`` is a worker whose parameters are overwritten with ``state``.
+    """
+    load_state(model, state)
+    model.train(training.model_mode == "train")
+    inputs = data.normalized()
+    labels = data.labels
+    if training.algorithm == "fedsgd":
+        idx = torch.randperm(len(data), generator=generator)[: training.batch_size]
+        x, y = inputs[idx], labels[idx]
+        params = [p for p in model.parameters() if p.requires_grad]
+        loss = loss_fn(model(x), y)
+        grads = torch.autograd.grad(loss, params)
+        vector = torch.cat([g.reshape(-1) for g in grads])
+        meta = {"loss": loss.item(), "steps": 1}
+        private = PrivateData(x, y)
+    else:
+        batches = batch_schedule(len(data), training, generator)
+        optimizer = make_optimizer(model, training)
+        total = 0.0
+        for idx in batches:
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(inputs[idx]), labels[idx])
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+        vector = model_to_vector(model) - state.params
+        used = first_use_order(batches, len(data))
+        meta = {"loss": total / len(batches), "steps": len(batches)}
+        private = PrivateData(inputs[used], labels[used])
+    update = ClientUpdate(client_id, vector, training.kind, len(data) if training.algorithm == "fedavg"
+                          else int(private.labels.shape[0]), meta, buffers_to_vector(model))
+    return update, private
+
+
+def load_state(model: nn.Module, state: GlobalState) -> None:
+    vector_to_model(state.params, model)
+    if state.buffers is not None:
+        vector_to_buffers(state.buffers, model)
+
+
+def make_optimizer(model: nn.Module, training: LocalTraining) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if training.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=training.lr, momentum=training.momentum,
+                               weight_decay=training.weight_decay, foreach=True)
+    return torch.optim.Adam(params, lr=training.lr, weight_decay=training.weight_decay, foreach=True)
+
+
+def batch_schedule(n: int, training: LocalTraining, generator: torch.Generator) -> list[Tensor]:
+    """Index batches for FedAvg: ``epochs`` shuffled passes, or exactly ``steps`` batches
+    drawn from consecutive shuffled passes (the last batch of a pass may be smaller)."""
+    if n == 0:
+        raise ValueError("a client with no data cannot train")
+    batches: list[Tensor] = []
+    epochs = training.epochs if training.steps is None else None
+    while True:
+        batches.extend(torch.randperm(n, generator=generator).split(training.batch_size))
+        if epochs is not None:
+            epochs -= 1
+            if epochs == 0:
+                return batches
+        elif len(batches) >= training.steps:  # type: ignore[operator]
+            return batches[: training.steps]
+
+
+def first_use_order(batches: list[Tensor], n: int) -> Tensor:
+    """Distinct sample indices in the order training first touched them."""
+    order = torch.cat(batches)
+    first = torch.full((n,), order.numel(), dtype=torch.long)
+    first.scatter_reduce_(0, order, torch.arange(order.numel()), reduce="amin")
+    used = (first < order.numel()).nonzero().squeeze(1)
+    return used[torch.argsort(first[used])]

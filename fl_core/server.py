@@ -1,0 +1,111 @@
+"""The FL server: validates uploads, aggregates, steps the global model.
+
+Validation happens here, before any aggregation rule: a non-finite or wrongly shaped
+update is rejected and recorded with its reason, never averaged into the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .aggregation import Aggregator, FedAvg
+from .client import GlobalState, load_state
+from .updates import ClientUpdate
+from .vectors import ParameterLayout, buffers_to_vector, model_to_vector
+
+
+@dataclass
+class StepRecord:
+    """What one aggregation step did: who was rejected (and why), who was trusted."""
+
+    rejected: dict[int, str] = field(default_factory=dict)
+    weights: dict[int, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    applied: bool = True
+
+
+class Server:
+    """Holds the global model; ``step`` applies one round of client updates.
+
+    FedSGD (kind ``gradient``): w ← w − server_lr · lr · agg, with ``lr`` the clients'
+    learning rate. FedAvg (kind ``delta``): w ← w + server_lr · agg.
+    """
+
+    def __init__(self, model: nn.Module, aggregator: Aggregator | None = None, server_lr: float = 1.0) -> None:
+        if not server_lr > 0:
+            raise ValueError(f"server_lr must be > 0, got {server_lr}")
+        self.model = model
+        self.aggregator = aggregator if aggregator is not None else FedAvg()
+        self.server_lr = server_lr
+        self.layout = ParameterLayout.of(model)
+        self.state = GlobalState(model_to_vector(model), buffers_to_vector(model))
+
+    def validate(self, update: ClientUpdate) -> str | None:
+        """Why ``update`` must be rejected, or None if it is well formed."""
+        v = update.vector
+        if not isinstance(v, Tensor):
+            return f"update vector is {type(v).__name__}, not a tensor"
+        if v.dim() != 1 or v.numel() != self.layout.dim:
+            return f"update has shape {tuple(v.shape)}, expected ({self.layout.dim},)"
+        if not v.is_floating_point():
+            return f"update dtype {v.dtype} is not floating point"
+        if not bool(torch.isfinite(v).all()):
+            return f"update has {int((~torch.isfinite(v)).sum())} non-finite entries"
+        if update.kind not in ("gradient", "delta"):
+            return f"update kind {update.kind!r} is neither 'gradient' nor 'delta'"
+        if update.num_samples < 0:
+            return f"negative sample count {update.num_samples}"
+        b = update.buffers
+        if b is not None and (self.state.buffers is None or b.shape != self.state.buffers.shape
+                              or not bool(torch.isfinite(b).all())):
+            return "malformed or non-finite buffers"
+        return None
+
+    def step(self, updates: Sequence[ClientUpdate], client_lr: float = 1.0) -> StepRecord:
+        record = StepRecord()
+        accepted: list[ClientUpdate] = []
+        for u in updates:
+            reason = self.validate(u)
+            if reason is None:
+                accepted.append(u)
+            else:
+                record.rejected[u.client_id] = reason
+        if not accepted:
+            record.applied = False
+            record.info["reason"] = "no valid update this round"
+            return record
+        kinds = {u.kind for u in accepted}
+        if len(kinds) > 1:
+            raise ValueError(f"a round mixes update kinds {sorted(kinds)}")
+        stack = torch.stack([u.vector.to(self.state.params.dtype) for u in accepted])
+        counts = torch.tensor([float(u.num_samples) for u in accepted])
+        ids = [u.client_id for u in accepted]
+        result = self.aggregator(stack, counts, ids)
+        record.weights = dict(zip(ids, result.weights.tolist(), strict=True))
+        record.info.update(result.info)
+        scale = -self.server_lr * client_lr if kinds == {"gradient"} else self.server_lr
+        new_params = self.state.params + scale * result.aggregate
+        if not bool(torch.isfinite(new_params).all()):
+            record.applied = False
+            record.info["reason"] = "aggregate is non-finite; global model left unchanged"
+            return record
+        self.state = GlobalState(new_params, self._average_buffers(accepted, result.weights))
+        load_state(self.model, self.state)
+        return record
+
+    def _average_buffers(self, accepted: Sequence[ClientUpdate], weights: Tensor) -> Tensor | None:
+        """Sample-weighted mean of the trusted clients' BatchNorm statistics (plain FedAvg)."""
+        if self.state.buffers is None:
+            return None
+        rows = [(u.buffers, float(u.num_samples)) for u, w in zip(accepted, weights.tolist(), strict=True)
+                if w > 0 and u.buffers is not None]
+        if not rows:
+            return self.state.buffers
+        stack = torch.stack([b for b, _ in rows])
+        counts = torch.tensor([c for _, c in rows])
+        return (counts / counts.sum()) @ stack

@@ -1,0 +1,285 @@
+"""A federation in one process: rounds, client sampling, hooks, evaluation, history.
+
+Hooks (DESIGN):
+- ``Adversary.data_attack`` changes a malicious client's data before it trains
+  (label flips, backdoor triggers).
+- ``Adversary.update_attack`` replaces the malicious clients' uploads after every
+  client has trained; it sees the round's honest updates (omniscient attacker), and
+  one call crafts the whole colluding group's updates.
+- ``transforms`` act on every upload before it leaves the client (clipping, noise…).
+- ``observers`` receive every upload as the server sees it, plus the private data
+  (for the harness's scoring only; an attack receives an ``Observation``).
+One ``seed`` determines sampling, training order, dropout and attack randomness.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .aggregation import Aggregator
+from .client import Client, GlobalState, LocalTrainer, train_client
+from .data import ImageDataset
+from .evaluation import evaluate
+from .seeding import derive_seed, torch_generator
+from .server import Server
+from .updates import ClientUpdate, LocalTraining, PrivateData, UpdateKind
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    rounds: int = 10
+    clients_per_round: int | None = None
+    local: LocalTraining = field(default_factory=LocalTraining)
+    server_lr: float = 1.0
+    seed: int = 0
+    eval_every: int = 1
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"FederationConfig.rounds must be >= 1, got {self.rounds}")
+        if self.clients_per_round is not None and self.clients_per_round < 1:
+            raise ValueError(f"FederationConfig.clients_per_round must be >= 1, got {self.clients_per_round}")
+        if self.eval_every < 1:
+            raise ValueError(f"FederationConfig.eval_every must be >= 1, got {self.eval_every}")
+
+
+class DataAttack(Protocol):
+    """Data poisoning: returns the data a malicious client trains on this round."""
+
+    def poison(self, data: ImageDataset, generator: torch.Generator) -> ImageDataset: ...
+
+
+@dataclass
+class RoundContext:
+    """What an omniscient model-poisoning attacker knows when it crafts its updates."""
+
+    round: int
+    honest: Tensor
+    own: Tensor
+    client_ids: list[int]
+    num_samples: Tensor
+    num_clients: int
+    global_params: Tensor
+    kind: UpdateKind
+    generator: torch.Generator
+
+
+class UpdateAttack(Protocol):
+    """Model poisoning: returns the ``[m, d]`` updates of the colluding group."""
+
+    def craft(self, ctx: RoundContext) -> Tensor: ...
+
+
+UpdateTransform = Callable[[ClientUpdate, torch.Generator], ClientUpdate]
+
+
+@dataclass
+class Adversary:
+    """A group of colluding malicious clients sharing one behaviour."""
+
+    client_ids: Collection[int]
+    data_attack: DataAttack | None = None
+    update_attack: UpdateAttack | None = None
+    name: str = "adversary"
+
+
+@dataclass
+class UploadEvent:
+    round: int
+    update: ClientUpdate
+    private: PrivateData
+    state: GlobalState
+    training: LocalTraining
+    role: str
+
+
+Observer = Callable[[UploadEvent], None]
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    clients: list[int]
+    accuracy: float | None
+    loss: float | None
+    rejected: dict[int, str]
+    weights: dict[int, float]
+    applied: bool
+    seconds: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class History:
+    rounds: list[RoundRecord] = field(default_factory=list)
+    roles: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def accuracies(self) -> list[float]:
+        return [r.accuracy for r in self.rounds if r.accuracy is not None]
+
+    @property
+    def final_accuracy(self) -> float | None:
+        acc = self.accuracies
+        return acc[-1] if acc else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"roles": {str(k): v for k, v in self.roles.items()},
+                "rounds": [_jsonable(asdict(r)) for r in self.rounds]}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+class Simulation:
+    """Runs a federation. ``model`` is the initial global model (it is trained in place)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        clients: Sequence[Client],
+        config: FederationConfig,
+        test_set: ImageDataset | None = None,
+        aggregator: Aggregator | None = None,
+        *,
+        trainer: LocalTrainer = train_client,
+        adversaries: Sequence[Adversary] = (),
+        transforms: Sequence[UpdateTransform] = (),
+        observers: Sequence[Observer] = (),
+        progress: bool | None = None,
+    ) -> None:
+        ids = [c.client_id for c in clients]
+        if len(set(ids)) != len(ids):
+            raise ValueError("client ids must be unique")
+        if not clients:
+            raise ValueError("a federation needs at least one client")
+        if config.clients_per_round is not None and config.clients_per_round > len(clients):
+            raise ValueError(f"clients_per_round={config.clients_per_round} exceeds {len(clients)} clients")
+        self.clients = list(clients)
+        self.config = config
+        self.test_set = test_set
+        self.server = Server(model, aggregator, config.server_lr)
+        self.worker = copy.deepcopy(model)
+        self.trainer = trainer
+        self.adversaries = list(adversaries)
+        self.transforms = list(transforms)
+        self.observers = list(observers)
+        self.progress = progress
+        self._adversary_of: dict[int, Adversary] = {}
+        for adv in self.adversaries:
+            for cid in adv.client_ids:
+                if cid not in ids:
+                    raise ValueError(f"adversary {adv.name!r} names unknown client {cid}")
+                if cid in self._adversary_of:
+                    raise ValueError(f"client {cid} belongs to two adversaries")
+                self._adversary_of[cid] = adv
+        self.history = History(roles={c.client_id: c.role for c in self.clients})
+
+    @property
+    def model(self) -> nn.Module:
+        return self.server.model
+
+    def run(self) -> History:
+        for r in tqdm(range(self.config.rounds), desc="rounds", disable=_disabled(self.progress), leave=False):
+            self.history.rounds.append(self.run_round(r))
+        return self.history
+
+    def sample_clients(self, round_index: int) -> list[Client]:
+        k = self.config.clients_per_round
+        if k is None or k == len(self.clients):
+            return list(self.clients)
+        gen = torch_generator(self.config.seed, "sampling", round_index)
+        chosen = torch.randperm(len(self.clients), generator=gen)[:k].sort().values
+        return [self.clients[i] for i in chosen.tolist()]
+
+    def run_round(self, r: int) -> RoundRecord:
+        start = time.perf_counter()
+        cfg = self.config
+        state = self.server.state
+        sampled = self.sample_clients(r)
+        updates: list[ClientUpdate] = []
+        privates: list[PrivateData] = []
+        for client in sampled:
+            update, private = self._train(client, state, r)
+            updates.append(update)
+            privates.append(private)
+        updates = self._apply_update_attacks(updates, r, state)
+        for client, update, private in zip(sampled, updates, privates, strict=True):
+            event = UploadEvent(r, update, private, state, cfg.local, client.role)
+            for observer in self.observers:
+                observer(event)
+        step = self.server.step(updates, client_lr=cfg.local.lr)
+        acc = loss = None
+        if self.test_set is not None and ((r + 1) % cfg.eval_every == 0 or r + 1 == cfg.rounds):
+            acc, loss = evaluate(self.server.model, self.test_set, cfg.eval_batch_size)
+        return RoundRecord(r, [c.client_id for c in sampled], acc, loss, step.rejected, step.weights,
+                           step.applied, time.perf_counter() - start, step.info)
+
+    def _train(self, client: Client, state: GlobalState, r: int) -> tuple[ClientUpdate, PrivateData]:
+        seed = self.config.seed
+        gen = torch_generator(seed, "client", client.client_id, "round", r)
+        torch.manual_seed(derive_seed(seed, "dropout", client.client_id, r))  # dropout masks
+        data = client.data
+        adv = self._adversary_of.get(client.client_id)
+        if adv is not None and adv.data_attack is not None:
+            data = adv.data_attack.poison(data, torch_generator(seed, "poison", client.client_id, r))
+        update, private = self.trainer(self.worker, state, client.client_id, data, self.config.local, gen)
+        for i, transform in enumerate(self.transforms):
+            update = transform(update, torch_generator(seed, "transform", i, client.client_id, r))
+        return update, private
+
+    def _apply_update_attacks(self, updates: list[ClientUpdate], r: int, state: GlobalState) -> list[ClientUpdate]:
+        attackers = {a.name: a for a in self.adversaries if a.update_attack is not None}
+        if not attackers:
+            return updates
+        honest_rows = [u.vector for u in updates if u.client_id not in self._adversary_of]
+        d = state.params.numel()
+        honest = torch.stack(honest_rows) if honest_rows else torch.empty(0, d)
+        out = list(updates)
+        for i, adv in enumerate(self.adversaries):
+            if adv.update_attack is None:
+                continue
+            rows = [j for j, u in enumerate(updates) if u.client_id in adv.client_ids]
+            if not rows:
+                continue
+            ctx = RoundContext(
+                round=r, honest=honest, own=torch.stack([updates[j].vector for j in rows]),
+                client_ids=[updates[j].client_id for j in rows],
+                num_samples=torch.tensor([float(updates[j].num_samples) for j in rows]),
+                num_clients=len(updates), global_params=state.params, kind=updates[rows[0]].kind,
+                generator=torch_generator(self.config.seed, "update_attack", i, r),
+            )
+            crafted = adv.update_attack.craft(ctx)
+            if crafted.shape != ctx.own.shape:
+                raise ValueError(f"{adv.name}: crafted updates of shape {tuple(crafted.shape)}, "
+                                 f"expected {tuple(ctx.own.shape)}")
+            for j, vec in zip(rows, crafted, strict=True):
+                out[j] = ClientUpdate(updates[j].client_id, vec, updates[j].kind, updates[j].num_samples,
+                                      updates[j].metadata, updates[j].buffers)
+        return out
+
+
+def _disabled(progress: bool | None) -> bool | None:
+    return None if progress is None else not progress
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Tensor):
+        return obj.tolist()
+    if isinstance(obj, float | int | str | bool) or obj is None:
+        return obj
+    return repr(obj)
