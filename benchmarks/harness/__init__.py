@@ -1,0 +1,1 @@
+"""The benchmark harness: suites (YAML) → runs → SQLite store → reports."""

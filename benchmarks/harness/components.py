@@ -1,0 +1,73 @@
+"""Every registry a suite may name, in one place: the harness wires components by name only.
+
+A new attack, defense, dataset or model becomes usable in suites (and visible in
+``fedarena list``) by being a registry entry; nothing here needs to change.
+Registries are imported lazily so that ``fedarena --version`` stays instant and a
+test can build a ``Components`` from its own tiny registries.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from functools import cache
+
+from fl_core.registry import Registry
+
+# Public kinds of ``fedarena list --json``, each the union of these registries.
+LIST_KINDS: dict[str, tuple[str, ...]] = {
+    "datasets": ("datasets",),
+    "models": ("models",),
+    "attacks": ("inversion_attacks", "poisoning_attacks"),
+    "defenses": ("privacy_defenses", "aggregators"),
+}
+
+# Registry attribute -> (module to import for registration side effects, module holding it, name).
+_SOURCES: dict[str, tuple[str, str, str]] = {
+    "datasets": ("fl_core.datasets", "fl_core.datasets", "DATASETS"),
+    "models": ("fl_core.models", "fl_core.models", "MODELS"),
+    "partitioners": ("fl_core.partition", "fl_core.partition", "PARTITIONERS"),
+    "corruptions": ("fl_core.corruptions", "fl_core.corruptions", "CORRUPTIONS"),
+    "inversion_attacks": ("attacks", "attacks.registry", "INVERSION_ATTACKS"),
+    "poisoning_attacks": ("attacks", "attacks.registry", "POISONING_ATTACKS"),
+    "privacy_defenses": ("defenses", "defenses.registry", "PRIVACY_DEFENSES"),
+    "aggregators": ("defenses", "defenses.registry", "AGGREGATORS"),
+}
+
+
+@dataclass(frozen=True)
+class Components:
+    """The registries a suite is validated against and its runs are built from."""
+
+    datasets: Registry
+    models: Registry
+    partitioners: Registry
+    corruptions: Registry
+    inversion_attacks: Registry
+    poisoning_attacks: Registry
+    privacy_defenses: Registry
+    aggregators: Registry
+
+    def catalogue(self) -> dict[str, dict[str, str]]:
+        """``{kind: {name: one-line description}}`` for the kinds ``fedarena list`` shows."""
+        out: dict[str, dict[str, str]] = {}
+        for kind, attrs in LIST_KINDS.items():
+            merged: dict[str, str] = {}
+            for attr in attrs:
+                merged.update(getattr(self, attr).descriptions())
+            out[kind] = dict(sorted(merged.items()))
+        return out
+
+    def sections(self) -> list[tuple[str, Registry]]:
+        """Every registry with a human title, for the plain ``fedarena list``."""
+        return [(getattr(self, attr).kind, getattr(self, attr)) for attr in _SOURCES]
+
+
+@cache
+def default_components() -> Components:
+    """The real registries, with every package imported so all entries are registered."""
+    regs = {}
+    for attr, (package, module, name) in _SOURCES.items():
+        importlib.import_module(package)
+        regs[attr] = getattr(importlib.import_module(module), name)
+    return Components(**regs)
