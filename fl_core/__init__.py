@@ -6,8 +6,13 @@ The contracts every other package builds on (see DESIGN.md): flat parameter vect
 
 from .aggregation import AggregationResult, Aggregator, FedAvg
 from .client import Client, GlobalState, LocalTrainer, train_client
+from .corruptions import CORRUPTIONS, corrupt, corrupted_indices
 from .data import ImageDataset, Normalization
+from .data_root import ChecksumError, CorruptDataError, MissingDataError, data_root, dataset_dir, weights_path
+from .datasets import DATASETS, DatasetSizeWarning, load_dataset
 from .evaluation import evaluate, predictions
+from .models import MODELS, build_model, dropout_layers
+from .partition import PARTITIONERS, label_distribution, partition
 from .registry import Registry, UnknownNameError
 from .seeding import derive_seed, numpy_rng, torch_generator
 from .server import Server, StepRecord
@@ -35,4 +40,7 @@ __all__ = [
     "FederationConfig", "History", "RoundContext", "RoundRecord", "Simulation", "UpdateAttack",
     "UploadEvent", "Observation", "ThreatModel", "make_observation", "ClientUpdate", "LocalTraining",
     "PrivateData", "ParameterLayout", "model_to_vector", "vector_to_model", "__version__",
+    "CORRUPTIONS", "corrupt", "corrupted_indices", "ChecksumError", "CorruptDataError", "MissingDataError",
+    "data_root", "dataset_dir", "weights_path", "DATASETS", "DatasetSizeWarning", "load_dataset",
+    "MODELS", "build_model", "dropout_layers", "PARTITIONERS", "label_distribution", "partition",
 ]
