@@ -1,0 +1,248 @@
+"""DP-SGD (Opacus) and client-level DP: accounting, per-sample clipping, seeded noise, layout."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from opacus.accountants import PRVAccountant, RDPAccountant
+from torch import nn
+
+from defenses import PRIVACY_DEFENSES, ClientDefense
+from defenses.privacy import (
+    DPSGD,
+    Clipping,
+    DPFedAvgAggregator,
+    LocalDPNoise,
+    dp_fedavg_epsilon,
+    make_dp_compatible,
+    prepare_model,
+    steps_per_round,
+)
+from fl_core import (
+    Client,
+    ClientUpdate,
+    FederationConfig,
+    GlobalState,
+    LocalTraining,
+    Simulation,
+    model_to_vector,
+    train_client,
+)
+from fl_core.vectors import ParameterLayout, buffers_to_vector
+
+from .helpers import synthetic_images, tiny_cnn_bn, tiny_mlp
+
+DELTA = 1e-5
+
+
+def _linear(out: int = 4, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, out))
+
+
+def _state(model: nn.Module) -> GlobalState:
+    return GlobalState(model_to_vector(model), buffers_to_vector(model))
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _opacus_epsilon(accountant, sigma: float, q: float, steps: int) -> float:
+    for _ in range(steps):
+        accountant.step(noise_multiplier=sigma, sample_rate=q)
+    with np.errstate(divide="ignore"):  # Opacus' PRV evaluates log(1 - q) at q = 1
+        return accountant.get_epsilon(delta=DELTA)
+
+
+# -- DP-SGD -----------------------------------------------------------------------------
+
+def test_dp_sgd_epsilon_equals_opacus_accountant_over_rounds():
+    data = synthetic_images(n=20)
+    model = tiny_mlp()
+    training = LocalTraining(lr=0.05, batch_size=5)  # q = 1/⌈20/5⌉ = 1/4, 4 steps per round
+    trainer = DPSGD(noise_multiplier=1.3, max_grad_norm=1.0)
+    updates = [trainer(model, _state(model), 7, data, training, _gen(r))[0] for r in range(2)]
+    assert steps_per_round(20, training) == 4
+    assert trainer.history(7) == [(1.3, 0.25, 8)]
+    expected = _opacus_epsilon(RDPAccountant(), 1.3, 0.25, 8)
+    assert trainer.epsilon(7) == pytest.approx(expected, rel=1e-12)
+    assert updates[-1].metadata["epsilon"] == pytest.approx(expected, rel=1e-12)
+    assert updates[0].metadata["epsilon"] < updates[1].metadata["epsilon"]  # composition over rounds
+    assert "loss" not in updates[0].metadata  # an unnoised statistic of the private data never leaves
+    assert trainer.epsilon(99) == 0.0
+
+
+def test_dp_sgd_prv_accountant_and_target_epsilon():
+    data = synthetic_images(n=8)
+    model = tiny_mlp()
+    training = LocalTraining(algorithm="fedsgd", batch_size=8)  # q = 1: one full-batch step per round
+    trainer = DPSGD(None, 1.0, target_epsilon=4.0, planned_rounds=3, accountant="prv")
+    for r in range(3):
+        trainer(model, _state(model), 0, data, training, _gen(r))
+    sigma = trainer.noise_multiplier_of(0)
+    assert trainer.history(0) == [(sigma, 1.0, 3)]
+    spent = trainer.epsilon(0)
+    assert spent == pytest.approx(_opacus_epsilon(PRVAccountant(), sigma, 1.0, 3), rel=1e-9)
+    assert 4.0 - 0.05 <= spent <= 4.0  # Opacus' σ search stops within 0.01 of the target
+    with pytest.warns(UserWarning, match="more rounds than the 3 planned"):
+        trainer(model, _state(model), 0, data, training, _gen(3))
+    assert trainer.epsilon(0) > 4.0
+
+
+@pytest.mark.parametrize("algorithm", ["fedsgd", "fedavg"])
+def test_dp_sgd_clips_each_per_sample_gradient_before_averaging(algorithm):
+    data = synthetic_images(n=12)
+    model = _linear()
+    clip, lr = 0.3, 0.1
+    training = LocalTraining(algorithm=algorithm, lr=lr, steps=1, batch_size=6)  # q = 1/2, expected batch 6
+    trainer = DPSGD(noise_multiplier=0.0, max_grad_norm=clip)
+    update, private = trainer(model, _state(model), 0, data, training, _gen(3))
+    assert len(private.labels) >= 2  # the Poisson batch of this seed (deterministic)
+    per_sample = []
+    for x, y in zip(private.inputs, private.labels, strict=True):
+        grads = torch.autograd.grad(F.cross_entropy(model(x[None]), y[None]), list(model.parameters()))
+        per_sample.append(torch.cat([g.reshape(-1) for g in grads]))
+    g = torch.stack(per_sample)
+    norms = g.norm(dim=1)
+    assert (norms > clip).any()  # clipping bites on this data
+    clipped = g * (clip / (norms + 1e-6)).clamp(max=1.0)[:, None]  # Opacus' flat clipping factor
+    expected_grad = clipped.sum(0) / 6  # DP-SGD divides by the expected batch size
+    expected = expected_grad if algorithm == "fedsgd" else -lr * expected_grad
+    assert torch.allclose(update.vector, expected, atol=1e-6)
+    assert not torch.allclose(update.vector, g.sum(0) / 6 * (1 if algorithm == "fedsgd" else -lr), atol=1e-4)
+
+
+def test_dp_sgd_without_clipping_or_noise_equals_the_honest_gradient():
+    """q = 1, C huge, σ = 0: DP-SGD reduces to the plain full-batch gradient, in the server's layout."""
+    data = synthetic_images(n=12)
+    model = tiny_mlp()
+    training = LocalTraining(algorithm="fedsgd", batch_size=12)
+    dp, _ = DPSGD(noise_multiplier=0.0, max_grad_norm=1e9)(model, _state(model), 0, data, training, _gen(0))
+    plain, _ = train_client(model, _state(model), 0, data, training, _gen(0))
+    assert dp.vector.shape == (ParameterLayout.of(model).dim,)
+    assert torch.allclose(dp.vector, plain.vector, atol=1e-6)
+
+
+def test_dp_sgd_same_seed_same_noise_and_noise_has_the_stated_scale():
+    data = synthetic_images(n=8)
+    model = _linear(out=16)  # 1040 parameters
+    training = LocalTraining(algorithm="fedsgd", batch_size=8)  # q = 1, expected batch 8
+    sigma, clip = 1.0, 1.0
+    noisy = DPSGD(sigma, clip)
+    a, _ = noisy(model, _state(model), 0, data, training, _gen(11))
+    b, _ = noisy(model, _state(model), 0, data, training, _gen(11))
+    c, _ = noisy(model, _state(model), 0, data, training, _gen(12))
+    assert torch.equal(a.vector, b.vector)
+    assert not torch.allclose(a.vector, c.vector)
+    clean, _ = DPSGD(0.0, clip)(model, _state(model), 0, data, training, _gen(11))
+    noise = a.vector - clean.vector
+    assert noise.std().item() == pytest.approx(sigma * clip / 8, rel=0.1)
+    assert abs(noise.mean().item()) < 0.02
+
+
+def test_dp_sgd_federation_uses_fixed_model_and_server_stays_plain():
+    data = synthetic_images(n=48)
+    clients = [Client(i, data.subset(list(range(16 * i, 16 * i + 16)))) for i in range(3)]
+    bn_model = tiny_cnn_bn()
+    defense = PRIVACY_DEFENSES.build("dp_sgd", noise_multiplier=1.0, max_grad_norm=1.0)
+    cfg = FederationConfig(rounds=1, local=LocalTraining(lr=0.1, steps=2, batch_size=8), seed=5)
+    with pytest.raises(ValueError, match="make_dp_compatible"):
+        Simulation(bn_model, clients, cfg, trainer=defense.trainer).run()
+
+    fixed = prepare_model(defense, bn_model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fixed.modules())
+    assert any(isinstance(m, nn.GroupNorm) for m in fixed.modules())
+    assert ParameterLayout.of(fixed) == ParameterLayout.of(bn_model)
+    assert torch.equal(model_to_vector(fixed), model_to_vector(bn_model))
+
+    finals, seen = [], []
+    for _ in range(2):
+        defense = PRIVACY_DEFENSES.build("dp_sgd", noise_multiplier=1.0, max_grad_norm=1.0)
+        model = make_dp_compatible(tiny_cnn_bn())
+        sim = Simulation(model, clients, cfg, trainer=defense.trainer, observers=[seen.append], progress=False)
+        sim.run()
+        finals.append(model_to_vector(sim.model))
+        assert type(sim.model) is type(bn_model)
+        assert all(not hasattr(p, "grad_sample") for p in sim.model.parameters())
+        assert all(not m._forward_hooks and not m._backward_hooks for m in sim.model.modules())
+        assert set(defense.trainer.epsilons()) == {0, 1, 2}
+    assert torch.equal(finals[0], finals[1])  # same seed, same noise and sampling
+    assert all(e.update.vector.shape == (ParameterLayout.of(bn_model).dim,) for e in seen)
+
+
+def test_dp_sgd_rejects_bad_settings():
+    with pytest.raises(ValueError, match="noise_multiplier"):
+        DPSGD(noise_multiplier=-1.0)
+    with pytest.raises(ValueError, match="planned_rounds"):
+        DPSGD(None, target_epsilon=2.0)
+    with pytest.raises(ValueError, match="accountant"):
+        DPSGD(1.0, accountant="moments")
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        DPSGD(1.0, max_grad_norm=0.0)
+
+
+# -- client-level DP (DP-FedAvg) ----------------------------------------------------------
+
+def test_dp_fedavg_central_epsilon_equals_opacus_accountant():
+    agg = DPFedAvgAggregator(clip_norm=1.0, noise_multiplier=1.1, expected_clients=2, num_clients=10, seed=0)
+    updates = torch.randn(2, 50, generator=_gen(0))
+    for _ in range(3):
+        agg(updates)
+    expected = _opacus_epsilon(RDPAccountant(), 1.1, 0.2, 3)
+    assert agg.epsilon() == pytest.approx(expected, rel=1e-12)
+    assert dp_fedavg_epsilon(1.1, 0.2, 3) == pytest.approx(expected, rel=1e-12)
+
+
+def test_dp_fedavg_central_clips_adds_seeded_noise_and_divides_by_expected_clients():
+    gen = _gen(1)
+    updates = torch.randn(4, 20000, generator=gen) * torch.tensor([0.0001, 0.001, 1.0, 10.0])[:, None]
+    clip = 0.5
+    norms = updates.norm(dim=1)
+    clipped_sum = (updates * (clip / norms).clamp(max=1.0)[:, None]).sum(0)
+
+    exact = DPFedAvgAggregator(clip, 0.0, expected_clients=5, num_clients=20)(updates)
+    assert torch.allclose(exact.aggregate, clipped_sum / 5, atol=1e-6)
+    assert exact.info["dp_clipped"] == 2
+    assert torch.allclose(exact.weights, torch.full((4,), 0.2))
+
+    agg = DPFedAvgAggregator(clip, 2.0, expected_clients=5, num_clients=20, seed=9)
+    first, second = agg(updates).aggregate, agg(updates).aggregate
+    assert not torch.equal(first, second)  # fresh noise every round
+    agg.reset()
+    assert torch.equal(agg(updates).aggregate, first)  # same seed, same noise
+    assert (first - clipped_sum / 5).std().item() == pytest.approx(2.0 * clip / 5, rel=0.05)
+
+
+def test_dp_fedavg_local_bounds_norm_and_accounts_per_participation():
+    transform = LocalDPNoise(clip_norm=1.0, noise_multiplier=0.8)
+    out_a = transform(ClientUpdate(3, torch.full((10000,), 5.0), "delta", 10), _gen(4))
+    out_b = transform(ClientUpdate(3, torch.full((10000,), 5.0), "delta", 10), _gen(4))
+    assert torch.equal(out_a.vector, out_b.vector)
+    signal = torch.full((10000,), 1.0 / math.sqrt(10000))  # the update clipped to norm 1
+    assert (out_a.vector - signal).std().item() == pytest.approx(0.8, rel=0.05)
+    assert transform.epsilon(3) == pytest.approx(_opacus_epsilon(RDPAccountant(), 0.8, 1.0, 2), rel=1e-12)
+    assert out_b.metadata["epsilon"] == pytest.approx(transform.epsilon(3))
+    assert transform.epsilon(4) == 0.0
+
+
+def test_dp_fedavg_registry_and_federation():
+    with pytest.raises(ValueError, match="clients_per_round and num_clients"):
+        PRIVACY_DEFENSES.build("dp_fedavg", clip_norm=1.0)
+    with pytest.raises(ValueError, match="mode"):
+        PRIVACY_DEFENSES.build("dp_fedavg", mode="global")
+    defense = PRIVACY_DEFENSES.build("dp_fedavg", clip_norm=0.1, noise_multiplier=0.5, clients_per_round=2,
+                                     num_clients=4, seed=3)
+    assert isinstance(defense, ClientDefense)
+    assert isinstance(defense.transforms[0], Clipping)
+    data = synthetic_images(n=64)
+    clients = [Client(i, data.subset(list(range(16 * i, 16 * i + 16)))) for i in range(4)]
+    seen = []
+    cfg = FederationConfig(rounds=2, clients_per_round=2, local=LocalTraining(lr=0.1, batch_size=8), seed=2)
+    sim = Simulation(tiny_mlp(), clients, cfg, aggregator=defense.aggregator, transforms=defense.transforms,
+                     observers=[seen.append], progress=False)
+    history = sim.run()
+    assert all(e.update.vector.norm() <= 0.1 * (1 + 1e-6) for e in seen)  # the server sees clipped uploads
+    assert history.rounds[-1].info["dp_epsilon"] == pytest.approx(dp_fedavg_epsilon(0.5, 0.5, 2), rel=1e-12)
