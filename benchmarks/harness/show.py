@@ -1,0 +1,68 @@
+"""``fedarena show RUN_ID``: find a run in an output folder (or under ``runs/``) and print it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from .store import STORE_NAME, RunRecord, Store
+
+DEFAULT_ROOT = Path("runs")
+
+
+def find_run(run_id: str, folder: Path | None = None) -> tuple[RunRecord, Path]:
+    """The run ``run_id`` (or unique prefix) in ``folder``'s store, or in any store under ``runs/``."""
+    if folder is not None:
+        stores = [folder / STORE_NAME]
+        if not stores[0].is_file():
+            raise FileNotFoundError(f"{folder} has no {STORE_NAME}")
+    else:
+        stores = sorted(DEFAULT_ROOT.glob(f"**/{STORE_NAME}"))
+        if not stores:
+            raise FileNotFoundError(f"no {STORE_NAME} under {DEFAULT_ROOT}/; pass --out DIR")
+    found: list[tuple[RunRecord, Path]] = []
+    for path in stores:
+        with Store(path) as store:
+            try:
+                found.append((store.get(run_id), path.parent))
+            except KeyError as exc:
+                if "matches" in str(exc):
+                    raise
+    if not found:
+        raise KeyError(f"no run {run_id!r} in {', '.join(str(s) for s in stores)}")
+    if len({r.run_id for r, _ in found}) > 1:
+        raise KeyError(f"{run_id!r} matches runs in several folders: "
+                       f"{', '.join(f'{r.run_id} ({f})' for r, f in found)}; pass --out DIR")
+    return found[0]
+
+
+def format_run(record: RunRecord, folder: Path, as_json: bool = False) -> str:
+    """The run as readable text (or as its stored JSON record)."""
+    if as_json:
+        return json.dumps(asdict(record), indent=2, sort_keys=True)
+    metrics = {k: v for k, v in record.metrics.items() if not isinstance(v, list | dict)}
+    lines = [
+        f"run {record.run_id}  suite {record.suite}  task {record.task}  status {record.status}",
+        f"attack: {record.meta.get('attack_label')}   defense: {record.meta.get('defense_label')}   "
+        f"seed: {record.config.get('seed')}",
+        f"block: {record.meta.get('block_label')}" + (f" [{record.meta['setting']}]" if record.meta.get("setting")
+                                                        else ""),
+        f"time: {record.seconds:.1f} s on {record.worker}" if record.seconds is not None else "time: -",
+        "",
+        "metrics:",
+        *(f"  {k}: {_fmt(v)}" for k, v in sorted(metrics.items())),
+        "",
+        "artefacts:",
+        *(f"  {name}: {folder / path}" for name, path in sorted(record.artefacts.items())),
+        "",
+        "config:",
+        json.dumps(record.config, indent=2, sort_keys=True),
+    ]
+    if record.error:
+        lines += ["", "error:", record.error.rstrip()]
+    return "\n".join(lines)
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

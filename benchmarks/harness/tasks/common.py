@@ -1,0 +1,113 @@
+"""Builders shared by the privacy and robustness tasks, all by registry name.
+
+A resolved run configuration (see ``suite``) names every component; these turn the
+names into objects with the run's seed. Nothing here knows a particular attack or
+defense: a new one is a registry entry and the harness picks it up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from defenses.registry import AGGREGATORS, PRIVACY_DEFENSES, ClientDefense
+from fl_core import Client, FederationConfig, ImageDataset, LocalTraining, derive_seed, torch_generator
+from fl_core.aggregation import Aggregator
+from fl_core.corruptions import corrupt
+from fl_core.datasets import load_dataset
+from fl_core.models import build_model
+from fl_core.partition import partition
+
+from ..params import build_component
+
+
+def load_data(spec: dict[str, Any], seed: int) -> ImageDataset:
+    """The dataset split a run uses, restricted to ``indices`` or a seeded ``size`` subset."""
+    data = load_dataset(spec["name"], split=spec["split"], **spec["params"])
+    if spec.get("indices") is not None:
+        bad = [i for i in spec["indices"] if i >= len(data)]
+        if bad:
+            raise ValueError(f"dataset {spec['name']!r} ({spec['split']}) has {len(data)} samples; "
+                             f"indices {bad[:5]} are out of range")
+        return data.subset(spec["indices"])
+    if spec.get("size") is not None:
+        if spec["size"] > len(data):
+            raise ValueError(f"dataset {spec['name']!r} ({spec['split']}) has {len(data)} samples, "
+                             f"fewer than size={spec['size']}")
+        idx = torch.randperm(len(data), generator=torch_generator(seed, "data", spec["split"]))[: spec["size"]]
+        return data.subset(idx.sort().values)
+    return data
+
+
+def build_global_model(spec: dict[str, Any], data: ImageDataset, seed: int) -> nn.Module:
+    return build_model(spec["name"], data.num_classes, data.input_shape, seed=seed, **spec["params"])
+
+
+def local_training(fed: dict[str, Any]) -> LocalTraining:
+    return LocalTraining(**fed["local"])
+
+
+def federation_config(fed: dict[str, Any], seed: int, rounds: int | None = None) -> FederationConfig:
+    return FederationConfig(rounds=rounds if rounds is not None else fed["rounds"],
+                            clients_per_round=fed["clients_per_round"], local=local_training(fed),
+                            server_lr=fed["server_lr"], seed=seed, eval_every=fed["eval_every"])
+
+
+def federation_context(fed: dict[str, Any], seed: int, *keys: object) -> dict[str, Any]:
+    """Values a factory may take from the run, by parameter name (mirrors ``suite._fed_context``)."""
+    per_round = fed["clients_per_round"] or fed["clients"]
+    return {"num_clients": fed["clients"], "clients_per_round": per_round, "rounds": fed["rounds"],
+            "planned_rounds": fed["rounds"], "seed": derive_seed(seed, *keys)}
+
+
+def split_clients(data: ImageDataset, fed: dict[str, Any], seed: int,
+                  roles: dict[int, str] | None = None) -> list[Client]:
+    """Partition ``data`` over the federation's clients with the configured partitioner."""
+    part = fed["partition"]
+    parts = partition(part["name"], data.labels, fed["clients"], seed, **part["params"])
+    roles = roles or {}
+    return [Client(cid, data.subset(idx), roles.get(cid, "honest")) for cid, idx in enumerate(parts)]
+
+
+def corrupt_clients(clients: Sequence[Client], ids: Sequence[int], spec: dict[str, Any], seed: int) -> None:
+    """Degrade a fraction of the data of the unreliable clients ``ids`` (in place)."""
+    corruption = spec["corruption"]
+    for client in clients:
+        if client.client_id in ids:
+            client.data = corrupt(client.data, corruption["name"], spec["data_fraction"],
+                                  derive_seed(seed, "unreliable", client.client_id), **corruption["params"])
+
+
+def build_defense(spec: dict[str, Any], fed: dict[str, Any], seed: int) -> tuple[ClientDefense, Aggregator | None]:
+    """(client-side defense, server aggregator) for a resolved defense; ``none`` gives neither."""
+    if spec["name"] == "none":
+        return ClientDefense(), None
+    context = federation_context(fed, seed, "defense")
+    if spec.get("kind", "privacy") == "aggregator":
+        return ClientDefense(), build_component(AGGREGATORS, spec["name"], spec["params"], context)
+    defense = build_component(PRIVACY_DEFENSES, spec["name"], spec["params"], context)
+    if not isinstance(defense, ClientDefense):
+        raise TypeError(f"privacy defense {spec['name']!r} returned {type(defense).__name__}, not a ClientDefense")
+    return defense, defense.aggregator
+
+
+def defense_epsilon(defense: ClientDefense, aggregator: Aggregator | None) -> float | None:
+    """The largest ε any part of the defense reports (per-client DP: the worst client)."""
+    values: list[float] = []
+    for part in (defense.trainer, *defense.transforms, aggregator):
+        if part is None:
+            continue
+        many = getattr(part, "epsilons", None)
+        if callable(many):
+            values += [float(v) for v in many().values()]
+            continue
+        one = getattr(part, "epsilon", None)
+        if callable(one):
+            try:
+                values.append(float(one()))
+            except TypeError:  # per-client accessor without a client: covered by epsilons()
+                pass
+    return max(values) if values else None
