@@ -1,0 +1,186 @@
+"""Krum, Multi-Krum (Blanchard et al., NeurIPS 2017) and Bulyan (El Mhamdi et al., ICML 2018).
+
+All three start from the ``[n, n]`` squared-distance matrix, computed once from one Gram
+matrix product (``fl_core.geometry``). Bulyan's recursive Krum selection then updates
+the Krum scores incrementally from that one matrix (an O(n²) step per selection), never
+recomputing a distance; its coordinate-wise phase needs one sort of the θ selected rows.
+
+``f`` is the number of Byzantine clients the rule must tolerate. ``None`` means the
+largest the rule admits for the n rows it is given: ⌊(n−3)/2⌋ for Krum (n ≥ 2f + 3),
+⌊(n−3)/4⌋ for Bulyan (n ≥ 4f + 3). An explicit ``f`` too large for n is an error.
+Selected clients are averaged without sample weighting, as in the papers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from fl_core.aggregation import AggregationResult, Aggregator
+from fl_core.geometry import pairwise_sq_distances
+
+from ..registry import AGGREGATORS
+from .coordinate import coordinate_sort, median_of_sorted
+
+
+@AGGREGATORS.register("krum")
+class Krum(Aggregator):
+    """Krum: the update with the smallest sum of squared distances to its n − f − 2
+    nearest neighbours (Blanchard et al. 2017, Sec. 4)."""
+
+    name = "krum"
+
+    def __init__(self, f: int | None = None) -> None:
+        self.f = _check_f(self.name, f)
+
+    def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int]) -> AggregationResult:
+        n = updates.shape[0]
+        f = resolve_f(self.name, self.f, n, multiplier=2)
+        scores = krum_scores(pairwise_sq_distances(updates), f)
+        best = int(torch.argmin(scores))
+        weights = torch.zeros(n, dtype=updates.dtype)
+        weights[best] = 1.0
+        return AggregationResult(updates[best].clone(), weights, {"f": f, "selected": [client_ids[best]]})
+
+
+@AGGREGATORS.register("multi_krum")
+class MultiKrum(Aggregator):
+    """Multi-Krum: the mean of the ``m`` updates with the lowest Krum scores
+    (Blanchard et al. 2017, Sec. 5); ``m`` defaults to n − f."""
+
+    name = "multi_krum"
+
+    def __init__(self, f: int | None = None, m: int | None = None) -> None:
+        self.f = _check_f(self.name, f)
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+            raise ValueError(f"multi_krum: m must be a positive int or None, got {m!r}")
+        self.m = m
+
+    def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int]) -> AggregationResult:
+        n = updates.shape[0]
+        f = resolve_f(self.name, self.f, n, multiplier=2)
+        m = min(self.m if self.m is not None else n - f, n)
+        scores = krum_scores(pairwise_sq_distances(updates), f)
+        chosen = torch.sort(torch.argsort(scores, stable=True)[:m]).values
+        weights = torch.zeros(n, dtype=updates.dtype)
+        weights[chosen] = 1.0 / m
+        return AggregationResult(weights @ updates, weights,
+                                 {"f": f, "m": m, "selected": [client_ids[i] for i in chosen.tolist()]})
+
+
+@AGGREGATORS.register("bulyan")
+class Bulyan(Aggregator):
+    """Bulyan (El Mhamdi et al. 2018, Sec. 4) on top of Krum.
+
+    1. Select θ = n − 2f updates by recursive Krum: Krum on the remaining set, move the
+       winner to the selection, repeat.
+    2. For every coordinate, average the β = θ − 2f selected values closest to the
+       coordinate's median.
+    Requires n ≥ 4f + 3. ``weights``: 1/θ on the selected clients (the coordinate phase
+    then keeps β of the θ values per coordinate).
+    """
+
+    name = "bulyan"
+
+    def __init__(self, f: int | None = None) -> None:
+        self.f = _check_f(self.name, f)
+
+    def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int]) -> AggregationResult:
+        n = updates.shape[0]
+        f = resolve_f(self.name, self.f, n, multiplier=4)
+        theta = n - 2 * f
+        beta = theta - 2 * f
+        selected = recursive_krum(pairwise_sq_distances(updates), f, theta)
+        rows = updates[selected]  # a fresh copy, sorted in place below
+        aggregate = trimmed_around_median(rows, 2 * f, inplace=True)
+        weights = torch.zeros(n, dtype=updates.dtype)
+        weights[selected] = 1.0 / theta
+        return AggregationResult(aggregate, weights, {"f": f, "theta": theta, "beta": beta,
+                                                      "selected": [client_ids[i] for i in selected.tolist()]})
+
+
+def krum_scores(sq_dist: Tensor, f: int) -> Tensor:
+    """Krum score of every row: sum of its n − f − 2 smallest squared distances to the
+    other rows (at least one neighbour when n ≥ 2)."""
+    n = sq_dist.shape[0]
+    if n == 1:
+        return torch.zeros(1, dtype=sq_dist.dtype)
+    k = max(n - f - 2, 1)
+    others = sq_dist.clone().fill_diagonal_(float("inf"))
+    return torch.topk(others, k, dim=1, largest=False).values.sum(1)
+
+
+def recursive_krum(sq_dist: Tensor, f: int, count: int) -> Tensor:
+    """Indices (sorted) of ``count`` rows picked one by one by Krum on the rows left.
+
+    Each row's neighbours are sorted once; a step masks out the picked rows and sums
+    each remaining row's first k = |left| − f − 2 remaining neighbours (k ≥ 1), so the
+    whole selection costs O(count · n²) on the ``[n, n]`` matrix and nothing on ``[n, d]``.
+    """
+    n = sq_dist.shape[0]
+    if not 1 <= count <= n:
+        raise ValueError(f"recursive_krum: cannot select {count} of {n} rows")
+    others = sq_dist.clone().fill_diagonal_(float("inf"))
+    ordered, neighbour = torch.sort(others, dim=1)  # self sorts last (inf)
+    ordered = ordered[:, : n - 1]
+    neighbour = neighbour[:, : n - 1]
+    alive = torch.ones(n, dtype=torch.bool)
+    picked: list[int] = []
+    for _ in range(count):
+        left = int(alive.sum())
+        k = max(left - f - 2, 1)
+        usable = alive[neighbour]  # [n, n-1]: is the j-th nearest neighbour of i still in the set?
+        take = usable & (usable.cumsum(1) <= k)
+        scores = torch.where(take, ordered, torch.zeros((), dtype=ordered.dtype)).sum(1)
+        if left == 1:
+            scores = torch.zeros_like(scores)
+        scores = scores.masked_fill(~alive, float("inf"))
+        best = int(torch.argmin(scores))
+        picked.append(best)
+        alive[best] = False
+    return torch.tensor(sorted(picked), dtype=torch.long)
+
+
+def trimmed_around_median(rows: Tensor, drop: int, inplace: bool = False) -> Tensor:
+    """Per coordinate, the mean of the ``len(rows) − drop`` values closest to the median.
+
+    After one sort, the kept values are a window of consecutive order statistics; the
+    dropped ones are the ``drop`` farthest from the median, taken greedily from both
+    ends (ties drop the upper end). With b_t = med − s_t (the t-th smallest) and
+    u_t = s_(θ−1−t) − med (the t-th largest), both non-increasing, the greedy drops the
+    ``j = #{t < drop : b_t > u_(drop−1−t)}`` smallest and the ``drop − j`` largest values.
+    ``inplace=True`` sorts ``rows`` itself (saves one copy of the stack).
+    """
+    theta = rows.shape[0]
+    keep = theta - drop
+    if keep < 1:
+        raise ValueError(f"cannot drop {drop} of {theta} values per coordinate")
+    if drop == 0:
+        return rows.mean(0)
+    s = coordinate_sort(rows, inplace=inplace)
+    med = median_of_sorted(s)
+    low = s[:drop]  # [drop, d] smallest, ascending
+    high = s[theta - drop:].flip(0)  # [drop, d] largest, descending
+    b = med - low
+    u = high - med
+    j = (b > u.flip(0)).sum(0)  # dropped from the bottom, per coordinate
+    low_sums = torch.cat([torch.zeros_like(low[:1]), low.cumsum(0)])  # [drop+1, d]
+    high_sums = torch.cat([torch.zeros_like(high[:1]), high.cumsum(0)])
+    dropped = low_sums.gather(0, j.unsqueeze(0)) + high_sums.gather(0, (drop - j).unsqueeze(0))
+    return (s.sum(0) - dropped.squeeze(0)) / keep
+
+
+def resolve_f(rule: str, f: int | None, n: int, multiplier: int) -> int:
+    """The f to use for n rows: the given one (checked n ≥ multiplier·f + 3) or the largest allowed."""
+    if f is None:
+        return max((n - 3) // multiplier, 0)
+    if n < multiplier * f + 3:
+        raise ValueError(f"{rule}: f={f} needs at least {multiplier * f + 3} updates "
+                         f"(n ≥ {multiplier}f + 3), got {n}")
+    return f
+
+
+def _check_f(rule: str, f: int | None) -> int | None:
+    if f is not None and (isinstance(f, bool) or not isinstance(f, int) or f < 0):
+        raise ValueError(f"{rule}: f must be a non-negative int or None, got {f!r}")
+    return f
