@@ -17,7 +17,9 @@ or ``"prv"``) across all the rounds it trains in, so its ε is the composition o
 whole participation. ε is with respect to that client's records and an adversary who
 sees every upload (no amplification by client sampling or by aggregation is claimed).
 The upload reveals no unnoised statistic: the metadata carries no training loss, and
-FedSGD reports the expected, not the realised, batch size.
+FedSGD reports the expected, not the realised, batch size. With q < 1 a Poisson batch
+can be empty: that step is pure noise and a FedSGD round then returns empty
+``PrivateData`` (nothing of the client's data was used).
 
 Reproducibility: Opacus runs with ``secure_mode=False`` and a seeded ``torch.Generator``
 for both the noise (``noise_generator``) and the Poisson sampling, derived from the
@@ -64,7 +66,8 @@ class DPSGD:
     """LocalTrainer running DP-SGD through Opacus; keeps one privacy accountant per client.
 
     Give either ``noise_multiplier`` σ (noise std σ·C on the sum of clipped per-sample
-    gradients) or ``target_epsilon`` with ``planned_rounds``: then σ is chosen, per client
+    gradients) or ``target_epsilon`` with ``planned_rounds`` (which then overrides σ;
+    ``planned_rounds`` alone changes nothing): σ is chosen, per client
     at its first round, so that ``planned_rounds`` rounds of its local steps spend
     exactly (up to Opacus' 0.01 search tolerance) ``target_epsilon`` at ``delta``.
     Opacus' ``make_private_with_epsilon`` is not called every round because it plans
@@ -214,7 +217,7 @@ class DPSGD:
         return self._sigmas[client_id]
 
     def _warn_if_over_plan(self, client_id: int) -> None:
-        if self.planned_rounds is not None and self._rounds[client_id] == self.planned_rounds + 1:
+        if self.target_epsilon is not None and self._rounds[client_id] == self.planned_rounds + 1:  # type: ignore[operator]
             warnings.warn(f"dp_sgd: client {client_id} trains in more rounds than the {self.planned_rounds} "
                           f"planned for target_epsilon={self.target_epsilon}; its ε now exceeds the target "
                           "(the true value stays in the update metadata)", stacklevel=3)

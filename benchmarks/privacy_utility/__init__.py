@@ -1,0 +1,1 @@
+"""Privacy–utility table of issue 5 (``python -m benchmarks.privacy_utility.table``)."""
