@@ -49,6 +49,7 @@ from typing import Any
 
 import torch
 from sklearn.cluster import DBSCAN, KMeans
+from threadpoolctl import threadpool_limits  # ships with scikit-learn
 from torch import Tensor
 
 from fl_core.aggregation import AggregationResult, Aggregator
@@ -190,7 +191,8 @@ class MudHoG(Aggregator):
         if len(rows) < 2:
             return set()
         data = long[rows].detach().cpu().numpy()
-        labels = KMeans(n_clusters=2, n_init=self.kmeans_n_init, random_state=self.seed).fit(data).labels_
+        with threadpool_limits(limits=1, user_api="openmp"):  # a few dozen rows: threads only add overhead
+            labels = KMeans(n_clusters=2, n_init=self.kmeans_n_init, random_state=self.seed).fit(data).labels_
         minority = 0 if int((labels == 1).sum()) > int((labels == 0).sum()) else 1
         return {ids[r] for r, lab in zip(rows, labels, strict=True) if lab == minority}
 

@@ -1,0 +1,162 @@
+"""MUD-HoG flags planted attackers of each type; detection scoring against true roles."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+import defenses  # noqa: F401
+from benchmarks.robustness.federation import AttackGroup, build_federation, run_federation, summarize
+from benchmarks.robustness.metrics import detection_scores, predicted_labels
+from defenses.mud_hog import MudHoG, largest_gap_split
+from fl_core import FederationConfig, LocalTraining
+from fl_core.datasets import load_dataset
+from fl_core.models import build_model
+from fl_core.simulation import History, RoundRecord
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one thread avoids OpenMP spin-waits on a shared, loaded CPU (~40× here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+ROLES = ["honest"] * 16 + ["sign_flip"] * 3 + ["additive_noise"] * 3 + ["targeted"] * 4 + ["unreliable"] * 2
+
+
+def synthetic_rounds(rounds: int = 15, d: int = 300, seed: int = 0) -> Iterator[tuple[list[str], torch.Tensor]]:
+    """Update streams with the signatures MUD-HoG looks for.
+
+    Honest: a shared per-round descent step plus small client noise. Sign flip: the
+    negated honest update. Additive noise: + large Gaussian noise. Targeted: + a fixed
+    bias direction every round (it accumulates in the long history). Unreliable: +
+    moderate fresh noise every round (lower cosine, no persistent drift).
+    """
+    g = torch.Generator().manual_seed(seed)
+    roles = [ROLES[i] for i in torch.randperm(len(ROLES), generator=g).tolist()]
+    base = torch.nn.functional.normalize(torch.randn(d, generator=g), dim=0)
+    bias = torch.nn.functional.normalize(torch.randn(d, generator=g), dim=0)
+    unit = d ** -0.5
+    for _ in range(rounds):
+        step = base * (1 + 0.1 * torch.randn(1, generator=g)) + 0.1 * unit * torch.randn(d, generator=g)
+        rows = []
+        for role in roles:
+            u = step + 0.1 * unit * torch.randn(d, generator=g)
+            if role == "sign_flip":
+                u = -u
+            elif role == "additive_noise":
+                u = u + 3.0 * unit * torch.randn(d, generator=g)
+            elif role == "targeted":
+                u = u + 0.4 * bias
+            elif role == "unreliable":
+                u = u + 1.2 * unit * torch.randn(d, generator=g)
+            rows.append(u)
+        yield roles, torch.stack(rows)
+
+
+@pytest.mark.parametrize("seed", [0, 3])  # two role layouts
+def test_mud_hog_flags_every_planted_type_and_no_honest_client(seed: int) -> None:
+    agg = MudHoG()
+    history = History()
+    for r, (roles, x) in enumerate(synthetic_rounds(seed=seed)):
+        ids = list(range(len(roles)))
+        res = agg(x, torch.ones(len(ids)), ids)
+        history.rounds.append(RoundRecord(r, ids, None, None, {}, dict(zip(ids, res.weights.tolist(), strict=True)),
+                                          True, 0.0, res.info))
+    history.roles = {i: ("label_flip" if role == "targeted" else role) for i, role in enumerate(roles)}
+    flags = res.info["flags"]
+    for i, role in enumerate(roles):
+        assert flags.get(i, "honest") == role, (i, role, flags.get(i))
+    # malicious excluded, unreliable down-weighted (half an honest client's weight), honest kept
+    w = {role: {round(float(res.weights[i]), 6) for i, ro in enumerate(roles) if ro == role} for role in set(roles)}
+    assert w["sign_flip"] == w["additive_noise"] == w["targeted"] == {0.0}
+    assert len(w["honest"]) == 1 and len(w["unreliable"]) == 1
+    assert next(iter(w["unreliable"])) == pytest.approx(0.5 * next(iter(w["honest"])))
+    scores = detection_scores(history)
+    for role in ("sign_flip", "additive_noise", "label_flip", "unreliable", "honest", "malicious"):
+        assert scores[role].precision == 1.0 and scores[role].recall == 1.0, (role, scores[role])
+
+
+def test_warmup_and_confirmation_need_consecutive_rounds() -> None:
+    agg = MudHoG(warmup_rounds=3, confirm_rounds=2)
+    stream = synthetic_rounds(seed=1)
+    infos = []
+    for _ in range(6):
+        roles, x = next(stream)
+        infos.append(agg(x, torch.ones(len(roles)), list(range(len(roles)))).info)
+    flippers = {i for i, role in enumerate(roles) if role == "sign_flip"}
+    assert [i["stage"] for i in infos] == ["warmup"] * 3 + ["detect"] * 3
+    assert all(not i["flags"] for i in infos[:4])  # suspected at round 3, not yet confirmed
+    assert set(infos[3]["suspects"]["sign_flip"]) == flippers
+    assert flippers <= set(infos[3]["excluded"])  # suspects are kept out before confirmation
+    assert {c for c, label in infos[4]["flags"].items() if label == "sign_flip"} == flippers
+    targeted = {i for i, role in enumerate(roles) if role == "targeted"}
+    assert not targeted & set(infos[4]["flags"])  # targeted needs 2 × confirm_rounds
+    assert {c for c, label in infos[5]["flags"].items() if label == "targeted"} <= targeted
+
+
+def test_a_confirmed_client_is_cleared_after_two_clean_rounds() -> None:
+    agg = MudHoG(warmup_rounds=0, confirm_rounds=1)
+    agg.confirmed["sign_flip"].add(5)
+    agg._confirm([5], set(), set(), set())  # streak 0 → cleared at once
+    assert 5 not in agg.malicious
+    agg._confirm([5], {5}, set(), set())
+    assert 5 in agg.confirmed["sign_flip"]
+    agg._confirm([5], set(), set(), set())  # first clean round resets the streak
+    assert 5 in agg.malicious
+    agg._confirm([5], set(), set(), set())  # second clean round clears
+    assert 5 not in agg.malicious
+
+
+def test_largest_gap_split() -> None:
+    assert largest_gap_split([0.9, 0.1, 0.95, 0.2]) == pytest.approx(0.55)
+    assert largest_gap_split([1.0]) == 0.0
+    assert largest_gap_split([]) == 0.0
+
+
+def test_mud_hog_rejects_bad_parameters_and_resets() -> None:
+    with pytest.raises(ValueError, match="window"):
+        MudHoG(window=0)
+    with pytest.raises(ValueError, match="unreliable_weight"):
+        MudHoG(unreliable_weight=1.5)
+    agg = MudHoG(warmup_rounds=0)
+    for roles, x in synthetic_rounds(rounds=3):
+        agg(x, torch.ones(len(roles)), list(range(len(roles))))
+    assert agg.round == 3 and agg.long
+    agg.reset()
+    assert agg.round == 0 and not agg.long and not agg.malicious
+
+
+def test_detection_scores_for_an_untyped_aggregator() -> None:
+    ids = [0, 1, 2, 3, 4]
+    record = RoundRecord(0, ids, 0.5, 1.0, {4: "non-finite"}, {0: 0.5, 1: 0.5, 2: 0.0, 3: 0.0}, True, 0.1)
+    roles = {0: "honest", 1: "ipm", 2: "ipm", 3: "honest", 4: "unreliable"}
+    assert predicted_labels(record) == {0: "honest", 1: "honest", 2: "malicious", 3: "malicious", 4: "malicious"}
+    scores = detection_scores(History([record], roles))
+    assert scores["malicious"].precision == pytest.approx(1 / 3) and scores["malicious"].recall == 0.5
+    assert scores["ipm"].precision is None and scores["ipm"].recall == 0.5
+    assert scores["honest"].precision == 0.5 and scores["honest"].recall == 0.5
+    assert scores["unreliable"].recall == 1.0
+
+
+def test_mud_hog_in_a_small_digits_federation_flags_sign_flippers() -> None:
+    train = load_dataset("digits", "train").subset(torch.arange(480))
+    test = load_dataset("digits", "test").subset(torch.arange(200))
+    groups = [AttackGroup("sign_flip", 2, {"source": "own"}), AttackGroup("multi_label_flip", 2)]
+    fed = build_federation(train, 8, seed=0, groups=groups, partition_name="iid")
+    model = build_model("mlp", 10, train.input_shape, seed=0)
+    config = FederationConfig(rounds=4, local=LocalTraining(lr=0.1, batch_size=60, steps=2), seed=0)
+    sim, history, _ = run_federation(model, fed, config, test, MudHoG(warmup_rounds=1, confirm_rounds=1))
+    flippers = sorted(c for c, r in fed.roles.items() if r == "sign_flip")
+    flags = history.rounds[-1].info["flags"]
+    assert sorted(c for c, label in flags.items() if label == "sign_flip") == flippers
+    assert all(w == 0 for c, w in history.rounds[-1].weights.items() if c in flippers)
+    summary = summarize(sim, history, test, fed.attacks)
+    assert summary["sign_flip_recall"] == 1.0 and summary["sign_flip_precision"] == 1.0
+    assert 0.0 <= summary["asr_multi_label_flip"] <= 1.0 and 0.0 <= summary["final_accuracy"] <= 1.0
+    assert set(history.roles.values()) == {"honest", "sign_flip", "multi_label_flip"}
