@@ -131,7 +131,7 @@ class DLG(InversionAttack):
             for p, good in zip(params, last_good, strict=True):
                 good.copy_(p.detach())
         final_targets = targets().detach()
-        score = float(problem.matching(x.detach().requires_grad_(False), final_targets, create_graph=False))
+        score = float(problem.matching(x.detach(), final_targets, create_graph=False).detach())
         labels = final_targets if final_targets.dim() == 1 else final_targets.argmax(dim=1)
         return x.detach(), labels.long(), trace, score
 

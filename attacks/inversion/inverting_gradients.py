@@ -110,7 +110,10 @@ class InvertingGradients(InversionAttack):
         notes = list(problem.notes)
         init = self._init(problem)
         result = None
-        if s.restarts > 1 and self._can_batch(problem):
+        why_not = self._why_not_batched(problem) if s.restarts > 1 else "one restart"
+        if s.restarts > 1 and why_not:
+            notes.append(f"{s.restarts} restarts run one after another: {why_not}")
+        if not why_not:
             try:
                 result = self._optimise_batched(problem, init)
                 notes.append(f"{s.restarts} restarts batched with torch.func.vmap")
@@ -139,13 +142,19 @@ class InvertingGradients(InversionAttack):
         gen = torch_generator(s.seed, "inversion", self.name, "init")
         return torch.randn((s.restarts, *problem.shape), generator=gen)
 
-    def _can_batch(self, problem: InversionProblem) -> bool:
-        if self.settings.batched_restarts == "never" or problem.labels is None or problem.bn_prior is not None:
-            return False
+    def _why_not_batched(self, problem: InversionProblem) -> str:
+        """Empty when the restarts can run under vmap, else the reason they cannot."""
+        if self.settings.batched_restarts == "never":
+            return "batched_restarts='never'"
+        if problem.labels is None:
+            return "labels are optimised jointly"
+        if problem.bn_prior is not None:
+            return "the BN-statistics prior collects statistics through forward hooks"
         model = problem.simulator.model
-        bn_train = problem.setting.model_mode == "train" and any(
-            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-        return not bn_train
+        if problem.setting.model_mode == "train" and any(
+                isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            return "BatchNorm in train mode writes its running statistics during the forward"
+        return ""
 
     def _objective(self, problem: InversionProblem, functional: bool) -> Callable[[Tensor, Tensor], Tensor]:
         s = self.settings
@@ -221,7 +230,7 @@ class InvertingGradients(InversionAttack):
         return x.detach(), labels.expand(s.restarts, -1).clone(), trace
 
     def _score(self, problem: InversionProblem, images: Tensor, labels: Tensor) -> float:
-        value = float(problem.matching(images, labels, create_graph=False))
+        value = float(problem.matching(images, labels, create_graph=False).detach())
         return value if math.isfinite(value) else math.inf
 
 

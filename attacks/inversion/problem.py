@@ -102,7 +102,7 @@ def build_problem(
     template = torch.zeros(1, c, *[1] * len(spatial), dtype=target.dtype)
     lower, upper = observation.normalization.bounds(template)
     prior = None
-    if bn_prior and observation.bn_statistics is not None:
+    if bn_prior and observation.bn_statistics:  # granted, and the model has BatchNorm layers
         prior = BNStatisticsPrior(observation.model, observation.bn_statistics)
         notes.append("BN-statistics prior on the granted bn_statistics")
     return InversionProblem(observation, setting, simulator, matcher, chosen, method,

@@ -1,0 +1,104 @@
+"""What the inversion benchmarks share: CIFAR-10 images, one observed client round,
+scoring, and the Markdown result file (command, machine, date, then the numbers)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fl_core.client import GlobalState, train_client
+from fl_core.data import ImageDataset, Normalization
+from fl_core.datasets import load_dataset
+from fl_core.seeding import torch_generator
+from fl_core.threat import Observation, ThreatModel, make_observation
+from fl_core.updates import LocalTraining, PrivateData
+from fl_core.vectors import model_to_vector
+
+from ..lpips import LPIPS, LPIPSUnavailable, load_lpips
+from ..privacy_metrics import PrivacyScores, score_reconstruction
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+FIGURES = RESULTS / "figures"
+# DLG's reference feeds the model ToTensor() pixels in [0, 1], without normalisation.
+PIXELS = Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
+def cifar10_test(indices: Sequence[int], normalization: Normalization | None = None) -> ImageDataset:
+    """CIFAR-10 test images ``indices`` (from the data root); optionally another normalisation."""
+    data = load_dataset("cifar10", split="test").subset(list(indices))
+    return data if normalization is None else dataclasses.replace(data, normalization=normalization)
+
+
+def observe(model: nn.Module, data: ImageDataset, training: LocalTraining,
+            threat: ThreatModel | None = None, seed: int = 0) -> tuple[Observation, PrivateData]:
+    """Run one honest client round on ``data`` and return the curious server's view and
+    (separately, for scoring only) the private batch the client used."""
+    threat = threat or ThreatModel()
+    state = GlobalState(model_to_vector(model))
+    update, private = train_client(model, state, 0, data, training, torch_generator(seed, "benchmark", "client"))
+    obs = make_observation(model, state.params, update, private, training, threat, data.normalization,
+                           data.num_classes)
+    return obs, private
+
+
+_LPIPS: list[LPIPS | LPIPSUnavailable] = []
+
+
+def lpips_model() -> LPIPS | LPIPSUnavailable:
+    if not _LPIPS:
+        _LPIPS.append(load_lpips())
+    return _LPIPS[0]
+
+
+def score(images: torch.Tensor, labels: torch.Tensor, private: PrivateData,
+          normalization: Normalization) -> PrivacyScores:
+    return score_reconstruction(images, private.inputs, normalization, labels, private.labels, lpips_model())
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def header(title: str, module: str, argv: Sequence[str] | None) -> list[str]:
+    command = f"python -m {module} {' '.join(sys.argv[1:] if argv is None else argv)}".strip()
+    return [
+        f"# {title}", "",
+        f"- command: `{command}`",
+        f"- machine: {os.cpu_count()} CPU cores (shared with other jobs while this ran), "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}",
+        f"- date: {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}", "",
+    ]
+
+
+def write_result(name: str, lines: list[str]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.md"
+    tmp = path.with_suffix(".md.part")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+class Stopwatch:
+    """``with Stopwatch() as t: ...; t.seconds``."""
+
+    def __enter__(self) -> Stopwatch:
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+
+def log(message: str) -> None:
+    print(f"[{dt.datetime.now().strftime('%H:%M:%S')}] {message}", flush=True)
