@@ -76,14 +76,22 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from benchmarks.harness.ray_backend import RayUnavailableError
+    from benchmarks.harness.ray_backend import RayUnavailableError, import_ray
+
+    try:
+        if args.ray:  # before the (slow) suite validation: a missing extra is said at once
+            import_ray()
+    except RayUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
     from benchmarks.harness.runner import run_suite
     from benchmarks.harness.suite import SuiteError, load_suite
     from benchmarks.harness.suites import resolve_suite_path
 
     try:
         suite = load_suite(resolve_suite_path(args.suite))
-    except SuiteError as exc:
+    except (SuiteError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path("runs") / suite.name

@@ -210,13 +210,29 @@ def _trial_build(factory: Callable[..., Any], sig: inspect.Signature, params: di
     try:
         factory(**kwargs)
     except (ValueError, TypeError) as exc:
-        # Point at the one parameter the message names, when it names exactly one.
-        named = [k for k in params if re.search(rf"\b{re.escape(k)}\b", str(exc))]
-        where = f"{path}.{named[0]}" if len(named) == 1 else path
+        culprit = _culprit(factory, params, context, str(exc))
+        where = f"{path}.{culprit}" if culprit else path
         return [(where, f"{kind} {name!r} rejects this: {exc}")]
     except Exception:  # missing weights and the like are run-time problems, not suite mistakes
         return []
     return []
+
+
+def _culprit(factory: Callable[..., Any], params: dict[str, Any], context: dict[str, Any], message: str) -> str | None:
+    """The one parameter whose removal makes the factory accept the rest (else the only one the
+    message names), so the error can point at ``...params.<name>``."""
+    fixes = []
+    for key in params:
+        rest = {k: v for k, v in params.items() if k != key}
+        try:
+            factory(**_with_context(factory, rest, context))
+        except Exception:
+            continue
+        fixes.append(key)
+    if len(fixes) == 1:
+        return fixes[0]
+    named = [k for k in params if re.search(rf"\b{re.escape(k)}\b", message)]
+    return named[0] if len(named) == 1 else None
 
 
 def _is_number(value: Any) -> bool:

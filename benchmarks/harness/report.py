@@ -199,7 +199,9 @@ def _role_rows(cells: dict[tuple[str, str], list[RunRecord]]) -> list[list[str]]
         roles = list(dict.fromkeys(role for r in cell for role in (r.metrics.get("detection") or {})))
         for role in roles:
             per = [r.metrics["detection"][role] for r in cell if role in (r.metrics.get("detection") or {})]
-            rows.append([attack, defense, role, str(per[0].get("clients", "")),
+            if not any(p.get("support") or p.get("predicted") for p in per):
+                continue  # a role no client had and no client was predicted as
+            rows.append([attack, defense, role, str(per[0].get("support", "")),
                          _fmt_values([p.get("precision") for p in per], _num(2)),
                          _fmt_values([p.get("recall") for p in per], _num(2))])
     return rows

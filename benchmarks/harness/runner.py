@@ -58,6 +58,8 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int = 1, ray_address: s
               retry_failed: bool = False, progress: bool = True, backend: Backend | None = None) -> RunSummary:
     """Execute every run of ``suite`` not yet in ``out``'s store; record each one as it finishes."""
     out = Path(out)
+    if backend is None:  # first, so a missing Ray or a bad worker count fails before anything is written
+        backend = make_backend(workers, ray_address, progress)
     store = Store.in_folder(out)
     try:
         store.register_suite(suite)
@@ -67,9 +69,8 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int = 1, ray_address: s
         pending = [r for r in suite.runs if done.get(r.run_id) not in finished]
         summary = RunSummary(suite.name, out, len(suite.runs), len(suite.runs) - len(pending))
         if not pending:
+            backend.close()
             return summary
-        if backend is None:
-            backend = make_backend(workers, ray_address, progress)
         bar = tqdm(total=len(suite.runs), initial=summary.skipped, desc=f"suite {suite.name}", unit="run",
                    disable=not progress, dynamic_ncols=True)
         try:

@@ -16,8 +16,9 @@ Block fields (defaults in brackets)::
     federation: {clients [1], clients_per_round [all], rounds [1], server_lr [1.0],
                  eval_every [1], partition [iid]: NAME | {name, params},
                  local: LocalTraining fields}
-    attacks: [ATTACK, …]               privacy: inversion attacks; robustness: none |
-                                       {name, params, clients | fraction} | {mix: [...]}
+    attacks: [ATTACK, …]               privacy: inversion attacks {name, params, adaptive [false]};
+                                       robustness: none | {name, params, clients | fraction,
+                                       update_attack} | {mix: [...]} (several groups at once)
     defenses: [DEFENSE, …]  [none]     privacy: privacy defenses; robustness: aggregators
                                        or privacy defenses; each NAME | {name, params, label}
     seeds: [int, …] | N    [[0]]
@@ -25,7 +26,7 @@ Block fields (defaults in brackets)::
                      attack_round [last]
     robustness only: test_dataset [the dataset's test split],
                      unreliable: {clients | fraction, corruption: NAME | {name, params},
-                                  data_fraction [1.0]}
+                                  data_fraction [0.5], train_fraction [1.0]}
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import Any
 
 import yaml
 
+from benchmarks.robustness.federation import UnreliableSpec
 from fl_core.threat import ThreatModel
 from fl_core.updates import LocalTraining
 
@@ -56,6 +58,7 @@ TASK_KEYS = {"privacy": ("threat_model", "attacked_clients", "attack_round"),
              "robustness": ("test_dataset", "unreliable")}
 FEDERATION_KEYS = ("clients", "clients_per_round", "rounds", "server_lr", "eval_every", "partition", "local")
 DATASET_KEYS = ("name", "params", "split", "indices", "size")
+UNRELIABLE_KEYS = ("clients", "fraction", "corruption", "data_fraction", "train_fraction")
 # Arguments the harness passes itself; a suite may not set them.
 RESERVED = {
     "datasets": ("split", "root"),
@@ -138,7 +141,9 @@ def attack_label(attack: dict[str, Any]) -> str:
     """A short name for a resolved attack: ``ig(tv=0.1)``, ``sign_flip×5 + alie×2``, ``none``."""
     if "groups" in attack:
         groups = attack["groups"]
-        return " + ".join(f"{component_label(g)}×{g['clients']}" for g in groups) if groups else NONE
+        return " + ".join(f"{component_label(g)}"
+                          f"{'+' + component_label(g['update_attack']) if g.get('update_attack') else ''}"
+                          f"×{g['clients']}" for g in groups) if groups else NONE
     return component_label(attack) + (" [adaptive]" if attack.get("adaptive") else "")
 
 
@@ -424,20 +429,20 @@ class _Validator:
         upath = f"{path}.unreliable"
         if raw is not None:
             if not isinstance(raw, dict):
-                self.add(upath, f"must be a mapping with keys clients|fraction, corruption, data_fraction; "
-                                f"got {_kind(raw)}")
+                self.add(upath, f"must be a mapping with keys {', '.join(UNRELIABLE_KEYS)}; got {_kind(raw)}")
                 return None
-            if not self.keys(raw, upath, ("clients", "fraction", "corruption", "data_fraction"),
-                             required=("corruption",)):
+            if not self.keys(raw, upath, UNRELIABLE_KEYS, required=("corruption",)):
                 return None
             count = self.client_count(raw, upath, fed["clients"])
             corruption = self.component(raw["corruption"], f"{upath}.corruption", "corruptions",
                                         reserved=RESERVED["corruptions"])
-            data_fraction = self.number(raw.get("data_fraction", 1.0), f"{upath}.data_fraction", minimum=0.0,
-                                        exclusive=True, maximum=1.0)
-            if count is None or corruption is None or data_fraction is None:
+            defaults = {f.name: f.default for f in dataclasses.fields(UnreliableSpec)}
+            fractions = {key: self.number(raw.get(key, defaults[key]), f"{upath}.{key}", minimum=0.0,
+                                          exclusive=key == "train_fraction", maximum=1.0)
+                         for key in ("data_fraction", "train_fraction")}
+            if count is None or corruption is None or None in fractions.values():
                 return None
-            unreliable = {"clients": count, "corruption": corruption, "data_fraction": data_fraction}
+            unreliable = {"clients": count, "corruption": corruption, **fractions}
         if test is None:
             return None
         return {"test_dataset": test, "unreliable": unreliable}
@@ -499,23 +504,36 @@ class _Validator:
                 self.add(f"{path}.mix", f"must be a non-empty list of attacks; got {_kind(mix)}")
                 return None
             groups = [self.poisoning_group(g, f"{path}.mix[{i}]", fed) for i, g in enumerate(mix)]
-            return None if None in groups else {"groups": groups}
+            if None in groups:
+                return None
+            names = [g["name"] for g in groups]  # type: ignore[index]
+            if len(set(names)) != len(names):
+                self.add(f"{path}.mix", f"each attack may appear once (its name is the clients' role); got {names}")
+                return None
+            return {"groups": groups}
         group = self.poisoning_group(value, path, fed, extra_keys=("label",))
         return None if group is None else {"groups": [group]}
 
     def poisoning_group(self, value: Any, path: str, fed: dict[str, Any],
                         extra_keys: Sequence[str] = ()) -> dict[str, Any] | None:
         if not isinstance(value, dict):
-            self.add(path, "must be a mapping {name, params, clients | fraction} (or 'none' / {mix: [...]}); "
-                           f"got {_kind(value)}")
+            self.add(path, "must be a mapping {name, params, clients | fraction, update_attack} (or 'none' / "
+                           f"{{mix: [...]}}); got {_kind(value)}")
             return None
-        comp = self.component({k: v for k, v in value.items() if k not in ("clients", "fraction")}, path,
-                              "poisoning_attacks", extra_keys=extra_keys, trial=True,
-                              reserved=RESERVED["attacks"], context=_fed_context(fed))
+        own = ("clients", "fraction", "update_attack")
+        comp = self.component({k: v for k, v in value.items() if k not in own}, path, "poisoning_attacks",
+                              extra_keys=extra_keys, trial=True, reserved=RESERVED["attacks"],
+                              context=_fed_context(fed))
         count = self.client_count(value, path, fed["clients"])
+        extra = None
+        if value.get("update_attack") is not None:  # e.g. backdoor data + model_replacement scaling
+            extra = self.component(value["update_attack"], f"{path}.update_attack", "poisoning_attacks", trial=True,
+                                   reserved=RESERVED["attacks"], context=_fed_context(fed))
+            if extra is None:
+                return None
         if comp is None or count is None:
             return None
-        return {**comp, "clients": count}
+        return {**comp, "clients": count, "update_attack": extra}
 
     def robust_defense(self, value: Any, path: str, fed: dict[str, Any]) -> dict[str, Any] | None:
         if _is_none(value):

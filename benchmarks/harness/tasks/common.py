@@ -7,7 +7,6 @@ defense: a new one is a registry entry and the harness picks it up.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -16,7 +15,6 @@ from torch import nn
 from defenses.registry import AGGREGATORS, PRIVACY_DEFENSES, ClientDefense
 from fl_core import Client, FederationConfig, ImageDataset, LocalTraining, derive_seed, torch_generator
 from fl_core.aggregation import Aggregator
-from fl_core.corruptions import corrupt
 from fl_core.datasets import load_dataset
 from fl_core.models import build_model
 from fl_core.partition import partition
@@ -60,25 +58,20 @@ def federation_context(fed: dict[str, Any], seed: int, *keys: object) -> dict[st
     """Values a factory may take from the run, by parameter name (mirrors ``suite._fed_context``)."""
     per_round = fed["clients_per_round"] or fed["clients"]
     return {"num_clients": fed["clients"], "clients_per_round": per_round, "rounds": fed["rounds"],
-            "planned_rounds": fed["rounds"], "seed": derive_seed(seed, *keys)}
+            "planned_rounds": fed["rounds"], "seed": component_seed(seed, *keys)}
 
 
-def split_clients(data: ImageDataset, fed: dict[str, Any], seed: int,
-                  roles: dict[int, str] | None = None) -> list[Client]:
-    """Partition ``data`` over the federation's clients with the configured partitioner."""
+def component_seed(seed: int, *keys: object) -> int:
+    """The ``seed`` argument a component gets: derived from the run's seed, and 32-bit so
+    that it also suits numpy and scikit-learn (``random_state`` < 2**32)."""
+    return derive_seed(seed, *keys) % 2**32
+
+
+def split_clients(data: ImageDataset, fed: dict[str, Any], seed: int) -> list[Client]:
+    """Partition ``data`` over the federation's (honest) clients with the configured partitioner."""
     part = fed["partition"]
     parts = partition(part["name"], data.labels, fed["clients"], seed, **part["params"])
-    roles = roles or {}
-    return [Client(cid, data.subset(idx), roles.get(cid, "honest")) for cid, idx in enumerate(parts)]
-
-
-def corrupt_clients(clients: Sequence[Client], ids: Sequence[int], spec: dict[str, Any], seed: int) -> None:
-    """Degrade a fraction of the data of the unreliable clients ``ids`` (in place)."""
-    corruption = spec["corruption"]
-    for client in clients:
-        if client.client_id in ids:
-            client.data = corrupt(client.data, corruption["name"], spec["data_fraction"],
-                                  derive_seed(seed, "unreliable", client.client_id), **corruption["params"])
+    return [Client(cid, data.subset(idx)) for cid, idx in enumerate(parts)]
 
 
 def build_defense(spec: dict[str, Any], fed: dict[str, Any], seed: int) -> tuple[ClientDefense, Aggregator | None]:

@@ -22,11 +22,19 @@ from attacks.registry import INVERSION_ATTACKS
 from benchmarks.figures import loss_curves
 from benchmarks.privacy_metrics import to_unit
 from defenses.privacy import attacker_view, prepare_model
-from fl_core import Simulation, ThreatModel, UploadEvent, derive_seed, make_observation, train_client
+from fl_core import Simulation, ThreatModel, UploadEvent, make_observation, train_client
 
 from ..params import build_component
 from ..scoring import score_privacy, summarize_privacy
-from .common import build_defense, build_global_model, defense_epsilon, federation_config, load_data, split_clients
+from .common import (
+    build_defense,
+    build_global_model,
+    component_seed,
+    defense_epsilon,
+    federation_config,
+    load_data,
+    split_clients,
+)
 
 RECONSTRUCTION = "reconstruction.pt"
 LOSS_CURVES = "loss.png"
@@ -70,7 +78,7 @@ def run_privacy(config: dict[str, Any], workdir: Path,
         cid = event.update.client_id
         obs = make_observation(template, event.state.params, event.update, event.private, event.training, threat,
                                norm, data.num_classes)
-        context: dict[str, Any] = {"seed": derive_seed(seed, "inversion", cid)}
+        context: dict[str, Any] = {"seed": component_seed(seed, "inversion", cid)}
         if attack_cfg.get("adaptive"):
             context["update_transform"] = attacker_view(defense, event.update.vector)
         attack = build_component(INVERSION_ATTACKS, attack_cfg["name"], attack_cfg["params"], context)
