@@ -191,11 +191,15 @@ def _hints(factory: Callable[..., Any]) -> dict[str, Any]:
 
 
 def _with_context(factory: Callable[..., Any], params: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    """``params`` plus the context values the factory takes. A factory taking ``**kwargs``
+    without a declared ``settings_class`` gets every context value: dropping one silently
+    (an adaptive attacker's ``update_transform``, say) would give wrong results, while an
+    unwanted one fails loudly."""
     sig = _signature(factory)
     if sig is None:
         return params
-    names = set(_accepted(factory, sig)[0])
-    extra = {k: v for k, v in context.items() if k in names and k not in params}
+    names, takes_anything, _ = _accepted(factory, sig)
+    extra = {k: v for k, v in context.items() if (takes_anything or k in names) and k not in params}
     return {**params, **extra}
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .execute import execute_run
 from .store import RunResult
-from .suite import RunSpec
+
+if TYPE_CHECKING:
+    from .suite import RunSpec
 
 
 class RayUnavailableError(RuntimeError):
@@ -40,6 +41,8 @@ class RayBackend:
         if not self.ray.is_initialized():
             self.ray.init(address=address)
         self.threads = threads
+        from .execute import execute_run  # torch and the registries: only once Ray is there
+
         self._remote = self.ray.remote(num_cpus=num_cpus)(execute_run)
         self._pending: list[Any] = []
 

@@ -15,10 +15,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .ids import canonical_json
-from .suite import RunSpec, Suite
+
+if TYPE_CHECKING:  # the store itself needs neither torch nor the registries
+    from .suite import RunSpec, Suite
 
 STORE_NAME = "results.sqlite"
 SCHEMA_VERSION = 1

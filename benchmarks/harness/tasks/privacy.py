@@ -74,13 +74,15 @@ def run_privacy(config: dict[str, Any], workdir: Path,
     attack_cfg = config["attack"]
     norm = data.normalization
     scores, truths, recons, traces, records = [], [], [], {}, []
+    views = []
     for event in events:
         cid = event.update.client_id
         obs = make_observation(template, event.state.params, event.update, event.private, event.training, threat,
                                norm, data.num_classes)
         context: dict[str, Any] = {"seed": component_seed(seed, "inversion", cid)}
-        if attack_cfg.get("adaptive"):
+        if attack_cfg.get("adaptive"):  # None when the defense has no deterministic part to replay
             context["update_transform"] = attacker_view(defense, event.update.vector)
+            views.append(context["update_transform"] is not None)
         attack = build_component(INVERSION_ATTACKS, attack_cfg["name"], attack_cfg["params"], context)
         rec = attack.reconstruct(obs)
         score = score_privacy(rec.images.detach(), event.private.inputs, norm, rec.labels, event.private.labels)
@@ -97,6 +99,7 @@ def run_privacy(config: dict[str, Any], workdir: Path,
         "images_per_client": [len(s.psnr) for s in scores],
         "threat_model": threat.flags(),
         "adaptive": bool(attack_cfg.get("adaptive")),
+        "adaptive_view": bool(views) and all(views),
         "epsilon": defense_epsilon(defense, aggregator),
         "reconstructions": records,
     })
