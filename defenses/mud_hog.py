@@ -44,7 +44,7 @@ min_samples 5 (their CIFAR-10 run uses eps 18, min_samples 12; Fashion-MNIST 1.3
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from typing import Any
 
 import torch
@@ -53,9 +53,9 @@ from threadpoolctl import threadpool_limits  # ships with scikit-learn
 from torch import Tensor
 
 from fl_core.aggregation import AggregationResult, Aggregator
-from fl_core.geometry import pairwise_sq_distances, sq_distances_to
+from fl_core.geometry import gram, isometric_embedding, pairwise_sq_distances, sq_distances_to
 
-from .aggregation.common import sample_shares
+from .aggregation.common import ClientRows, sample_shares
 from .aggregation.coordinate import coordinate_median
 from .registry import AGGREGATORS
 
@@ -89,8 +89,10 @@ class MudHoG(Aggregator):
 
     def reset(self) -> None:
         self.round = 0
-        self.long: dict[int, Tensor] = {}
-        self.recent: dict[int, deque[Tensor]] = {}
+        self.long: ClientRows | None = None  # [d] per client: sum of all its updates
+        self._short_sum: ClientRows | None = None  # [d]: sum of its last ``window`` updates
+        self._recent: ClientRows | None = None  # [window, d]: ring buffer of its last updates
+        self._slot: ClientRows | None = None  # [2]: next ring position, number of updates held
         self.suspect_streak: defaultdict[int, int] = defaultdict(int)
         self.unreliable_count: defaultdict[int, int] = defaultdict(int)
         self.confirmed: dict[str, set[int]] = {label: set() for label in (*MALICIOUS_LABELS, UNRELIABLE)}
@@ -134,16 +136,32 @@ class MudHoG(Aggregator):
     # ---------------------------------------------------------------- internals
 
     def _update_histories(self, updates: Tensor, client_ids: list[int]) -> tuple[Tensor, Tensor]:
+        """Add this round's updates; return the clients' short and long HoGs ``[n, d]``.
+
+        The short HoG is a running window sum (add the new update, subtract the one
+        leaving the ring buffer), as the authors' client-side moving average.
+        """
         d = updates.shape[1]
-        if any(h.shape != (d,) for h in self.long.values()):
-            self.reset()  # a different model: a new federation
-        for cid, row in zip(client_ids, updates, strict=True):
-            past = self.long.get(cid)
-            self.long[cid] = row.clone() if past is None else past + row
-            self.recent.setdefault(cid, deque(maxlen=self.window)).append(row.clone())
-        short = torch.stack([torch.stack(list(self.recent[cid])).mean(0) for cid in client_ids])
-        long = torch.stack([self.long[cid] for cid in client_ids])
-        return short, long
+        if self.long is None or self.long.shape != (d,) or self.long.dtype != updates.dtype:
+            self.reset()  # first call, or a new federation's model
+            self.long = ClientRows(d, dtype=updates.dtype)
+            self._short_sum = ClientRows(d, dtype=updates.dtype)
+            self._recent = ClientRows(self.window, d, dtype=updates.dtype)
+            self._slot = ClientRows(2, dtype=torch.long)
+        assert self._short_sum is not None and self._recent is not None and self._slot is not None
+        idx = self.long.rows(client_ids)
+        for store in (self._short_sum, self._recent, self._slot):
+            store.rows(client_ids)  # same ids in the same order: same row indices
+        self.long.data.index_add_(0, idx, updates)
+        pos, held = self._slot.data[idx, 0], self._slot.data[idx, 1]
+        leaving = self._recent.data[idx, pos]  # zeros while the window is not full
+        self._short_sum.data[idx] += updates - leaving
+        self._recent.data[idx, pos] = updates
+        held = (held + 1).clamp_max(self.window)
+        self._slot.data[idx, 0] = (pos + 1) % self.window
+        self._slot.data[idx, 1] = held
+        short = self._short_sum.data[idx] / held.unsqueeze(1).to(updates.dtype)
+        return short, self.long.data[idx]
 
     def _detect(self, short: Tensor, long: Tensor, ids: list[int]) -> dict[str, set[int]]:
         everyone = list(range(len(ids)))
@@ -190,7 +208,11 @@ class MudHoG(Aggregator):
     def _targeted(self, long: Tensor, rows: list[int], ids: list[int]) -> set[int]:
         if len(rows) < 2:
             return set()
-        data = long[rows].detach().cpu().numpy()
+        # k-means depends on the points only through their distances: cluster an isometric
+        # n-dimensional embedding (one Gram matrix) instead of the d-dimensional histories.
+        data = isometric_embedding(gram(long[rows])).numpy()
+        if data.shape[1] == 0:  # every long HoG is zero: nothing to separate
+            return set()
         with threadpool_limits(limits=1, user_api="openmp"):  # a few dozen rows: threads only add overhead
             labels = KMeans(n_clusters=2, n_init=self.kmeans_n_init, random_state=self.seed).fit(data).labels_
         minority = 0 if int((labels == 1).sum()) > int((labels == 0).sum()) else 1

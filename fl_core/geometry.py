@@ -50,6 +50,18 @@ def pairwise_cosine(x: Tensor) -> Tensor:
     return cosine_from_gram(gram(x))
 
 
+def isometric_embedding(g: Tensor) -> Tensor:
+    """Rows ``[n, r]`` (r ≤ n) with the same pairwise distances as the rows behind Gram ``g``.
+
+    G = Q Λ Qᵀ gives Y = Q √Λ with Y Yᵀ = G, so ‖y_i − y_j‖ = ‖x_i − x_j‖: clustering n
+    high-dimensional updates (k-means, DBSCAN) can run on n coordinates each. Computed in
+    float64; eigenvalues below 0 (rounding) are dropped.
+    """
+    vals, vecs = torch.linalg.eigh(g.double())
+    keep = vals > vals.abs().max().clamp_min(1e-300) * 1e-12
+    return vecs[:, keep] * vals[keep].sqrt()
+
+
 def sq_distances_to(x: Tensor, v: Tensor) -> Tensor:
     """‖x_i − v‖² for every row of ``x`` ``[n, d]`` and one vector ``v`` ``[d]`` (one GEMV)."""
     _check_stack(x)

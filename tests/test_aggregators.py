@@ -24,7 +24,7 @@ from defenses.aggregation import (
 from defenses.aggregation.krum import recursive_krum, trimmed_around_median
 from defenses.aggregation.nnm import mixing_matrix
 from defenses.registry import AGGREGATORS
-from fl_core.geometry import pairwise_cosine, pairwise_sq_distances, sq_distances_to
+from fl_core.geometry import gram, isometric_embedding, pairwise_cosine, pairwise_sq_distances, sq_distances_to
 from fl_core.registry import UnknownNameError
 
 
@@ -62,6 +62,8 @@ def test_gram_distances_and_cosines_match_direct_computation() -> None:
     assert torch.allclose(sq_distances_to(x, v), ((x - v) ** 2).sum(1), atol=1e-10)
     with pytest.raises(ValueError, match=r"\[n, d\]"):
         pairwise_sq_distances(torch.zeros(3))
+    y = isometric_embedding(gram(x))
+    assert y.shape[1] <= 9 and torch.allclose(pairwise_sq_distances(y), pairwise_sq_distances(x), atol=1e-9)
 
 
 # ------------------------------------------------------------------ coordinate-wise rules
@@ -175,6 +177,7 @@ def test_bulyan_invariants_outliers_never_selected_and_output_in_honest_range() 
 def test_trimmed_around_median_with_ties_and_recursive_krum_selection_order() -> None:
     rows = torch.tensor([[0.0], [0.0], [0.0], [10.0], [-10.0], [0.0], [0.0]])
     assert trimmed_around_median(rows, 2).item() == 0.0
+    assert trimmed_around_median(rows, 2, rows=torch.tensor([3, 0, 4])).item() == 0.0  # keeps the middle one
     d2 = pairwise_sq_distances(planted(n_honest=5, n_bad=2).float())
     assert recursive_krum(d2, 1, 5).tolist() == [0, 1, 2, 3, 4]
 
@@ -285,9 +288,10 @@ def test_foolsgold_zeroes_sybils_and_keeps_distinct_clients() -> None:
     assert torch.all(out.weights[6:] == 0)
     assert torch.all(out.weights[:6] > 0)
     assert torch.allclose(out.aggregate, out.weights[:6] @ honest)
-    assert len(fg.history) == 9
+    assert fg.history is not None and len(fg.history) == 9
+    assert torch.allclose(fg.history.data, 3 * x)
     fg.reset()
-    assert fg.history == {}
+    assert fg.history is None
 
 
 # ------------------------------------------------------------------ every registered aggregator

@@ -113,6 +113,16 @@ def test_a_confirmed_client_is_cleared_after_two_clean_rounds() -> None:
     assert 5 not in agg.malicious
 
 
+def test_histories_are_the_sum_and_the_moving_average_of_the_last_window_updates() -> None:
+    agg = MudHoG(window=3, warmup_rounds=100)
+    rows = [torch.full((2, 4), float(r)) * torch.tensor([[1.0], [-1.0]]) for r in range(1, 6)]
+    for r, x in enumerate(rows):
+        ids = [7, 3] if r != 2 else [3]  # client 7 skips round 2
+        short, long = agg._update_histories(x if r != 2 else x[1:], ids)
+    assert torch.allclose(long, torch.tensor([[1.0 + 2 + 4 + 5], [-15.0]]).expand(2, 4))
+    assert torch.allclose(short, torch.tensor([[(2.0 + 4 + 5) / 3], [-4.0]]).expand(2, 4))
+
+
 def test_largest_gap_split() -> None:
     assert largest_gap_split([0.9, 0.1, 0.95, 0.2]) == pytest.approx(0.55)
     assert largest_gap_split([1.0]) == 0.0
@@ -127,9 +137,9 @@ def test_mud_hog_rejects_bad_parameters_and_resets() -> None:
     agg = MudHoG(warmup_rounds=0)
     for roles, x in synthetic_rounds(rounds=3):
         agg(x, torch.ones(len(roles)), list(range(len(roles))))
-    assert agg.round == 3 and agg.long
+    assert agg.round == 3 and agg.long is not None and len(agg.long) == len(ROLES)
     agg.reset()
-    assert agg.round == 0 and not agg.long and not agg.malicious
+    assert agg.round == 0 and agg.long is None and not agg.malicious
 
 
 def test_detection_scores_for_an_untyped_aggregator() -> None:

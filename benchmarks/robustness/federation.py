@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,14 +110,21 @@ def build_federation(train: ImageDataset, num_clients: int, seed: int, groups: S
 
 
 def run_federation(model: nn.Module, federation: Federation, config: FederationConfig, test: ImageDataset,
-                   aggregator: Aggregator | None, progress: bool = False) -> tuple[Simulation, History, float]:
-    """Run a fresh copy of the federation's clients under ``aggregator``; (sim, history, seconds)."""
+                   aggregator: Aggregator | None, log: Callable[[str], None] | None = None,
+                   label: str = "run") -> tuple[Simulation, History, float]:
+    """Run a copy of ``model`` with the federation's clients under ``aggregator``, round by
+    round (``log`` gets one progress line per round); returns (sim, history, seconds)."""
     clients = [Client(c.client_id, c.data, c.role) for c in federation.clients]
     sim = Simulation(copy.deepcopy(model), clients, config, test, aggregator,
-                     adversaries=federation.adversaries, progress=progress)
+                     adversaries=federation.adversaries, progress=False)
     start = time.perf_counter()
-    history = sim.run()
-    return sim, history, time.perf_counter() - start
+    for r in range(config.rounds):
+        record = sim.run_round(r)
+        sim.history.rounds.append(record)
+        if log is not None:
+            acc = f"{record.accuracy:.4f}" if record.accuracy is not None else "-"
+            log(f"[{label}] round {r + 1}/{config.rounds}: accuracy {acc} ({record.seconds:.1f} s)")
+    return sim, sim.history, time.perf_counter() - start
 
 
 def summarize(sim: Simulation, history: History, test: ImageDataset, attacks: dict[str, Any],

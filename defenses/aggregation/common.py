@@ -18,3 +18,29 @@ def sample_shares(num_samples: Tensor, dtype: torch.dtype) -> Tensor:
 def uniform(n: int, dtype: torch.dtype) -> Tensor:
     """Equal trust 1/n for n rows."""
     return torch.full((n,), 1.0 / n, dtype=dtype)
+
+
+class ClientRows:
+    """Per-client state rows ``[k, *shape]`` keyed by client id, grown as new ids appear.
+
+    Stateful rules (FoolsGold, MUD-HoG) update many clients' rows per round; one tensor
+    plus an id → row map lets them do it with one indexed operation instead of a Python
+    loop over clients.
+    """
+
+    def __init__(self, *shape: int, dtype: torch.dtype = torch.float32) -> None:
+        self.shape, self.dtype = tuple(shape), dtype
+        self.index: dict[int, int] = {}
+        self.data = torch.zeros((0, *self.shape), dtype=dtype)
+
+    def rows(self, client_ids: list[int]) -> Tensor:
+        """Row indices of ``client_ids`` (zero rows are added for unseen ids)."""
+        new = [cid for cid in dict.fromkeys(client_ids) if cid not in self.index]
+        if new:
+            start = len(self.index)
+            self.index.update({cid: start + i for i, cid in enumerate(new)})
+            self.data = torch.cat([self.data, torch.zeros((len(new), *self.shape), dtype=self.dtype)])
+        return torch.tensor([self.index[cid] for cid in client_ids], dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.index)

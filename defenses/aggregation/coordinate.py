@@ -1,16 +1,20 @@
 """Coordinate-wise robust statistics: median and trimmed mean (Yin et al., ICML 2018).
 
 Both need every coordinate's values in order, i.e. one sort of the ``[n, d]`` stack
-along the client axis. On CPU, NumPy's ``np.sort`` (AVX-512 / AVX2 SIMD sort, NumPy ≥ 2)
-does this several times faster than ``torch.sort``, ``torch.kthvalue`` or
-``torch.median`` here (measured in ``benchmarks/robustness/bench_aggregators.py``), so
-``coordinate_sort`` uses it and falls back to ``torch.sort`` off-CPU.
+along the client axis. On CPU, NumPy's sort (AVX-512 / AVX2 SIMD sort, NumPy ≥ 2) does
+this several times faster than ``torch.sort``, ``torch.kthvalue`` or ``torch.median``
+here (``torch.sort(dim=0)`` is timed beside it in
+``benchmarks/robustness/bench_aggregators.py``), so ``coordinate_sort`` uses it and falls
+back to ``torch.sort`` off-CPU.
 
 Coordinate-wise rules do not pick clients: each coordinate may come from a different
 client. Their ``weights`` are therefore uniform (1/n): every finite update was used.
 """
 
 from __future__ import annotations
+
+import functools
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -61,17 +65,37 @@ class TrimmedMean(Aggregator):
         return AggregationResult(ordered[k: n - k].mean(0), uniform(n, updates.dtype), {"trimmed_per_side": k})
 
 
-def coordinate_sort(x: Tensor, inplace: bool = False) -> Tensor:
-    """``x`` ``[n, d]`` with every column sorted ascending: a new tensor, or ``x`` itself
-    sorted in place when ``inplace`` (and ``x`` is a contiguous CPU tensor)."""
+def coordinate_sort(x: Tensor, inplace: bool = False, rows: Tensor | None = None) -> Tensor:
+    """``x`` ``[n, d]`` (or only its ``rows``) with every column sorted ascending: a new
+    tensor, or ``x`` itself sorted in place when ``inplace`` (contiguous CPU ``x``, no ``rows``).
+
+    CPU: NumPy's SIMD sort, column blocks copied and sorted in parallel on
+    ``torch.get_num_threads()`` threads (NumPy releases the GIL). Elsewhere: ``torch.sort``.
+    """
     if x.dim() != 2:
         raise ValueError(f"coordinate_sort: expected [n, d], got {tuple(x.shape)}")
-    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not x.requires_grad:
-        if inplace and x.is_contiguous():
-            x.numpy().sort(axis=0)
-            return x
-        return torch.from_numpy(np.sort(x.numpy(), axis=0))
-    return torch.sort(x, dim=0).values
+    if not (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not x.requires_grad):
+        return torch.sort(x if rows is None else x[rows], dim=0).values
+    src = x.numpy()
+    pick = None if rows is None else rows.cpu().numpy()
+    in_place = inplace and pick is None and x.is_contiguous()
+    n = src.shape[0] if pick is None else len(pick)
+    out = src if in_place else np.empty((n, src.shape[1]), dtype=src.dtype)
+    blocks = _column_blocks(src.shape[1])
+
+    def sort_block(bounds: tuple[int, int]) -> None:
+        a, b = bounds
+        if pick is not None:
+            np.take(src[:, a:b], pick, axis=0, out=out[:, a:b])
+        elif not in_place:
+            out[:, a:b] = src[:, a:b]
+        out[:, a:b].sort(axis=0)
+
+    if len(blocks) == 1:
+        sort_block(blocks[0])
+    else:
+        list(_pool(len(blocks)).map(sort_block, blocks))
+    return x if in_place else torch.from_numpy(out)
 
 
 def coordinate_median(x: Tensor) -> Tensor:
@@ -87,3 +111,14 @@ def median_of_sorted(ordered: Tensor) -> Tensor:
     n = ordered.shape[0]
     mid = n // 2
     return ordered[mid].clone() if n % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+
+
+def _column_blocks(d: int, min_block: int = 1 << 16) -> list[tuple[int, int]]:
+    parts = max(1, min(torch.get_num_threads(), d // min_block))
+    edges = [d * i // parts for i in range(parts + 1)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+@functools.lru_cache(maxsize=4)
+def _pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coordinate_sort")

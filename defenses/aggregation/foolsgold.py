@@ -16,6 +16,7 @@ from fl_core.aggregation import AggregationResult, Aggregator
 from fl_core.geometry import cosine_from_gram, gram
 
 from ..registry import AGGREGATORS
+from .common import ClientRows
 
 
 @AGGREGATORS.register("foolsgold")
@@ -40,16 +41,16 @@ class FoolsGold(Aggregator):
         if not kappa > 0:
             raise ValueError(f"foolsgold: kappa must be > 0, got {kappa}")
         self.kappa = float(kappa)
-        self.history: dict[int, Tensor] = {}
+        self.history: ClientRows | None = None
 
     def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int]) -> AggregationResult:
         d = updates.shape[1]
-        if any(h.shape != (d,) for h in self.history.values()):
-            self.history = {}  # a different model: a new federation
-        for cid, row in zip(client_ids, updates, strict=True):
-            past = self.history.get(cid)
-            self.history[cid] = row.clone() if past is None else past + row
-        hist = torch.stack([self.history[cid] for cid in client_ids])
+        if self.history is None or self.history.shape != (d,) or self.history.dtype != updates.dtype:
+            self.history = ClientRows(d, dtype=updates.dtype)  # first call, or a new federation's model
+        idx = self.history.rows(client_ids)
+        self.history.data.index_add_(0, idx, updates)
+        everyone = len(idx) == len(self.history) and bool((idx == torch.arange(len(idx))).all())
+        hist = self.history.data if everyone else self.history.data[idx]
         alpha = foolsgold_weights(cosine_from_gram(gram(hist).double()), self.kappa).to(updates.dtype)
         total = alpha.sum()
         if not total > 0:
@@ -58,7 +59,7 @@ class FoolsGold(Aggregator):
         return AggregationResult(weights @ updates, weights, {"alpha": alpha.tolist()})
 
     def reset(self) -> None:
-        self.history = {}
+        self.history = None
 
 
 def foolsgold_weights(cs: Tensor, kappa: float = 1.0) -> Tensor:

@@ -13,6 +13,7 @@ Selected clients are averaged without sample weighting, as in the papers.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -91,8 +92,7 @@ class Bulyan(Aggregator):
         theta = n - 2 * f
         beta = theta - 2 * f
         selected = recursive_krum(pairwise_sq_distances(updates), f, theta)
-        rows = updates[selected]  # a fresh copy, sorted in place below
-        aggregate = trimmed_around_median(rows, 2 * f, inplace=True)
+        aggregate = trimmed_around_median(updates, 2 * f, rows=selected)
         weights = torch.zeros(n, dtype=updates.dtype)
         weights[selected] = 1.0 / theta
         return AggregationResult(aggregate, weights, {"f": f, "theta": theta, "beta": beta,
@@ -116,58 +116,69 @@ def recursive_krum(sq_dist: Tensor, f: int, count: int) -> Tensor:
     Each row's neighbours are sorted once; a step masks out the picked rows and sums
     each remaining row's first k = |left| − f − 2 remaining neighbours (k ≥ 1), so the
     whole selection costs O(count · n²) on the ``[n, n]`` matrix and nothing on ``[n, d]``.
+    The steps run in NumPy: on n ≈ 100 a step is microseconds there, while each small
+    torch op costs a thread-pool round trip.
     """
     n = sq_dist.shape[0]
     if not 1 <= count <= n:
         raise ValueError(f"recursive_krum: cannot select {count} of {n} rows")
-    others = sq_dist.clone().fill_diagonal_(float("inf"))
-    ordered, neighbour = torch.sort(others, dim=1)  # self sorts last (inf)
-    ordered = ordered[:, : n - 1]
-    neighbour = neighbour[:, : n - 1]
-    alive = torch.ones(n, dtype=torch.bool)
+    others = sq_dist.detach().double().cpu().numpy().copy()
+    np.fill_diagonal(others, np.inf)
+    neighbour = np.argsort(others, axis=1, kind="stable")[:, : n - 1]  # self sorts last (inf)
+    ordered = np.take_along_axis(others, neighbour, axis=1)
+    alive = np.ones(n, dtype=bool)
     picked: list[int] = []
     for _ in range(count):
         left = int(alive.sum())
         k = max(left - f - 2, 1)
         usable = alive[neighbour]  # [n, n-1]: is the j-th nearest neighbour of i still in the set?
-        take = usable & (usable.cumsum(1) <= k)
-        scores = torch.where(take, ordered, torch.zeros((), dtype=ordered.dtype)).sum(1)
-        if left == 1:
-            scores = torch.zeros_like(scores)
-        scores = scores.masked_fill(~alive, float("inf"))
-        best = int(torch.argmin(scores))
+        take = usable & (np.cumsum(usable, axis=1) <= k)
+        scores = np.where(take, ordered, 0.0).sum(axis=1) if left > 1 else np.zeros(n)
+        scores[~alive] = np.inf
+        best = int(np.argmin(scores))
         picked.append(best)
         alive[best] = False
     return torch.tensor(sorted(picked), dtype=torch.long)
 
 
-def trimmed_around_median(rows: Tensor, drop: int, inplace: bool = False) -> Tensor:
+def trimmed_around_median(x: Tensor, drop: int, rows: Tensor | None = None) -> Tensor:
     """Per coordinate, the mean of the ``len(rows) − drop`` values closest to the median.
 
     After one sort, the kept values are a window of consecutive order statistics; the
     dropped ones are the ``drop`` farthest from the median, taken greedily from both
-    ends (ties drop the upper end). With b_t = med − s_t (the t-th smallest) and
-    u_t = s_(θ−1−t) − med (the t-th largest), both non-increasing, the greedy drops the
-    ``j = #{t < drop : b_t > u_(drop−1−t)}`` smallest and the ``drop − j`` largest values.
-    ``inplace=True`` sorts ``rows`` itself (saves one copy of the stack).
+    ends (ties drop the upper end). With s the sorted values and m the median, the t-th
+    smallest is dropped before the (drop−t)-th largest iff m − s_t > s_(θ−drop+t) − m,
+    i.e. s_t + s_(θ−drop+t) < 2m. That predicate holds for a prefix t < j, so j (the
+    number dropped from the bottom) is a count, the window is s[j : j + θ − drop], and
+    the whole trim is a handful of whole-array operations. ``rows`` restricts it to
+    those rows of ``x`` (gathered inside the parallel sort, no extra copy).
     """
-    theta = rows.shape[0]
+    theta = x.shape[0] if rows is None else len(rows)
     keep = theta - drop
     if keep < 1:
         raise ValueError(f"cannot drop {drop} of {theta} values per coordinate")
     if drop == 0:
-        return rows.mean(0)
-    s = coordinate_sort(rows, inplace=inplace)
-    med = median_of_sorted(s)
-    low = s[:drop]  # [drop, d] smallest, ascending
-    high = s[theta - drop:].flip(0)  # [drop, d] largest, descending
-    b = med - low
-    u = high - med
-    j = (b > u.flip(0)).sum(0)  # dropped from the bottom, per coordinate
-    low_sums = torch.cat([torch.zeros_like(low[:1]), low.cumsum(0)])  # [drop+1, d]
-    high_sums = torch.cat([torch.zeros_like(high[:1]), high.cumsum(0)])
-    dropped = low_sums.gather(0, j.unsqueeze(0)) + high_sums.gather(0, (drop - j).unsqueeze(0))
-    return (s.sum(0) - dropped.squeeze(0)) / keep
+        return (x if rows is None else x[rows]).mean(0)
+    s = coordinate_sort(x, rows=rows)
+    low, high = s[:drop], s[theta - drop:]
+    j = _count_below(low, high, 2.0 * median_of_sorted(s)).unsqueeze(0)  # [1, d]
+    if keep <= drop:  # average the window directly
+        return s.gather(0, j + torch.arange(keep).unsqueeze(1)).mean(0)
+    below = torch.arange(drop).unsqueeze(1) < j  # bottom row t dropped iff t < j; top row u iff u ≥ j
+    return (s.sum(0) - torch.where(below, low, high).sum(0)) / keep
+
+
+def _count_below(low: Tensor, high: Tensor, bound: Tensor) -> Tensor:
+    """Per column, #{t : low[t] + high[t] < bound} (int64 ``[d]``).
+
+    On CPU in NumPy: a float add, a compare and an int32 column sum there take about a
+    third of torch's time for the boolean reduction over dim 0 (measured at 48 × 10^6).
+    """
+    if low.device.type == "cpu" and not low.requires_grad:
+        total = np.add(low.numpy(), high.numpy())
+        below = np.less(total, bound.numpy())
+        return torch.from_numpy(below.sum(axis=0, dtype=np.int32)).long()
+    return (low + high < bound).sum(0)
 
 
 def resolve_f(rule: str, f: int | None, n: int, multiplier: int) -> int:

@@ -1,0 +1,151 @@
+"""Aggregator speed: time per call of every registered aggregator at n = 100, d = 10^6,
+measured in one run beside two floors.
+
+Floors (issue 4): the pairwise squared-distance matrix from one Gram matrix product
+(``fl_core.geometry.pairwise_sq_distances``: ‖x_i‖² + ‖x_j‖² − 2⟨x_i, x_j⟩) and one
+coordinate-wise sort of the stack (``defenses.aggregation.coordinate_sort``, NumPy's SIMD
+sort, the fastest sort measured here). ``torch.sort(dim=0)`` and ``torch.cdist`` are
+timed as references. Acceptance: krum, multi_krum, bulyan within 1.5× the Gram floor;
+median and trimmed_mean within 1.5× the sort floor.
+
+Every operation is timed ``--repeats`` times, interleaved (one call of each per pass),
+after one warm-up call; the table reports the best (least disturbed on a shared CPU)
+and the median. Calls go through ``Aggregator.__call__`` (finite-row check included);
+stateful rules keep their state across calls; ``mud_hog`` runs with ``warmup_rounds=0``
+so every call does the full detection.
+
+    python -m benchmarks.robustness.bench_aggregators [--n 100] [--d 1000000] [--repeats 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import defenses  # noqa: F401  (registers every aggregator)
+from defenses.aggregation import coordinate_sort
+from defenses.registry import AGGREGATORS
+from fl_core.geometry import pairwise_sq_distances
+
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "aggregator_speed.md"
+GRAM, SORT = "floor: Gram distance matrix", "floor: coordinate sort (np.sort)"
+GRAM_BOUND = ("krum", "multi_krum", "bulyan")
+SORT_BOUND = ("median", "trimmed_mean")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--d", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="d = 10^5, 2 repeats (a smoke run)")
+    parser.add_argument("--skip", nargs="*", default=[], help="aggregator names not to time")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.d, args.repeats = min(args.d, 100_000), min(args.repeats, 2)
+
+    x = updates(args.n, args.d, args.seed)
+    counts = torch.randint(50, 500, (args.n,), generator=torch.Generator().manual_seed(args.seed)).float()
+    ids = list(range(args.n))
+    ops: dict[str, Callable[[], object]] = {GRAM: lambda: pairwise_sq_distances(x), SORT: lambda: coordinate_sort(x)}
+    for name in AGGREGATORS.names():
+        if name in args.skip:
+            continue
+        agg = AGGREGATORS.build(name, warmup_rounds=0) if name == "mud_hog" else AGGREGATORS.build(name)
+        ops[name] = (lambda a: lambda: a(x, counts, ids))(agg)
+    refs: dict[str, Callable[[], object]] = {"reference: torch.sort(dim=0)": lambda: torch.sort(x, dim=0),
+                                            "reference: torch.cdist": lambda: torch.cdist(x, x)}
+    print(f"n={args.n}, d={args.d}, {torch.get_num_threads()} torch threads; warm-up …", flush=True)
+    times = time_interleaved(ops, args.repeats)
+    times.update(time_interleaved(refs, max(1, min(2, args.repeats))))
+    lines = report(times, args, argv)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(args.out)
+    print("\n".join(lines))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def updates(n: int, d: int, seed: int) -> torch.Tensor:
+    """Update-like rows: a shared direction plus per-client noise (float32)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    x.mul_(0.5).add_(torch.randn(d, generator=g))
+    return x
+
+
+def time_interleaved(ops: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    for name, op in ops.items():
+        start = time.perf_counter()
+        op()
+        gc.collect()
+        print(f"  warm-up {name}: {time.perf_counter() - start:.3f} s", flush=True)
+    out: dict[str, list[float]] = {name: [] for name in ops}
+    for rep in range(repeats):
+        for name, op in ops.items():
+            start = time.perf_counter()
+            op()
+            out[name].append(time.perf_counter() - start)
+            gc.collect()
+        print(f"  pass {rep + 1}/{repeats}: " + ", ".join(f"{k.split(': ')[-1]} {v[-1]:.3f}" for k, v in out.items()),
+              flush=True)
+    return out
+
+
+def report(times: dict[str, list[float]], args: argparse.Namespace, argv: list[str] | None) -> list[str]:
+    best = {k: min(v) for k, v in times.items()}
+    gram, sort = best[GRAM], best[SORT]
+    cpu = _cpu_name()
+    lines = [
+        f"# Aggregator speed (n = {args.n}, d = {args.d:,})",
+        "",
+        f"- command: `python -m benchmarks.robustness.bench_aggregators {' '.join(argv or sys.argv[1:])}`".rstrip(),
+        f"- machine: {os.cpu_count()} CPU cores ({cpu}), shared with other jobs; torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), NumPy {np.__version__}, {platform.python_implementation()} "
+        f"{platform.python_version()}",
+        f"- date: {dt.datetime.now().isoformat(timespec='minutes')}",
+        f"- float32 updates, {args.repeats} interleaved passes after a warm-up; best and median seconds per call; "
+        "ratios use the best times.",
+        "",
+        "| operation | best s | median s | × Gram floor | × sort floor | bound |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for name, values in times.items():
+        bound = ""
+        if name in GRAM_BOUND:
+            bound = f"≤ 1.5× Gram: {'pass' if best[name] <= 1.5 * gram else 'FAIL'}"
+        elif name in SORT_BOUND:
+            bound = f"≤ 1.5× sort: {'pass' if best[name] <= 1.5 * sort else 'FAIL'}"
+        lines.append(f"| {name} | {best[name]:.3f} | {statistics.median(values):.3f} | {best[name] / gram:.2f} | "
+                     f"{best[name] / sort:.2f} | {bound} |")
+    lines.append("")
+    return lines
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
