@@ -113,7 +113,7 @@ def load_suite(path: str | Path, components: Components | None = None) -> Suite:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise SuiteError(str(p), [("", f"cannot read the file: {exc.strerror or exc}")]) from None
-    return parse_suite(text, str(p), components, default_name=p.stem)
+    return parse_suite(text, str(p), components, default_name=re.sub(r"[^A-Za-z0-9_.-]", "_", p.stem) or "suite")
 
 
 def parse_suite(text: str, file: str = "<string>", components: Components | None = None,
