@@ -36,7 +36,9 @@ def score_privacy(reconstruction: Tensor, truth: Tensor, normalization: Normaliz
         if isinstance(lpips, LPIPSUnavailable):
             raise
         h, w = truth.shape[-2:]
-        reason = LPIPSUnavailable(f"LPIPS-AlexNet cannot score {h}×{w} images ({str(exc).splitlines()[0][:80]})")
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        why = "too small for AlexNet's pooling layers" if "output size" in message.lower() else message[:160]
+        reason = LPIPSUnavailable(f"LPIPS-AlexNet cannot score {h}×{w} images: {why}")
         return score_reconstruction(reconstruction, truth, normalization, predicted_labels, true_labels, reason)
 
 
