@@ -102,6 +102,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except RayUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished runs are in {out / 'results.sqlite'}; run the same command to resume",
+              file=sys.stderr)
+        return 130
     print(f"suite {suite.name}: {summary.ok} ok, {summary.failed} failed, {summary.skipped} already done "
           f"(of {summary.planned}); results in {out / 'results.sqlite'}", file=sys.stderr)
     if args.report:

@@ -251,3 +251,10 @@ def test_shipped_suites_are_valid() -> None:
     for name, path in suites.items():
         assert "expected runtime" in path.read_text().lower(), f"{name}.yaml must state its expected runtime"
         assert load_suite(path).runs, name
+
+
+def test_suites_readme_example_is_a_valid_suite() -> None:
+    text = (ROOT / "benchmarks" / "suites" / "README.md").read_text()
+    example = text.split("```yaml", 1)[1].split("```", 1)[0]
+    suite = parse_suite(example, "README.md")
+    assert suite.name == "example" and len(suite.runs) == 2 * 3 * 2 + 3 * 3
