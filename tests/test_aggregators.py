@@ -177,7 +177,7 @@ def test_bulyan_invariants_outliers_never_selected_and_output_in_honest_range() 
 def test_trimmed_around_median_with_ties_and_recursive_krum_selection_order() -> None:
     rows = torch.tensor([[0.0], [0.0], [0.0], [10.0], [-10.0], [0.0], [0.0]])
     assert trimmed_around_median(rows, 2).item() == 0.0
-    assert trimmed_around_median(rows, 2, rows=torch.tensor([3, 0, 4])).item() == 0.0  # keeps the middle one
+    assert trimmed_around_median(rows[[3, 0, 4]].clone(), 2, inplace=True).item() == 0.0  # keeps the middle one
     d2 = pairwise_sq_distances(planted(n_honest=5, n_bad=2).float())
     assert recursive_krum(d2, 1, 5).tolist() == [0, 1, 2, 3, 4]
 
@@ -345,3 +345,15 @@ def test_krum_scores_are_permutation_equivariant() -> None:
         p = list(perm)
         out = MultiKrum(f=2)(x[p], client_ids=p)
         assert sorted(out.info["selected"]) == sorted(base.info["selected"])
+
+
+def test_rows_whose_sum_overflows_are_finite_and_kept() -> None:
+    from fl_core.aggregation import finite_rows
+
+    x = torch.randn(4, 10)
+    x[1] = 3e38  # finite entries, infinite row sum
+    x[2, 4] = math.nan
+    x[3, 0], x[3, 1] = math.inf, -math.inf  # sum NaN
+    assert finite_rows(x).tolist() == [True, True, False, False]
+    out = CoordinateMedian()(x)
+    assert out.weights.tolist() == [0.5, 0.5, 0.0, 0.0]

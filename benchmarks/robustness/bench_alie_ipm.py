@@ -7,7 +7,8 @@ mean (ε = 0.1 by default, ``--ipm-epsilon``). Both are omniscient: they read th
 round's honest updates through the simulation's hook. Every registered aggregator runs
 with its defaults except the ones given the known f = 4 (krum, multi_krum, bulyan,
 nnm ∘ median) or β = f/n = 0.2 (trimmed_mean); plus fedavg without attack. Local
-training: SGD lr 0.01, momentum 0.5, batch 64, 1 epoch. Reported: final test accuracy
+training as the foundation FedAvg-MNIST benchmark (SGD lr 0.05, batch 32, 1 epoch),
+which reaches ≥ 97 % within 20 rounds without attack. Reported: final test accuracy
 (and, for each attack, the drop from the attack-free run). Results are rewritten after
 every run.
 
@@ -45,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attacker-fraction", type=float, default=0.2)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--ipm-epsilon", type=float, default=0.1)
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--momentum", type=float, default=0.5)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--momentum", type=float, default=0.0)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--local-epochs", type=int, default=1)
     parser.add_argument("--train-size", type=int, default=None, help="seeded subset of the 60,000 training images")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")

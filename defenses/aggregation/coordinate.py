@@ -65,9 +65,9 @@ class TrimmedMean(Aggregator):
         return AggregationResult(ordered[k: n - k].mean(0), uniform(n, updates.dtype), {"trimmed_per_side": k})
 
 
-def coordinate_sort(x: Tensor, inplace: bool = False, rows: Tensor | None = None) -> Tensor:
-    """``x`` ``[n, d]`` (or only its ``rows``) with every column sorted ascending: a new
-    tensor, or ``x`` itself sorted in place when ``inplace`` (contiguous CPU ``x``, no ``rows``).
+def coordinate_sort(x: Tensor, inplace: bool = False) -> Tensor:
+    """``x`` ``[n, d]`` with every column sorted ascending: a new tensor, or ``x`` itself
+    sorted in place when ``inplace`` (and ``x`` is a contiguous CPU tensor).
 
     CPU: NumPy's SIMD sort, column blocks copied and sorted in parallel on
     ``torch.get_num_threads()`` threads (NumPy releases the GIL). Elsewhere: ``torch.sort``.
@@ -75,19 +75,15 @@ def coordinate_sort(x: Tensor, inplace: bool = False, rows: Tensor | None = None
     if x.dim() != 2:
         raise ValueError(f"coordinate_sort: expected [n, d], got {tuple(x.shape)}")
     if not (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not x.requires_grad):
-        return torch.sort(x if rows is None else x[rows], dim=0).values
+        return torch.sort(x, dim=0).values
     src = x.numpy()
-    pick = None if rows is None else rows.cpu().numpy()
-    in_place = inplace and pick is None and x.is_contiguous()
-    n = src.shape[0] if pick is None else len(pick)
-    out = src if in_place else np.empty((n, src.shape[1]), dtype=src.dtype)
+    in_place = inplace and x.is_contiguous()
+    out = src if in_place else np.empty(src.shape, dtype=src.dtype)
     blocks = _column_blocks(src.shape[1])
 
     def sort_block(bounds: tuple[int, int]) -> None:
         a, b = bounds
-        if pick is not None:
-            np.take(src[:, a:b], pick, axis=0, out=out[:, a:b])
-        elif not in_place:
+        if not in_place:
             out[:, a:b] = src[:, a:b]
         out[:, a:b].sort(axis=0)
 

@@ -92,7 +92,7 @@ class Bulyan(Aggregator):
         theta = n - 2 * f
         beta = theta - 2 * f
         selected = recursive_krum(pairwise_sq_distances(updates), f, theta)
-        aggregate = trimmed_around_median(updates, 2 * f, rows=selected)
+        aggregate = trimmed_around_median(updates[selected], 2 * f, inplace=True)  # a fresh copy: sort it in place
         weights = torch.zeros(n, dtype=updates.dtype)
         weights[selected] = 1.0 / theta
         return AggregationResult(aggregate, weights, {"f": f, "theta": theta, "beta": beta,
@@ -141,7 +141,7 @@ def recursive_krum(sq_dist: Tensor, f: int, count: int) -> Tensor:
     return torch.tensor(sorted(picked), dtype=torch.long)
 
 
-def trimmed_around_median(x: Tensor, drop: int, rows: Tensor | None = None) -> Tensor:
+def trimmed_around_median(rows: Tensor, drop: int, inplace: bool = False) -> Tensor:
     """Per coordinate, the mean of the ``len(rows) − drop`` values closest to the median.
 
     After one sort, the kept values are a window of consecutive order statistics; the
@@ -150,16 +150,16 @@ def trimmed_around_median(x: Tensor, drop: int, rows: Tensor | None = None) -> T
     smallest is dropped before the (drop−t)-th largest iff m − s_t > s_(θ−drop+t) − m,
     i.e. s_t + s_(θ−drop+t) < 2m. That predicate holds for a prefix t < j, so j (the
     number dropped from the bottom) is a count, the window is s[j : j + θ − drop], and
-    the whole trim is a handful of whole-array operations. ``rows`` restricts it to
-    those rows of ``x`` (gathered inside the parallel sort, no extra copy).
+    the whole trim is a handful of whole-array operations. ``inplace=True`` sorts
+    ``rows`` itself (saves a copy).
     """
-    theta = x.shape[0] if rows is None else len(rows)
+    theta = rows.shape[0]
     keep = theta - drop
     if keep < 1:
         raise ValueError(f"cannot drop {drop} of {theta} values per coordinate")
     if drop == 0:
-        return (x if rows is None else x[rows]).mean(0)
-    s = coordinate_sort(x, rows=rows)
+        return rows.mean(0)
+    s = coordinate_sort(rows, inplace=inplace)
     low, high = s[:drop], s[theta - drop:]
     j = _count_below(low, high, 2.0 * median_of_sorted(s)).unsqueeze(0)  # [1, d]
     if keep <= drop:  # average the window directly
