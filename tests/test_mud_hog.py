@@ -123,6 +123,19 @@ def test_histories_are_the_sum_and_the_moving_average_of_the_last_window_updates
     assert torch.allclose(short, torch.tensor([[(2.0 + 4 + 5) / 3], [-4.0]]).expand(2, 4))
 
 
+def test_noise_gap_is_anchored_by_the_normal_cluster() -> None:
+    g = torch.Generator().manual_seed(0)
+    d = 50
+    honest = 0.02 * torch.randn(20, d, generator=g, dtype=torch.float64)
+    direction = torch.nn.functional.normalize(torch.randn(4, d, generator=g, dtype=torch.float64), dim=1)
+    noisy = direction * torch.tensor([[1.40], [1.45], [1.50], [1.70]], dtype=torch.float64)
+    short = torch.cat([honest, noisy])
+    ids, rows = list(range(24)), list(range(24))
+    assert MudHoG()._additive_noise(short, rows, ids) == {20, 21, 22, 23}
+    # the authors' rule splits the attackers' own distances: only the farthest is flagged
+    assert MudHoG(noise_gap_with_normal=False)._additive_noise(short, rows, ids) == {23}
+
+
 def test_largest_gap_split() -> None:
     assert largest_gap_split([0.9, 0.1, 0.95, 0.2]) == pytest.approx(0.55)
     assert largest_gap_split([1.0]) == 0.0
