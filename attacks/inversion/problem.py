@@ -98,6 +98,10 @@ def build_problem(
     matcher = GradientMatcher(target, layout, loss)
     chosen, method = _labels(observation, setting, simulator, labels, batch_label_method, gradient_like,
                              layout, prob_estimate, seed)
+    plain_sgd = training.optimizer == "sgd" and not training.momentum and not training.weight_decay
+    if update_kind == "delta" and method not in ("known", "optimize") and not plain_sgd:
+        notes.append("labels read from −Δ/(lr·steps), which assumes plain SGD; momentum, weight decay "
+                     "or Adam distort the label counts")
     c, *spatial = observation.input_shape
     template = torch.zeros(1, c, *[1] * len(spatial), dtype=target.dtype)
     lower, upper = observation.normalization.bounds(template)
