@@ -136,6 +136,14 @@ def test_noise_gap_is_anchored_by_the_normal_cluster() -> None:
     assert MudHoG(noise_gap_with_normal=False)._additive_noise(short, rows, ids) == {23}
 
 
+def test_flags_prefer_the_targeted_type() -> None:
+    agg = MudHoG()
+    agg.confirmed["targeted"].add(4)
+    agg.confirmed["sign_flip"].update({4, 5})
+    agg.confirmed["unreliable"].update({5, 6})
+    assert agg.flags() == {4: "targeted", 5: "sign_flip", 6: "unreliable"}
+
+
 def test_largest_gap_split() -> None:
     assert largest_gap_split([0.9, 0.1, 0.95, 0.2]) == pytest.approx(0.55)
     assert largest_gap_split([1.0]) == 0.0
