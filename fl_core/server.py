@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .aggregation import Aggregator, FedAvg
+from .aggregation import Aggregator, FedAvg, finite_rows
 from .client import GlobalState, load_state
 from .updates import ClientUpdate
 from .vectors import ParameterLayout, buffers_to_vector, model_to_vector
@@ -54,7 +54,7 @@ class Server:
             return f"update has shape {tuple(v.shape)}, expected ({self.layout.dim},)"
         if not v.is_floating_point():
             return f"update dtype {v.dtype} is not floating point"
-        if not bool(torch.isfinite(v).all()):
+        if not bool(finite_rows(v.unsqueeze(0))[0]):
             return f"update has {int((~torch.isfinite(v)).sum())} non-finite entries"
         if update.kind not in ("gradient", "delta"):
             return f"update kind {update.kind!r} is neither 'gradient' nor 'delta'"

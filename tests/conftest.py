@@ -13,7 +13,9 @@ from fl_core.data import ImageDataset
 from .helpers import shared_assets, synthetic_images
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Test tensors are small: one intra-op thread is as fast and avoids oversubscribing the
+# cores when tests start worker processes (observed 10-40x slowdowns with 2 threads each).
+torch.set_num_threads(1)
 
 
 @pytest.fixture
