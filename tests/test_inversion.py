@@ -102,6 +102,22 @@ def test_fedavg_unrolling_with_train_mode_batchnorm_is_exact() -> None:
     assert torch.allclose(simulated, update.vector, atol=1e-6, rtol=1e-4)
 
 
+def test_bn_prior_and_adaptive_transform_vanish_at_the_true_batch() -> None:
+    model = build_model("convnet", 10, (3, 9, 9), width=2, seed=0)
+    grants = ThreatModel(labels_known=True, bn_statistics_known=True)
+    obs, _, private = client_round(model, smooth_images(3, size=9), torch.tensor([0, 4, 4]),
+                                   LocalTraining(algorithm="fedsgd", batch_size=3, model_mode="eval"), grants, NORM)
+    keep = torch.rand(obs.update.vector.numel(), generator=torch.Generator().manual_seed(0)) < 0.3
+    pruned = dataclasses.replace(obs, update=dataclasses.replace(obs.update, vector=obs.update.vector * keep))
+    problem = build_problem(pruned, loss="cosine", assumptions=Assumptions(), labels="auto", batch_label_method="bias",
+                            update_transform=lambda u: u * keep)
+    assert problem.bn_prior is not None
+    assert float(problem.bn_prior(private.inputs)) < 1e-5 < float(problem.bn_prior(smooth_images(3, size=9, seed=5)))
+    assert abs(float(problem.matching(private.inputs, private.labels, create_graph=False).detach())) < 1e-5
+    naive = build_problem(pruned, loss="cosine", assumptions=Assumptions(), labels="auto", batch_label_method="bias")
+    assert float(naive.matching(private.inputs, private.labels, create_graph=False).detach()) > 1e-3
+
+
 def test_simulated_gradient_is_differentiable_in_the_images() -> None:
     model = lenet()
     sim = ClientSimulator(model, LocalTraining(algorithm="fedsgd", batch_size=2), "eval")
