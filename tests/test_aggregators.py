@@ -28,15 +28,6 @@ from fl_core.geometry import gram, isometric_embedding, pairwise_cosine, pairwis
 from fl_core.registry import UnknownNameError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread avoids OpenMP spin-waits on a shared, loaded CPU (~40× here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

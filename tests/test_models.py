@@ -28,15 +28,6 @@ VARIANTS = [*SMALL, "resnet18-group"]
 SHAPE = (1, 12, 12)  # fits every model's minimum size and the ViT's patch 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster single-threaded; on a busy 2-core box, ~10x faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def small(name: str, input_shape=SHAPE, num_classes: int = 5, **kw) -> nn.Module:
     if name == "resnet18-group":
         name, kw = "resnet18", {"norm": "group", "norm_groups": 2, **kw}

@@ -16,16 +16,6 @@ from fl_core.datasets import load_dataset
 from fl_core.models import build_model
 from fl_core.simulation import History, RoundRecord
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread avoids OpenMP spin-waits on a shared, loaded CPU (~40× here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 ROLES = ["honest"] * 16 + ["sign_flip"] * 3 + ["additive_noise"] * 3 + ["targeted"] * 4 + ["unreliable"] * 2
 
 

@@ -29,15 +29,6 @@ from fl_core.simulation import RoundContext
 from .helpers import synthetic_images, tiny_mlp
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread avoids OpenMP spin-waits on a shared, loaded CPU (~40× here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def context(n_honest: int = 16, m: int = 4, d: int = 50, seed: int = 0) -> RoundContext:
     g = torch.Generator().manual_seed(seed)
     honest = 0.5 + torch.randn(n_honest, d, generator=g, dtype=torch.float64)
