@@ -40,6 +40,8 @@ the stacked restarts equals one per restart). vmap cannot run a model that write
 buffers during the forward (BatchNorm in train mode) and is not used with jointly
 optimised labels or the BN prior; those cases, and any model vmap rejects, run the
 restarts one after another (``batched_restarts="auto"`` decides, ``"never"`` forces it).
+On a 2-core CPU the batched restarts cost about as much per restart as sequential ones
+(profiled: same convolution time; the gain of one call per layer shows on GPUs).
 """
 
 from __future__ import annotations
