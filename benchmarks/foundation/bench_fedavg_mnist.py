@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from benchmarks.harness.atomic import write_atomic
 from fl_core import Client, FederationConfig, LocalTraining, Simulation
 from fl_core.datasets import load_dataset
 from fl_core.models import build_model
@@ -68,10 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def write(path: Path, lines: list[str]) -> None:
     """Atomically: a table is either complete or absent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    write_atomic(path, "\n".join(lines) + "\n")
     print(f"wrote {path}")
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchmarks.harness.atomic import write_atomic
 from fl_core.client import GlobalState, train_client
 from fl_core.data import ImageDataset, Normalization
 from fl_core.datasets import load_dataset
@@ -80,12 +81,7 @@ def header(title: str, module: str, argv: Sequence[str] | None) -> list[str]:
 
 
 def write_result(name: str, lines: list[str]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.md"
-    tmp = path.with_suffix(".md.part")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(RESULTS / f"{name}.md", "\n".join(lines) + "\n")
 
 
 class Stopwatch:

@@ -45,6 +45,7 @@ from typing import Any
 import torch
 
 from attacks.registry import INVERSION_ATTACKS
+from benchmarks.harness.atomic import write_atomic
 from benchmarks.harness.scoring import score_privacy
 from defenses import PRIVACY_DEFENSES, ClientDefense
 from defenses.privacy import attacker_view, prepare_model
@@ -348,10 +349,7 @@ def _write(out: Path, rows: list[DefenseRow], results: dict[str, dict[str, Any]]
              for p in a.get(m, {}).get("images", []) if (n := p.get("lpips_note"))}
     lines += ["", *(f"LPIPS: {n}." for n in sorted(notes))]
     lines += ["", "Per-image scores, label recovery and timings: the JSON file beside this one.", ""]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(out)
+    write_atomic(out, "\n".join(lines))
     raw = out.with_suffix(".json")
     raw.write_text(json.dumps({"command": command, "seconds": seconds, "plan": asdict(plan), "results": results},
                               indent=1, default=str))

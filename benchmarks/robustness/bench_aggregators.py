@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 import defenses  # noqa: F401  (registers every aggregator)
+from benchmarks.harness.atomic import write_atomic
 from defenses.aggregation import coordinate_sort
 from defenses.registry import AGGREGATORS
 from fl_core.geometry import pairwise_sq_distances
@@ -79,10 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     times = time_interleaved(ops, args.repeats)
     times.update(time_interleaved(refs, max(1, min(2, args.repeats))))
     lines = report(times, args, argv)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(args.out)
+    write_atomic(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {args.out}")
     return 0

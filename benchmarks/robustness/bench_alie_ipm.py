@@ -31,7 +31,7 @@ from defenses.registry import AGGREGATORS
 from fl_core import FederationConfig, LocalTraining
 from fl_core.models import build_model
 
-from .common import fmt, load_mnist, machine_line, today, write_atomic
+from .common import fmt, load_mnist, machine_line, today, write_lines
 from .federation import AttackGroup, build_federation, run_federation
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "alie_ipm.md"
@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             _, history, seconds = run_federation(model, feds[attack], config, test, aggregator, log=print, label=label)
             results[(name, attack)] = history.final_accuracy
             print(f"[{label}] accuracy {fmt(history.final_accuracy, 4)} in {seconds:.0f} s", flush=True)
-            write_atomic(args.out, header + table(names, results, baseline))
-    write_atomic(args.out, header + table(names, results, baseline))
+            write_lines(args.out, header + table(names, results, baseline))
+    write_lines(args.out, header + table(names, results, baseline))
     print(f"all runs: {time.perf_counter() - start:.0f} s; wrote {args.out}")
     return 0
 

@@ -39,7 +39,7 @@ from defenses.registry import AGGREGATORS
 from fl_core import FederationConfig, LocalTraining
 from fl_core.models import build_model
 
-from .common import fmt, load_mnist, machine_line, today, write_atomic
+from .common import fmt, load_mnist, machine_line, today, write_lines
 from .federation import AttackGroup, UnreliableSpec, build_federation, run_federation, summarize
 from .metrics import attack_success_rate
 
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{label}] done in {seconds:.0f} s: accuracy {fmt(summary['final_accuracy'], 4)}, "
               f"ASR {fmt(summary.get('asr_multi_label_flip'))}, malicious P/R "
               f"{fmt(summary.get('malicious_precision'))}/{fmt(summary.get('malicious_recall'))}", flush=True)
-        write_atomic(args.out, header + table(rows, runs) + verdict(rows))
+        write_lines(args.out, header + table(rows, runs) + verdict(rows))
     print(f"all runs: {time.perf_counter() - total_start:.0f} s; wrote {args.out}")
     return 0
 

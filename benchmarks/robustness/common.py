@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.harness.atomic import write_atomic
 from fl_core import ImageDataset
 from fl_core.datasets import load_dataset
 
@@ -49,8 +50,6 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def write_atomic(path: Path, lines: Sequence[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+def write_lines(path: Path, lines: Sequence[str]) -> None:
+    """A results table, written atomically: complete or absent."""
+    write_atomic(path, "\n".join(lines) + "\n")
