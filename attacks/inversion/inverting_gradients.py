@@ -96,10 +96,11 @@ class InvertingGradients(InversionAttack):
     """IG; ``InvertingGradients(iterations=2000, restarts=4, tv_weight=0.1, ...)``."""
 
     name = "inverting_gradients"
+    settings_class: type[IGSettings] = IGSettings  # lets the harness check suite params up front
     forced: dict[str, Any] = {}
 
     def __init__(self, **settings: Any) -> None:
-        self.settings: IGSettings = build_settings(IGSettings, self.name, {**settings, **self.forced})
+        self.settings: IGSettings = build_settings(self.settings_class, self.name, {**settings, **self.forced})
 
     def reconstruct(self, observation: Observation) -> Reconstruction:
         s = self.settings

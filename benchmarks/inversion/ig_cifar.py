@@ -4,9 +4,14 @@ Setting of the issue's acceptance (after Geiping et al. 2020, Table 1 style): ``
 width 64, untrained, eval mode, batch 1, FedSGD gradient; labels not granted (recovered
 by iDLG, exact for one image); cosine matching, TV 0.1, signed Adam lr 0.1 with decay at
 3/8, 5/8, 7/8, boxed, 1 restart. Acceptance: mean PSNR ≥ 18 dB over images 0–7 at 2000
-iterations; images 0–1 at 8000 iterations show the trend. The result file is rewritten
-after every image (marked partial until the last), so a long run never loses finished
-images.
+iterations; images 0–1 at 8000 iterations show the trend.
+
+Every finished image is cached (scores, reconstruction, loss trace) under
+``runs/bench_cache/ig_cifar/<setting>/``, keyed by everything that changes the result, and
+the result file is rewritten after every image (marked partial until all requested images
+are in). So a long run never loses finished images, a killed run resumes where it
+stopped, and disjoint image ranges can run in separate processes: a last invocation with
+the full range then only assembles the table and figures. ``--fresh`` ignores the cache.
 
     python -m benchmarks.inversion.ig_cifar [--images 0-7] [--iterations 2000] [--quick]
     python -m benchmarks.inversion.ig_cifar --images 0-1 --iterations 8000
@@ -16,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -29,6 +36,25 @@ from .common import FIGURES, Stopwatch, cifar10_test, fmt, header, log, observe,
 from .dlg_cifar import parse_images
 
 MODULE = "benchmarks.inversion.ig_cifar"
+CACHE = Path(__file__).resolve().parents[2] / "runs" / "bench_cache" / "ig_cifar"
+
+
+@dataclass
+class ImageResult:
+    """One attacked image: its scores, the chosen reconstruction and the attack's loss trace."""
+
+    index: int
+    psnr: float
+    ssim: float
+    lpips: float | None
+    lpips_note: str
+    label: int
+    true_label: int
+    final_loss: float
+    seconds: float
+    reconstruction: torch.Tensor  # [3, H, W] pixels in [0, 1]
+    truth: torch.Tensor
+    trace: list[float]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="2 images, 50 iterations")
+    parser.add_argument("--fresh", action="store_true", help="recompute images even if cached")
     parser.add_argument("--name", default=None, help="result name (default ig_cifar_<iterations>[_quick])")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -48,63 +75,89 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         images, args.iterations = images[:2], min(args.iterations, 50)
     name = args.name or f"ig_cifar_{args.iterations}" + ("_quick" if args.quick else "")
+    cache = CACHE / f"w{args.width}_tv{args.tv:g}_r{args.restarts}_s{args.seed}_it{args.iterations}"
 
     model = build_model("convnet", 10, (3, 32, 32), seed=args.seed, width=args.width)
     training = LocalTraining(algorithm="fedsgd", batch_size=1, model_mode="eval")
     attack = InvertingGradients(iterations=args.iterations, tv_weight=args.tv, restarts=args.restarts,
                                 seed=args.seed)
-    rows, recs, truths, traces = [], [], [], {}
+    results: list[ImageResult] = []
     for n, idx in enumerate(images, start=1):
-        data = cifar10_test([idx])
-        obs, private = observe(model, data, training)
-        with Stopwatch() as t:
-            rec = attack.reconstruct(obs)
-        s = score(rec.images, rec.labels, private, data.normalization)
-        log(f"image {idx}: PSNR {s.psnr[0]:.2f} dB, SSIM {s.ssim[0]:.3f}, LPIPS {fmt(s.lpips and s.lpips[0], 3)}, "
-            f"label {rec.labels.tolist()} (true {private.labels.tolist()}), {t.seconds:.0f} s "
-            f"({t.seconds / args.iterations * 1e3:.0f} ms/iteration)")
-        rows.append((idx, s, rec, t.seconds, int(private.labels[0])))
-        recs.append(to_unit(rec.images, data.normalization)[0])
-        truths.append(to_unit(private.inputs, data.normalization)[0])
-        traces[f"image {idx}"] = rec.loss_trace
-        write_result(name, _report(args, argv, rows, name, done=n == len(images), figures=n == len(images),
-                                   recs=recs, truths=truths, traces=traces))
+        result = None if args.fresh else _load(cache / f"image_{idx}.pt")
+        if result is None:
+            result = _attack_one(attack, model, training, idx)
+            _save(cache / f"image_{idx}.pt", result)
+        log(f"image {idx}: PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.3f}, LPIPS {fmt(result.lpips, 3)}, "
+            f"label {result.label} (true {result.true_label}), {result.seconds:.0f} s "
+            f"({result.seconds / args.iterations * 1e3:.0f} ms/iteration)")
+        results.append(result)
+        done = n == len(images)
+        write_result(name, _report(args, argv, results, name, done=done, figures=done))
     log(f"wrote {name}.md")
     return 0
 
 
-def _report(args: argparse.Namespace, argv: list[str] | None, rows: list, name: str, done: bool,
-            figures: bool, recs: list, truths: list, traces: dict) -> list[str]:
-    psnrs = [r[1].psnr[0] for r in rows]
-    ssims = [r[1].ssim[0] for r in rows]
-    lpips = [r[1].lpips[0] for r in rows if r[1].lpips is not None]
+def _attack_one(attack: InvertingGradients, model: torch.nn.Module, training: LocalTraining,
+                idx: int) -> ImageResult:
+    data = cifar10_test([idx])
+    obs, private = observe(model, data, training)
+    with Stopwatch() as t:
+        rec = attack.reconstruct(obs)
+    s = score(rec.images, rec.labels, private, data.normalization)
+    return ImageResult(
+        index=idx, psnr=s.psnr[0], ssim=s.ssim[0], lpips=None if s.lpips is None else s.lpips[0],
+        lpips_note=s.lpips_note, label=int(rec.labels[0]), true_label=int(private.labels[0]),
+        final_loss=float(rec.restart_losses[rec.chosen_restart]), seconds=t.seconds,
+        reconstruction=to_unit(rec.images, data.normalization)[0], truth=to_unit(private.inputs, data.normalization)[0],
+        trace=[float(v) for v in rec.loss_trace])
+
+
+def _save(path: Path, result: ImageResult) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(asdict(result), tmp)
+    tmp.replace(path)  # atomic: a killed run leaves no half-written entry
+
+
+def _load(path: Path) -> ImageResult | None:
+    if not path.exists():
+        return None
+    return ImageResult(**torch.load(path, weights_only=True))
+
+
+def _report(args: argparse.Namespace, argv: list[str] | None, results: list[ImageResult], name: str,
+            done: bool, figures: bool) -> list[str]:
+    psnrs = [r.psnr for r in results]
+    ssims = [r.ssim for r in results]
+    lpips = [r.lpips for r in results if r.lpips is not None]
     title = f"Inverting Gradients, IG ConvNet width {args.width}, CIFAR-10, {args.iterations} iterations"
-    lines = header(title + ("" if done else f" (PARTIAL: {len(rows)} images so far)"), MODULE, argv)
+    lines = header(title + ("" if done else f" (PARTIAL: {len(results)} images so far)"), MODULE, argv)
     lines += [
         f"Setting: `convnet` width {args.width} (untrained, seed {args.seed}, eval mode), batch 1, FedSGD "
         f"gradient, labels not granted (iDLG), cosine matching, TV {args.tv}, signed Adam lr 0.1 with ×0.1 at "
-        f"3/8, 5/8, 7/8, boxed, {args.restarts} restart(s), {args.threads} torch threads.", "",
+        f"3/8, 5/8, 7/8, boxed, {args.restarts} restart(s), 1 image per attack. Times are per image as it "
+        "ran (images may come from cached runs of this same setting; see the module docstring).", "",
         "| image | label ok | PSNR (dB) | SSIM | LPIPS | final matching loss | time (s) | ms / iteration |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for idx, s, rec, secs, true_label in rows:
-        lp = s.lpips[0] if s.lpips is not None else None
-        lines.append(f"| {idx} | {'yes' if int(rec.labels[0]) == true_label else 'no'} | {s.psnr[0]:.2f} | "
-                     f"{s.ssim[0]:.3f} | {fmt(lp, 3)} | {rec.restart_losses[rec.chosen_restart]:.4f} | "
-                     f"{secs:.0f} | {secs / args.iterations * 1e3:.0f} |")
+    for r in results:
+        lines.append(f"| {r.index} | {'yes' if r.label == r.true_label else 'no'} | {r.psnr:.2f} | {r.ssim:.3f} | "
+                     f"{fmt(r.lpips, 3)} | {r.final_loss:.4f} | {r.seconds:.0f} | "
+                     f"{r.seconds / args.iterations * 1e3:.0f} |")
     lines.append(f"| **mean** | | **{statistics.fmean(psnrs):.2f}** | **{statistics.fmean(ssims):.3f}** | "
-                 f"**{fmt(statistics.fmean(lpips) if lpips else None, 3)}** | | {sum(r[3] for r in rows):.0f} "
-                 f"total | |")
-    if rows and rows[0][1].lpips is None:
-        lines += ["", f"LPIPS unavailable: {rows[0][1].lpips_note}"]
+                 f"**{fmt(statistics.fmean(lpips) if lpips else None, 3)}** | | "
+                 f"{sum(r.seconds for r in results):.0f} total | |")
+    if results and results[0].lpips is None:
+        lines += ["", f"LPIPS unavailable: {results[0].lpips_note}"]
     if done and args.iterations == 2000:
         lines += ["", f"Acceptance (mean PSNR ≥ 18 dB at 2000 iterations): "
                       f"**{'met' if statistics.fmean(psnrs) >= 18 else 'NOT met'}**."]
     if figures:
-        grid = reconstruction_grid(torch.stack(truths), {f"IG {args.iterations} it.": GridRow(
-            torch.stack(recs), psnrs, lpips or None)}, FIGURES / f"{name}_grid.png",
+        grid = reconstruction_grid(torch.stack([r.truth for r in results]), {f"IG {args.iterations} it.": GridRow(
+            torch.stack([r.reconstruction for r in results]), psnrs, lpips or None)}, FIGURES / f"{name}_grid.png",
             title=f"Inverting Gradients, ConvNet-{args.width}, {args.iterations} iterations")
-        curves = loss_curves(traces, FIGURES / f"{name}_loss.png", title="IG objective (matching + TV)")
+        curves = loss_curves({f"image {r.index}": r.trace for r in results}, FIGURES / f"{name}_loss.png",
+                             title="IG objective (matching + TV)")
         lines += ["", f"![reconstructions](figures/{grid.name})", f"![loss](figures/{curves.name})"]
     return lines
 
