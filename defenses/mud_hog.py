@@ -100,7 +100,9 @@ class MudHoG(Aggregator):
         self.dbscan_eps, self.dbscan_min_samples = float(dbscan_eps), dbscan_min_samples
         self.unreliable_weight, self.exclude_suspects = float(unreliable_weight), exclude_suspects
         self.noise_gap_with_normal = noise_gap_with_normal
-        self.kmeans_n_init, self.seed = kmeans_n_init, seed
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"mud_hog: seed must be an int, got {seed!r}")
+        self.kmeans_n_init, self.seed = kmeans_n_init, seed  # any int: reduced mod 2**32 for scikit-learn
         self.reset()
 
     def reset(self) -> None:
@@ -240,7 +242,7 @@ class MudHoG(Aggregator):
         if data.shape[1] == 0:  # every long HoG is zero: nothing to separate
             return set()
         with threadpool_limits(limits=1, user_api="openmp"):  # a few dozen rows: threads only add overhead
-            labels = KMeans(n_clusters=2, n_init=self.kmeans_n_init, random_state=self.seed).fit(data).labels_
+            labels = KMeans(n_clusters=2, n_init=self.kmeans_n_init, random_state=self.seed % 2**32).fit(data).labels_
         minority = 0 if int((labels == 1).sum()) > int((labels == 0).sum()) else 1
         return {ids[r] for r, lab in zip(rows, labels, strict=True) if lab == minority}
 

@@ -181,3 +181,14 @@ def test_mud_hog_in_a_small_digits_federation_flags_sign_flippers() -> None:
     assert summary["sign_flip_recall"] == 1.0 and summary["sign_flip_precision"] == 1.0
     assert 0.0 <= summary["asr_multi_label_flip"] <= 1.0 and 0.0 <= summary["final_accuracy"] <= 1.0
     assert set(history.roles.values()) == {"honest", "sign_flip", "multi_label_flip"}
+
+
+def test_any_int_seed_is_accepted_and_reduced_for_kmeans() -> None:
+    """Harness seeds are 64-bit; scikit-learn takes < 2**32. Same flags as the reduced seed."""
+    big, small = MudHoG(seed=2**40 + 7), MudHoG(seed=7)
+    for _, x in synthetic_rounds(seed=0):
+        ids = list(range(x.shape[0]))
+        a, b = big(x, torch.ones(len(ids)), ids), small(x, torch.ones(len(ids)), ids)
+    assert a.info["flags"] == b.info["flags"] and torch.equal(a.weights, b.weights)
+    with pytest.raises(ValueError, match="seed must be an int"):
+        MudHoG(seed=1.5)  # type: ignore[arg-type]
