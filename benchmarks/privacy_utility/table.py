@@ -24,6 +24,13 @@ full-batch step).
 
 ``--quick`` checks the whole pipeline in minutes (1 image, few attack iterations, 2
 MNIST rounds on 10 % of the data); its numbers say nothing about the defenses.
+
+Every finished unit (one row's MNIST run; one attack on one image in one attacker mode)
+is cached as JSON under ``runs/bench_cache/privacy_utility/``, keyed by everything that
+changes it, and the table is rewritten after every row. A killed run resumes where it
+stopped, and row subsets can run in separate processes (``--rows``, one thread each);
+a last invocation without ``--rows`` then assembles the full table from the cache.
+``--fresh`` ignores the cache.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -67,6 +75,7 @@ from fl_core import (
 from fl_core.datasets import DatasetSizeWarning
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
+CACHE = Path(__file__).resolve().parents[2] / "runs" / "bench_cache" / "privacy_utility"
 DELTA = 1e-5
 
 
@@ -143,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None, help="override the plan")
     parser.add_argument("--mnist-fraction", type=float, default=None, help="override the plan")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--fresh", action="store_true", help="recompute units even if cached")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -158,23 +168,53 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DatasetSizeWarning)
 
     start = time.perf_counter()
+    cache = UnitCache(CACHE, enabled=not args.fresh)
+    command = "python -m benchmarks.privacy_utility.table " + " ".join(argv if argv is not None else sys.argv[1:])
     results: dict[str, dict[str, Any]] = {}
-    cifar = _cifar_images(plan.images) if not args.skip_attacks else None
-    mnist = _mnist(plan) if not args.skip_utility else None
-    for row in rows:
+    cifar = None if args.skip_attacks else _cifar_images(plan.images)
+    mnist: list[tuple[ImageDataset, ImageDataset]] = []  # loaded on first use: cached rows need no data
+    for n, row in enumerate(rows, start=1):
         entry: dict[str, Any] = {"row": asdict(row)}
-        if mnist is not None:
-            entry["utility"] = utility(row, plan, *mnist)
+        if not args.skip_utility:
+            key = f"utility_{row.key}_" + _plan_part(plan, "mnist_rounds", "mnist_clients", "mnist_fraction", "lr",
+                                                      "batch_size", "seed")
+            entry["utility"] = cache.get(key)
+            if entry["utility"] is None:
+                if not mnist:
+                    mnist.append(_mnist(plan))
+                entry["utility"] = cache.put(key, utility(row, plan, *mnist[0]))
             print(f"[{row.key}] MNIST accuracy {entry['utility']['accuracy']:.4f} "
                   f"({entry['utility']['seconds']:.0f} s)", flush=True)
         if cifar is not None:
-            entry["attacks"] = {spec.key: privacy(row, spec, plan, cifar) for spec in plan.attacks()}
+            entry["attacks"] = {spec.key: privacy(row, spec, plan, cifar, cache) for spec in plan.attacks()}
         results[row.key] = entry
+        _write(out, rows, results, plan, command.rstrip(), time.perf_counter() - start,
+               partial or n < len(rows))
     total = time.perf_counter() - start
-    command = "python -m benchmarks.privacy_utility.table " + " ".join(argv if argv is not None else sys.argv[1:])
-    _write(out, rows, results, plan, command.rstrip(), total, partial)
-    print(f"wrote {out} ({total:.0f} s)")
+    print(f"wrote {out} ({total:.0f} s this invocation)")
     return 0
+
+
+class UnitCache:
+    """Finished units as JSON files, one per key; written atomically, so a killed run
+    leaves only whole entries behind."""
+
+    def __init__(self, root: Path, enabled: bool = True) -> None:
+        self.root, self.enabled = root, enabled
+
+    def get(self, key: str) -> Any:
+        path = self.root / f"{key}.json"
+        return json.loads(path.read_text()) if self.enabled and path.exists() else None
+
+    def put(self, key: str, value: Any) -> Any:
+        write_atomic(self.root / f"{key}.json", json.dumps(value, default=str))
+        return value
+
+
+def _plan_part(plan: Plan, *fields: str) -> str:
+    """A short stable digest of the plan fields a unit depends on."""
+    text = json.dumps({f: getattr(plan, f) for f in fields}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 # -- utility: FedAvg on MNIST -------------------------------------------------------------
@@ -198,17 +238,27 @@ def utility(row: DefenseRow, plan: Plan, train: ImageDataset, test: ImageDataset
 
 # -- privacy: the two inversion attacks -----------------------------------------------------
 
-def privacy(row: DefenseRow, spec: AttackSpec, plan: Plan, cifar: ImageDataset) -> dict[str, Any]:
+def privacy(row: DefenseRow, spec: AttackSpec, plan: Plan, cifar: ImageDataset,
+            cache: UnitCache | None = None) -> dict[str, Any]:
     """Per-image scores of the naive (and, where it applies, adaptive) attacker."""
+    cache = cache or UnitCache(CACHE, enabled=False)
     defense = _defense(row)
     model = prepare_model(defense, build_model(spec.model, 10, cifar.input_shape, seed=plan.seed,
                                                **spec.model_options))
-    events = _uploads(model, defense, cifar, plan.seed)
+    events = _uploads(model, defense, cifar, plan.seed)  # one cheap round: ε and every upload
     modes = ("naive", "adaptive") if row.adaptive else ("naive",)
     out: dict[str, Any] = {"epsilon_upload": _epsilon(defense)}
+    iterations = plan.dlg_iterations if spec.key == "dlg" else plan.ig_iterations
     for mode in modes:
         per_image = []
         for index, event in zip(plan.images, events, strict=True):
+            key = (f"{spec.key}_{row.key}_{mode}_image{index}_"
+                   + _plan_part(plan, "images", "seed") + f"_it{iterations}")
+            cached = cache.get(key)
+            if cached is not None:
+                per_image.append(cached)
+                print(f"[{row.key}] {spec.key} {mode} image {index}: cached, psnr {cached.get('psnr')}", flush=True)
+                continue
             obs = make_observation(model, event.state.params, event.update, event.private, event.training,
                                    ThreatModel(), cifar.normalization, cifar.num_classes)
             settings = dict(spec.settings, seed=derive_seed(plan.seed, "inversion", index))
@@ -218,8 +268,9 @@ def privacy(row: DefenseRow, spec: AttackSpec, plan: Plan, cifar: ImageDataset) 
             scored = score_privacy(rec.images, event.private.inputs, cifar.normalization, rec.labels,
                                    event.private.labels)
             scores = {k: _float(v) for k, v in scored.means().items()}
-            per_image.append({"image": index, **scores, "lpips_note": scored.lpips_note, "seconds": rec.wall_time,
-                              "final_loss": rec.loss_trace[-1] if rec.loss_trace else None})
+            per_image.append(cache.put(key, {"image": index, **scores, "lpips_note": scored.lpips_note,
+                                             "seconds": rec.wall_time,
+                                             "final_loss": rec.loss_trace[-1] if rec.loss_trace else None}))
             print(f"[{row.key}] {spec.key} {mode} image {index}: " + ", ".join(
                 f"{k} {v:.3f}" for k, v in scores.items() if v is not None) + f" ({rec.wall_time:.0f} s)",
                 flush=True)
@@ -292,6 +343,15 @@ def _means(per_image: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _unit_seconds(results: dict[str, dict[str, Any]]) -> float:
+    total = 0.0
+    for entry in results.values():
+        total += entry.get("utility", {}).get("seconds", 0.0)
+        for attack in entry.get("attacks", {}).values():
+            total += sum(attack.get(m, {}).get("seconds", 0.0) for m in ("naive", "adaptive"))
+    return total
+
+
 def _float(value: Any) -> float | None:
     if value is None:
         return None
@@ -321,7 +381,9 @@ def _write(out: Path, rows: list[DefenseRow], results: dict[str, dict[str, Any]]
         f"- machine: {os.cpu_count()} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"{platform.processor() or platform.machine()}",
         f"- date: {dt.date.today().isoformat()}",
-        f"- total runtime: {seconds:.0f} s ({seconds / 60:.1f} min)",
+        f"- runtime of this invocation: {seconds:.0f} s ({seconds / 60:.1f} min); compute of every unit "
+        f"(attacks + MNIST runs, as they ran, possibly in earlier or parallel invocations): "
+        f"{_unit_seconds(results) / 60:.1f} min",
         f"- plan: {json.dumps(asdict(plan))}",
         "",
         "Attacks: CIFAR-10 test images " + ", ".join(map(str, plan.images)) + ", batch 1, FedSGD upload at the "
@@ -334,6 +396,9 @@ def _write(out: Path, rows: list[DefenseRow], results: dict[str, dict[str, Any]]
         "| " + " | ".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + " |",
     ]
     for row in rows:
+        if row.key not in results:  # not reached yet in this invocation
+            lines.append("| " + " | ".join([row.label, "pending"] + ["…"] * (len(head) - 2)) + " |")
+            continue
         entry = results[row.key]
         util = entry.get("utility", {})
         attacks = entry.get("attacks", {})
@@ -351,7 +416,7 @@ def _write(out: Path, rows: list[DefenseRow], results: dict[str, dict[str, Any]]
     lines += ["", "Per-image scores, label recovery and timings: the JSON file beside this one.", ""]
     write_atomic(out, "\n".join(lines))
     raw = out.with_suffix(".json")
-    raw.write_text(json.dumps({"command": command, "seconds": seconds, "plan": asdict(plan), "results": results},
+    write_atomic(raw, json.dumps({"command": command, "seconds": seconds, "plan": asdict(plan), "results": results},
                               indent=1, default=str))
 
 
