@@ -131,20 +131,36 @@ def _bulyan_reference(x: torch.Tensor, f: int) -> torch.Tensor:
         best = left[min(range(len(left)), key=lambda t: (scores[t], left[t]))]
         chosen.append(best)
         left.remove(best)
-    sel = x[sorted(chosen)]
+    return _closest_to_median_reference(x[sorted(chosen)], 2 * f)
+
+
+def _closest_to_median_reference(sel: torch.Tensor, drop: int) -> torch.Tensor:
+    """Per column: sort, drop the ``drop`` values farthest from the median one at a time."""
     theta = sel.shape[0]
-    out = torch.empty(x.shape[1], dtype=x.dtype)
-    for c in range(x.shape[1]):
+    out = torch.empty(sel.shape[1], dtype=sel.dtype)
+    for c in range(sel.shape[1]):
         vals = sorted(sel[:, c].tolist())
         med = vals[theta // 2] if theta % 2 else 0.5 * (vals[theta // 2 - 1] + vals[theta // 2])
         lo, hi = 0, theta - 1
-        for _ in range(2 * f):
+        for _ in range(drop):
             if vals[hi] - med >= med - vals[lo]:
                 hi -= 1
             else:
                 lo += 1
         out[c] = sum(vals[lo: hi + 1]) / (hi - lo + 1)
     return out
+
+
+@pytest.mark.parametrize("theta", [5, 8, 13, 52])
+def test_trimmed_around_median_band_equals_the_full_greedy_trim_with_ties(theta: int) -> None:
+    """The trim runs on the band of order statistics around the median; integer values make
+    ties common, the case where a band could differ from the full greedy trim."""
+    g = gen(theta)
+    x = torch.randint(-3, 4, (theta + 3, 200), generator=g).double()
+    select = torch.randperm(theta + 3, generator=g)[:theta]
+    for drop in range(theta):
+        got = trimmed_around_median(x, drop, select=select)
+        assert torch.allclose(got, _closest_to_median_reference(x[select], drop), atol=1e-12), drop
 
 
 @pytest.mark.parametrize(("n", "f", "seed"), [(11, 2, 0), (15, 3, 1), (12, 2, 2), (7, 1, 3)])

@@ -65,26 +65,30 @@ class TrimmedMean(Aggregator):
         return AggregationResult(ordered[k: n - k].mean(0), uniform(n, updates.dtype), {"trimmed_per_side": k})
 
 
-def coordinate_sort(x: Tensor, inplace: bool = False) -> Tensor:
-    """``x`` ``[n, d]`` with every column sorted ascending: a new tensor, or ``x`` itself
-    sorted in place when ``inplace`` (and ``x`` is a contiguous CPU tensor).
+def coordinate_sort(x: Tensor, inplace: bool = False, rows: Tensor | None = None) -> Tensor:
+    """``x`` ``[n, d]`` (or its ``rows``, ``[k]`` indices) with every column sorted
+    ascending: a new tensor, or ``x`` itself sorted in place when ``inplace`` (and ``x`` is
+    a contiguous CPU tensor; ignored with ``rows``).
 
-    CPU: NumPy's SIMD sort, column blocks copied and sorted in parallel on
+    CPU: NumPy's SIMD sort, column blocks copied (gathering ``rows`` on the way, so a
+    row subset costs no extra pass over memory) and sorted in parallel on
     ``torch.get_num_threads()`` threads (NumPy releases the GIL). Elsewhere: ``torch.sort``.
     """
     if x.dim() != 2:
         raise ValueError(f"coordinate_sort: expected [n, d], got {tuple(x.shape)}")
     if not (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not x.requires_grad):
-        return torch.sort(x, dim=0).values
+        return torch.sort(x if rows is None else x[rows], dim=0).values
     src = x.numpy()
-    in_place = inplace and x.is_contiguous()
-    out = src if in_place else np.empty(src.shape, dtype=src.dtype)
+    picked = None if rows is None else rows.cpu().numpy()
+    in_place = inplace and x.is_contiguous() and picked is None
+    shape = src.shape if picked is None else (len(picked), src.shape[1])
+    out = src if in_place else np.empty(shape, dtype=src.dtype)
     blocks = _column_blocks(src.shape[1])
 
     def sort_block(bounds: tuple[int, int]) -> None:
         a, b = bounds
         if not in_place:
-            out[:, a:b] = src[:, a:b]
+            out[:, a:b] = src[:, a:b] if picked is None else src[picked, a:b]
         out[:, a:b].sort(axis=0)
 
     if len(blocks) == 1:

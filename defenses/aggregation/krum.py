@@ -92,7 +92,7 @@ class Bulyan(Aggregator):
         theta = n - 2 * f
         beta = theta - 2 * f
         selected = recursive_krum(pairwise_sq_distances(updates), f, theta)
-        aggregate = trimmed_around_median(updates[selected], 2 * f, inplace=True)  # a fresh copy: sort it in place
+        aggregate = trimmed_around_median(updates, 2 * f, select=selected)
         weights = torch.zeros(n, dtype=updates.dtype)
         weights[selected] = 1.0 / theta
         return AggregationResult(aggregate, weights, {"f": f, "theta": theta, "beta": beta,
@@ -141,26 +141,34 @@ def recursive_krum(sq_dist: Tensor, f: int, count: int) -> Tensor:
     return torch.tensor(sorted(picked), dtype=torch.long)
 
 
-def trimmed_around_median(rows: Tensor, drop: int, inplace: bool = False) -> Tensor:
-    """Per coordinate, the mean of the ``len(rows) − drop`` values closest to the median.
+def trimmed_around_median(rows: Tensor, drop: int, inplace: bool = False, select: Tensor | None = None) -> Tensor:
+    """Per coordinate, the mean of the ``θ − drop`` values closest to the median
+    (θ = number of rows, or of ``select``ed row indices).
 
     After one sort, the kept values are a window of consecutive order statistics; the
     dropped ones are the ``drop`` farthest from the median, taken greedily from both
     ends (ties drop the upper end). With s the sorted values and m the median, the t-th
     smallest is dropped before the (drop−t)-th largest iff m − s_t > s_(θ−drop+t) − m,
     i.e. s_t + s_(θ−drop+t) < 2m. That predicate holds for a prefix t < j, so j (the
-    number dropped from the bottom) is a count, the window is s[j : j + θ − drop], and
-    the whole trim is a handful of whole-array operations. ``inplace=True`` sorts
-    ``rows`` itself (saves a copy).
+    number dropped from the bottom) is a count and the window is s[j : j + θ − drop].
+    The window always lies in the band of the 2·keep order statistics centred on the
+    median (keep = θ − drop), which has the same median, so the trim runs on that band
+    alone: for Bulyan (keep = θ − 2f ≪ θ) a few rows instead of θ. ``select`` gathers
+    the rows inside the sort's parallel copy; ``inplace=True`` sorts ``rows`` itself.
     """
-    theta = rows.shape[0]
+    theta = rows.shape[0] if select is None else select.shape[0]
     keep = theta - drop
     if keep < 1:
         raise ValueError(f"cannot drop {drop} of {theta} values per coordinate")
     if drop == 0:
-        return rows.mean(0)
-    s = coordinate_sort(rows, inplace=inplace)
-    low, high = s[:drop], s[theta - drop:]
+        return (rows if select is None else rows[select]).mean(0)
+    s = coordinate_sort(rows, inplace=inplace, rows=select)
+    lo, hi = max(0, (theta + 1) // 2 - keep), min(theta, theta // 2 + keep)  # both clamp or neither
+    s = s[lo:hi]  # contiguous rows: a view
+    drop = s.shape[0] - keep
+    if drop == 0:
+        return s.mean(0)
+    low, high = s[:drop], s[s.shape[0] - drop:]
     j = _count_below(low, high, 2.0 * median_of_sorted(s)).unsqueeze(0)  # [1, d]
     if keep <= drop:  # average the window directly
         return s.gather(0, j + torch.arange(keep).unsqueeze(1)).mean(0)
