@@ -57,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="d = 10^5, 2 repeats (a smoke run)")
     parser.add_argument("--skip", nargs="*", default=[], help="aggregator names not to time")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch (and sort) threads; default torch's choice. Floors and rules share it")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.d, args.repeats = min(args.d, 100_000), min(args.repeats, 2)
 
