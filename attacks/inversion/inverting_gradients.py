@@ -40,8 +40,11 @@ the stacked restarts equals one per restart). vmap cannot run a model that write
 buffers during the forward (BatchNorm in train mode) and is not used with jointly
 optimised labels or the BN prior; those cases, and any model vmap rejects, run the
 restarts one after another (``batched_restarts="auto"`` decides, ``"never"`` forces it).
-On a 2-core CPU the batched restarts cost about as much per restart as sequential ones
-(profiled: same convolution time; the gain of one call per layer shows on GPUs).
+On this 2-core CPU the batched restarts were not cheaper: 0.66–1.91× the per-restart
+cost of sequential ones, median 1.47× (``benchmarks/results/ig_speed_w64_b1.md``, a loaded
+machine; the convolutions take the same time either way). One call per layer for all
+restarts is meant for accelerators, where it keeps the device busy; that is not measured
+here (no GPU was available).
 """
 
 from __future__ import annotations
