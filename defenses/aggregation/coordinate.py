@@ -87,8 +87,11 @@ def coordinate_sort(x: Tensor, inplace: bool = False, rows: Tensor | None = None
 
     def sort_block(bounds: tuple[int, int]) -> None:
         a, b = bounds
-        if not in_place:
-            out[:, a:b] = src[:, a:b] if picked is None else src[picked, a:b]
+        if picked is not None:  # row by row: contiguous copies (fancy indexing is ~1.5× slower here)
+            for k, r in enumerate(picked):
+                out[k, a:b] = src[r, a:b]
+        elif not in_place:
+            out[:, a:b] = src[:, a:b]
         out[:, a:b].sort(axis=0)
 
     if len(blocks) == 1:

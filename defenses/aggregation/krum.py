@@ -168,11 +168,11 @@ def trimmed_around_median(rows: Tensor, drop: int, inplace: bool = False, select
     drop = s.shape[0] - keep
     if drop == 0:
         return s.mean(0)
-    low, high = s[:drop], s[s.shape[0] - drop:]
+    low, high = s[:drop], s[keep:]  # high[u] = s[keep + u]
     j = _count_below(low, high, 2.0 * median_of_sorted(s)).unsqueeze(0)  # [1, d]
-    if keep <= drop:  # average the window directly
-        return s.gather(0, j + torch.arange(keep).unsqueeze(1)).mean(0)
-    below = torch.arange(drop).unsqueeze(1) < j  # bottom row t dropped iff t < j; top row u iff u ≥ j
+    # Dropped: s[t] for t < j and s[keep + u] for u ≥ j — disjoint even when low and high
+    # overlap (keep < drop), so the window sum is the total minus one pick per t.
+    below = torch.arange(drop).unsqueeze(1) < j
     return (s.sum(0) - torch.where(below, low, high).sum(0)) / keep
 
 
