@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
-import hashlib
 import json
 import math
 import os
@@ -55,6 +54,7 @@ import torch
 from attacks.registry import INVERSION_ATTACKS
 from benchmarks.harness.atomic import write_atomic
 from benchmarks.harness.scoring import score_privacy
+from benchmarks.unit_cache import CACHE_ROOT, UnitCache, digest
 from defenses import PRIVACY_DEFENSES, ClientDefense
 from defenses.privacy import attacker_view, prepare_model
 from fl_core import (
@@ -75,7 +75,7 @@ from fl_core import (
 from fl_core.datasets import DatasetSizeWarning
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-CACHE = Path(__file__).resolve().parents[2] / "runs" / "bench_cache" / "privacy_utility"
+CACHE = CACHE_ROOT / "privacy_utility"
 DELTA = 1e-5
 
 
@@ -195,26 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-class UnitCache:
-    """Finished units as JSON files, one per key; written atomically, so a killed run
-    leaves only whole entries behind."""
-
-    def __init__(self, root: Path, enabled: bool = True) -> None:
-        self.root, self.enabled = root, enabled
-
-    def get(self, key: str) -> Any:
-        path = self.root / f"{key}.json"
-        return json.loads(path.read_text()) if self.enabled and path.exists() else None
-
-    def put(self, key: str, value: Any) -> Any:
-        write_atomic(self.root / f"{key}.json", json.dumps(value, default=str))
-        return value
-
-
 def _plan_part(plan: Plan, *fields: str) -> str:
     """A short stable digest of the plan fields a unit depends on."""
-    text = json.dumps({f: getattr(plan, f) for f in fields}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return digest({f: getattr(plan, f) for f in fields})
 
 
 # -- utility: FedAvg on MNIST -------------------------------------------------------------

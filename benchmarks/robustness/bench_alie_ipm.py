@@ -31,6 +31,7 @@ from defenses.registry import AGGREGATORS
 from fl_core import FederationConfig, LocalTraining
 from fl_core.models import build_model
 
+from ..unit_cache import CACHE_ROOT, UnitCache, digest
 from .common import fmt, load_mnist, machine_line, today, write_lines
 from .federation import AttackGroup, build_federation, run_federation
 
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 3 rounds on 4,000 training images, three aggregators")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--fresh", action="store_true", help="recompute runs even if cached")
     args = parser.parse_args(argv)
     names = args.aggregators or AGGREGATORS.names()
     if args.quick:
@@ -89,18 +91,28 @@ def main(argv: list[str] | None = None) -> int:
         "- aggregator parameters: " + "; ".join(f"{k} {v}" for k, v in params.items()) + "; others: defaults",
         "",
     ]
+    # Every finished run is cached (keyed by the settings below), so a killed run resumes
+    # and aggregator subsets (--aggregators) can run in parallel processes; a last
+    # invocation over all of them then only writes the table.
+    cache = UnitCache(CACHE_ROOT / "alie_ipm", enabled=not args.fresh)
+    setting = digest({k: v for k, v in vars(args).items() if k not in ("threads", "aggregators", "out", "fresh")})
+
+    def run(label: str, fed: Any, aggregator: Any) -> float | None:
+        key = label.replace(", ", "_").replace(" ", "_") + "_" + setting
+        hit = cache.get(key)
+        if hit is None:
+            _, history, seconds = run_federation(model, fed, config, test, aggregator, log=print, label=label)
+            hit = cache.put(key, {"accuracy": history.final_accuracy, "seconds": seconds})
+        print(f"[{label}] accuracy {fmt(hit['accuracy'], 4)} in {hit['seconds']:.0f} s", flush=True)
+        return hit["accuracy"]
+
     results: dict[tuple[str, str], float | None] = {}
     start = time.perf_counter()
-    _, history, seconds = run_federation(model, clean, config, test, None, log=print, label="fedavg, no attack")
-    baseline = history.final_accuracy
-    print(f"[fedavg, no attack] accuracy {fmt(baseline, 4)} in {seconds:.0f} s", flush=True)
+    baseline = run("fedavg, no attack", clean, None)
     for name in names:
         for attack in ATTACKS:
             aggregator = AGGREGATORS.build(name, **params.get(name, {}))
-            label = f"{attack} vs {name}"
-            _, history, seconds = run_federation(model, feds[attack], config, test, aggregator, log=print, label=label)
-            results[(name, attack)] = history.final_accuracy
-            print(f"[{label}] accuracy {fmt(history.final_accuracy, 4)} in {seconds:.0f} s", flush=True)
+            results[(name, attack)] = run(f"{attack} vs {name}", feds[attack], aggregator)
             write_lines(args.out, header + table(names, results, baseline))
     write_lines(args.out, header + table(names, results, baseline))
     print(f"all runs: {time.perf_counter() - start:.0f} s; wrote {args.out}")

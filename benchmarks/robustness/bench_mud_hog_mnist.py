@@ -39,6 +39,7 @@ from defenses.registry import AGGREGATORS
 from fl_core import FederationConfig, LocalTraining
 from fl_core.models import build_model
 
+from ..unit_cache import CACHE_ROOT, UnitCache, digest
 from .common import fmt, load_mnist, machine_line, today, write_lines
 from .federation import AttackGroup, UnreliableSpec, build_federation, run_federation, summarize
 from .metrics import attack_success_rate
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 6 rounds on 6,000 training images, fedavg and mud_hog only")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--fresh", action="store_true", help="recompute runs even if cached")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.train_size = min(args.rounds, 6), args.train_size or 6000
@@ -118,23 +120,37 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(("fedavg, no attack", clean, None))
     for name in args.aggregators:
         runs.append((name, attacked, name))
+    # Every finished run is cached (keyed by the settings), so a killed run resumes and
+    # aggregator subsets can run in parallel processes; a last full invocation assembles.
+    cache = UnitCache(CACHE_ROOT / "mud_hog_mnist", enabled=not args.fresh)
+    setting = digest({k: v for k, v in vars(args).items()
+                      if k not in ("threads", "aggregators", "out", "fresh", "no_baseline")})
     total_start = time.perf_counter()
     for label, fed, agg_name in runs:
-        aggregator = AGGREGATORS.build(agg_name, **params.get(agg_name, {})) if agg_name else None
-        sim, history, seconds = run_federation(model, fed, config, test, aggregator, log=print, label=label)
-        summary = summarize(sim, history, test, fed.attacks if fed.adversaries else {})
-        if not fed.adversaries:  # the attack-free run: roles are nominal, so no detection scores
-            flip = attacked.attacks["multi_label_flip"]  # and how often 1-3 are called 7 anyway
-            summary = {"final_accuracy": summary["final_accuracy"],
-                       "asr_multi_label_flip": attack_success_rate(sim.model, test, flip)}
-        summary.update(label=label, seconds=seconds)
+        key = label.replace(", ", "_").replace(" ", "_") + "_" + setting
+        summary = cache.get(key)
+        if summary is None:
+            summary = cache.put(key, _run_one(label, fed, agg_name, params, model, config, test, attacked))
         rows.append(summary)
-        print(f"[{label}] done in {seconds:.0f} s: accuracy {fmt(summary['final_accuracy'], 4)}, "
+        print(f"[{label}] done in {summary['seconds']:.0f} s: accuracy {fmt(summary['final_accuracy'], 4)}, "
               f"ASR {fmt(summary.get('asr_multi_label_flip'))}, malicious P/R "
               f"{fmt(summary.get('malicious_precision'))}/{fmt(summary.get('malicious_recall'))}", flush=True)
         write_lines(args.out, header + table(rows, runs) + verdict(rows))
     print(f"all runs: {time.perf_counter() - total_start:.0f} s; wrote {args.out}")
     return 0
+
+
+def _run_one(label: str, fed: Any, agg_name: str | None, params: dict[str, dict[str, Any]], model: Any,
+             config: FederationConfig, test: Any, attacked: Any) -> dict[str, Any]:
+    """One federation run and its summary (accuracy, ASR, detection P/R, seconds)."""
+    aggregator = AGGREGATORS.build(agg_name, **params.get(agg_name, {})) if agg_name else None
+    sim, history, seconds = run_federation(model, fed, config, test, aggregator, log=print, label=label)
+    summary = summarize(sim, history, test, fed.attacks if fed.adversaries else {})
+    if not fed.adversaries:  # the attack-free run: roles are nominal, so no detection scores
+        flip = attacked.attacks["multi_label_flip"]  # and how often 1-3 are called 7 anyway
+        summary = {"final_accuracy": summary["final_accuracy"],
+                   "asr_multi_label_flip": attack_success_rate(sim.model, test, flip)}
+    return {**summary, "label": label, "seconds": seconds}
 
 
 def table(rows: list[dict[str, Any]], runs: list[tuple[str, Any, Any]]) -> list[str]:
