@@ -35,6 +35,11 @@ class UnitCache:
         return value
 
 
+def unit_key(label: str, setting: str) -> str:
+    """File-name key of one run: its label (``"alie vs krum"``) and the settings digest."""
+    return label.replace(", ", "_").replace(" ", "_") + "_" + setting
+
+
 def digest(settings: Mapping[str, Any]) -> str:
     """A short stable digest of the settings a unit depends on."""
     text = json.dumps(dict(settings), sort_keys=True, default=str)

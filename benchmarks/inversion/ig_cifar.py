@@ -20,6 +20,7 @@ the full range then only assembles the table and figures. ``--fresh`` ignores th
 from __future__ import annotations
 
 import argparse
+import io
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,12 +32,14 @@ from fl_core.models import build_model
 from fl_core.updates import LocalTraining
 
 from ..figures import GridRow, loss_curves, reconstruction_grid
+from ..harness.atomic import write_atomic
 from ..privacy_metrics import to_unit
+from ..unit_cache import CACHE_ROOT
 from .common import FIGURES, Stopwatch, cifar10_test, fmt, header, log, observe, score, write_result
 from .dlg_cifar import parse_images
 
 MODULE = "benchmarks.inversion.ig_cifar"
-CACHE = Path(__file__).resolve().parents[2] / "runs" / "bench_cache" / "ig_cifar"
+CACHE = CACHE_ROOT / "ig_cifar"
 
 
 @dataclass
@@ -113,10 +116,9 @@ def _attack_one(attack: InvertingGradients, model: torch.nn.Module, training: Lo
 
 
 def _save(path: Path, result: ImageResult) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(asdict(result), tmp)
-    tmp.replace(path)  # atomic: a killed run leaves no half-written entry
+    buffer = io.BytesIO()
+    torch.save(asdict(result), buffer)
+    write_atomic(path, buffer.getvalue())  # a killed run leaves no half-written entry
 
 
 def _load(path: Path) -> ImageResult | None:

@@ -221,10 +221,8 @@ def utility(row: DefenseRow, plan: Plan, train: ImageDataset, test: ImageDataset
 
 # -- privacy: the two inversion attacks -----------------------------------------------------
 
-def privacy(row: DefenseRow, spec: AttackSpec, plan: Plan, cifar: ImageDataset,
-            cache: UnitCache | None = None) -> dict[str, Any]:
+def privacy(row: DefenseRow, spec: AttackSpec, plan: Plan, cifar: ImageDataset, cache: UnitCache) -> dict[str, Any]:
     """Per-image scores of the naive (and, where it applies, adaptive) attacker."""
-    cache = cache or UnitCache(CACHE, enabled=False)
     defense = _defense(row)
     model = prepare_model(defense, build_model(spec.model, 10, cifar.input_shape, seed=plan.seed,
                                                **spec.model_options))

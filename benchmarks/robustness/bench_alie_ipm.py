@@ -31,7 +31,7 @@ from defenses.registry import AGGREGATORS
 from fl_core import FederationConfig, LocalTraining
 from fl_core.models import build_model
 
-from ..unit_cache import CACHE_ROOT, UnitCache, digest
+from ..unit_cache import CACHE_ROOT, UnitCache, digest, unit_key
 from .common import fmt, load_mnist, machine_line, today, write_lines
 from .federation import AttackGroup, build_federation, run_federation
 
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     setting = digest({k: v for k, v in vars(args).items() if k not in ("threads", "aggregators", "out", "fresh")})
 
     def run(label: str, fed: Any, aggregator: Any) -> float | None:
-        key = label.replace(", ", "_").replace(" ", "_") + "_" + setting
+        key = unit_key(label, setting)
         hit = cache.get(key)
         if hit is None:
             _, history, seconds = run_federation(model, fed, config, test, aggregator, log=print, label=label)

@@ -39,7 +39,7 @@ from defenses.registry import AGGREGATORS
 from fl_core import FederationConfig, LocalTraining
 from fl_core.models import build_model
 
-from ..unit_cache import CACHE_ROOT, UnitCache, digest
+from ..unit_cache import CACHE_ROOT, UnitCache, digest, unit_key
 from .common import fmt, load_mnist, machine_line, today, write_lines
 from .federation import AttackGroup, UnreliableSpec, build_federation, run_federation, summarize
 from .metrics import attack_success_rate
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                       if k not in ("threads", "aggregators", "out", "fresh", "no_baseline")})
     total_start = time.perf_counter()
     for label, fed, agg_name in runs:
-        key = label.replace(", ", "_").replace(" ", "_") + "_" + setting
+        key = unit_key(label, setting)
         summary = cache.get(key)
         if summary is None:
             summary = cache.put(key, _run_one(label, fed, agg_name, params, model, config, test, attacked))

@@ -65,21 +65,21 @@ class TrimmedMean(Aggregator):
         return AggregationResult(ordered[k: n - k].mean(0), uniform(n, updates.dtype), {"trimmed_per_side": k})
 
 
-def coordinate_sort(x: Tensor, inplace: bool = False, rows: Tensor | None = None) -> Tensor:
-    """``x`` ``[n, d]`` (or its ``rows``, ``[k]`` indices) with every column sorted
+def coordinate_sort(x: Tensor, inplace: bool = False, select: Tensor | None = None) -> Tensor:
+    """``x`` ``[n, d]`` (or its ``select``ed rows, ``[k]`` indices) with every column sorted
     ascending: a new tensor, or ``x`` itself sorted in place when ``inplace`` (and ``x`` is
-    a contiguous CPU tensor; ignored with ``rows``).
+    a contiguous CPU tensor; ignored with ``select``).
 
-    CPU: NumPy's SIMD sort, column blocks copied (gathering ``rows`` on the way, so a
+    CPU: NumPy's SIMD sort, column blocks copied (gathering ``select`` on the way, so a
     row subset costs no extra pass over memory) and sorted in parallel on
     ``torch.get_num_threads()`` threads (NumPy releases the GIL). Elsewhere: ``torch.sort``.
     """
     if x.dim() != 2:
         raise ValueError(f"coordinate_sort: expected [n, d], got {tuple(x.shape)}")
     if not (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and not x.requires_grad):
-        return torch.sort(x if rows is None else x[rows], dim=0).values
+        return torch.sort(x if select is None else x[select], dim=0).values
     src = x.numpy()
-    picked = None if rows is None else rows.cpu().numpy()
+    picked = None if select is None else select.cpu().numpy()
     in_place = inplace and x.is_contiguous() and picked is None
     shape = src.shape if picked is None else (len(picked), src.shape[1])
     out = src if in_place else np.empty(shape, dtype=src.dtype)

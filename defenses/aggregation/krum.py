@@ -162,7 +162,7 @@ def trimmed_around_median(rows: Tensor, drop: int, inplace: bool = False, select
         raise ValueError(f"cannot drop {drop} of {theta} values per coordinate")
     if drop == 0:
         return (rows if select is None else rows[select]).mean(0)
-    s = coordinate_sort(rows, inplace=inplace, rows=select)
+    s = coordinate_sort(rows, inplace=inplace, select=select)
     lo, hi = max(0, (theta + 1) // 2 - keep), min(theta, theta // 2 + keep)  # both clamp or neither
     s = s[lo:hi]  # contiguous rows: a view
     drop = s.shape[0] - keep
