@@ -16,7 +16,7 @@ export MPLBACKEND := Agg
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py defenses/aggregation/_closest_to_median.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first: the local CPU build; the project's range then keeps it.

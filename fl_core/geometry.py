@@ -33,9 +33,10 @@ def sq_distances_from_gram(g: Tensor) -> Tensor:
     return d
 
 
-def pairwise_sq_distances(x: Tensor) -> Tensor:
-    """Squared Euclidean distances between the rows of ``x`` ``[n, d]`` (one GEMM)."""
-    return sq_distances_from_gram(gram(x))
+def pairwise_sq_distances(x: Tensor, g: Tensor | None = None) -> Tensor:
+    """Squared Euclidean distances between the rows of ``x`` ``[n, d]`` (one GEMM, or
+    none when their Gram matrix ``g`` is already at hand)."""
+    return sq_distances_from_gram(gram(x) if g is None else g)
 
 
 def cosine_from_gram(g: Tensor, eps: float = 1e-12) -> Tensor:

@@ -83,7 +83,7 @@ def coordinate_sort(x: Tensor, inplace: bool = False, select: Tensor | None = No
     in_place = inplace and x.is_contiguous() and picked is None
     shape = src.shape if picked is None else (len(picked), src.shape[1])
     out = src if in_place else np.empty(shape, dtype=src.dtype)
-    blocks = _column_blocks(src.shape[1])
+    blocks = column_blocks(src.shape[1])
 
     def sort_block(bounds: tuple[int, int]) -> None:
         a, b = bounds
@@ -97,7 +97,7 @@ def coordinate_sort(x: Tensor, inplace: bool = False, select: Tensor | None = No
     if len(blocks) == 1:
         sort_block(blocks[0])
     else:
-        list(_pool(len(blocks)).map(sort_block, blocks))
+        list(thread_pool(len(blocks)).map(sort_block, blocks))
     return x if in_place else torch.from_numpy(out)
 
 
@@ -116,12 +116,21 @@ def median_of_sorted(ordered: Tensor) -> Tensor:
     return ordered[mid].clone() if n % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
 
 
-def _column_blocks(d: int, min_block: int = 1 << 16) -> list[tuple[int, int]]:
+def median_band(rows: int, keep: int) -> tuple[int, int]:
+    """Ranks ``[lo, hi)`` of the 2·keep order statistics centred on the median of ``rows``
+    values (clamped to ``[0, rows)``): the band that holds the ``keep`` values closest to
+    the median, and has the same median (see ``krum.trimmed_around_median``)."""
+    return max(0, (rows + 1) // 2 - keep), min(rows, rows // 2 + keep)
+
+
+def column_blocks(d: int, min_block: int = 1 << 16) -> list[tuple[int, int]]:
+    """Column ranges ``[a, b)`` splitting ``d`` over ``torch.get_num_threads()`` workers."""
     parts = max(1, min(torch.get_num_threads(), d // min_block))
     edges = [d * i // parts for i in range(parts + 1)]
     return list(zip(edges[:-1], edges[1:], strict=True))
 
 
 @functools.lru_cache(maxsize=4)
-def _pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coordinate_sort")
+def thread_pool(workers: int) -> ThreadPoolExecutor:
+    """A shared pool for column-parallel kernels that release the GIL (NumPy sort, ctypes)."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fedarena_columns")

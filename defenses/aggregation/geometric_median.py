@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from fl_core.aggregation import AggregationResult, Aggregator
-from fl_core.geometry import gram
+from fl_core.geometry import gram as inner_products
 
 from ..registry import AGGREGATORS
 from .common import sample_shares
@@ -31,6 +31,7 @@ class GeometricMedian(Aggregator):
     """
 
     name = "geometric_median"
+    uses_gram = True
 
     def __init__(self, nu: float = 1e-6, max_iter: int = 5, ftol: float = 1e-6) -> None:
         if not nu > 0:
@@ -41,8 +42,9 @@ class GeometricMedian(Aggregator):
             raise ValueError(f"geometric_median: ftol must be >= 0, got {ftol}")
         self.nu, self.max_iter, self.ftol = float(nu), max_iter, float(ftol)
 
-    def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int]) -> AggregationResult:
-        g = gram(updates).double()
+    def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int],
+                  gram: Tensor | None = None) -> AggregationResult:
+        g = (inner_products(updates) if gram is None else gram).double()
         alpha = sample_shares(num_samples, torch.float64)
         w, iterations, objective = weiszfeld_weights(g, alpha, self.nu, self.max_iter, self.ftol)
         weights = w.to(updates.dtype)

@@ -3,7 +3,8 @@
 All three start from the ``[n, n]`` squared-distance matrix, computed once from one Gram
 matrix product (``fl_core.geometry``). Bulyan's recursive Krum selection then updates
 the Krum scores incrementally from that one matrix (an O(n²) step per selection), never
-recomputing a distance; its coordinate-wise phase needs one sort of the θ selected rows.
+recomputing a distance; its coordinate-wise phase needs order statistics of the θ selected rows: a pruned
+comparator network in C (``native.py``) on float32 CPU stacks, else one NumPy sort.
 
 ``f`` is the number of Byzantine clients the rule must tolerate. ``None`` means the
 largest the rule admits for the n rows it is given: ⌊(n−3)/2⌋ for Krum (n ≥ 2f + 3),
@@ -21,7 +22,8 @@ from fl_core.aggregation import AggregationResult, Aggregator
 from fl_core.geometry import pairwise_sq_distances
 
 from ..registry import AGGREGATORS
-from .coordinate import coordinate_sort, median_of_sorted
+from .coordinate import coordinate_sort, median_band, median_of_sorted
+from .native import closest_to_median_mean
 
 
 @AGGREGATORS.register("krum")
@@ -30,14 +32,16 @@ class Krum(Aggregator):
     nearest neighbours (Blanchard et al. 2017, Sec. 4)."""
 
     name = "krum"
+    uses_gram = True
 
     def __init__(self, f: int | None = None) -> None:
         self.f = _check_f(self.name, f)
 
-    def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int]) -> AggregationResult:
+    def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int],
+                  gram: Tensor | None = None) -> AggregationResult:
         n = updates.shape[0]
         f = resolve_f(self.name, self.f, n, multiplier=2)
-        scores = krum_scores(pairwise_sq_distances(updates), f)
+        scores = krum_scores(pairwise_sq_distances(updates, gram), f)
         best = int(torch.argmin(scores))
         weights = torch.zeros(n, dtype=updates.dtype)
         weights[best] = 1.0
@@ -50,6 +54,7 @@ class MultiKrum(Aggregator):
     (Blanchard et al. 2017, Sec. 5); ``m`` defaults to n − f."""
 
     name = "multi_krum"
+    uses_gram = True
 
     def __init__(self, f: int | None = None, m: int | None = None) -> None:
         self.f = _check_f(self.name, f)
@@ -57,11 +62,12 @@ class MultiKrum(Aggregator):
             raise ValueError(f"multi_krum: m must be a positive int or None, got {m!r}")
         self.m = m
 
-    def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int]) -> AggregationResult:
+    def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int],
+                  gram: Tensor | None = None) -> AggregationResult:
         n = updates.shape[0]
         f = resolve_f(self.name, self.f, n, multiplier=2)
         m = min(self.m if self.m is not None else n - f, n)
-        scores = krum_scores(pairwise_sq_distances(updates), f)
+        scores = krum_scores(pairwise_sq_distances(updates, gram), f)
         chosen = torch.sort(torch.argsort(scores, stable=True)[:m]).values
         weights = torch.zeros(n, dtype=updates.dtype)
         weights[chosen] = 1.0 / m
@@ -82,16 +88,18 @@ class Bulyan(Aggregator):
     """
 
     name = "bulyan"
+    uses_gram = True
 
     def __init__(self, f: int | None = None) -> None:
         self.f = _check_f(self.name, f)
 
-    def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int]) -> AggregationResult:
+    def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int],
+                  gram: Tensor | None = None) -> AggregationResult:
         n = updates.shape[0]
         f = resolve_f(self.name, self.f, n, multiplier=4)
         theta = n - 2 * f
         beta = theta - 2 * f
-        selected = recursive_krum(pairwise_sq_distances(updates), f, theta)
+        selected = recursive_krum(pairwise_sq_distances(updates, gram), f, theta)
         aggregate = trimmed_around_median(updates, 2 * f, select=selected)
         weights = torch.zeros(n, dtype=updates.dtype)
         weights[selected] = 1.0 / theta
@@ -141,7 +149,8 @@ def recursive_krum(sq_dist: Tensor, f: int, count: int) -> Tensor:
     return torch.tensor(sorted(picked), dtype=torch.long)
 
 
-def trimmed_around_median(rows: Tensor, drop: int, inplace: bool = False, select: Tensor | None = None) -> Tensor:
+def trimmed_around_median(rows: Tensor, drop: int, inplace: bool = False, select: Tensor | None = None,
+                          native: bool = True) -> Tensor:
     """Per coordinate, the mean of the ``θ − drop`` values closest to the median
     (θ = number of rows, or of ``select``ed row indices).
 
@@ -155,6 +164,9 @@ def trimmed_around_median(rows: Tensor, drop: int, inplace: bool = False, select
     median (keep = θ − drop), which has the same median, so the trim runs on that band
     alone: for Bulyan (keep = θ − 2f ≪ θ) a few rows instead of θ. ``select`` gathers
     the rows inside the sort's parallel copy; ``inplace=True`` sorts ``rows`` itself.
+    With ``native`` (default) a float32 CPU stack goes to the C kernel
+    (``native.closest_to_median_mean``), which computes the same window on that band
+    without sorting the rest; ``native=False`` forces the NumPy path.
     """
     theta = rows.shape[0] if select is None else select.shape[0]
     keep = theta - drop
@@ -162,8 +174,13 @@ def trimmed_around_median(rows: Tensor, drop: int, inplace: bool = False, select
         raise ValueError(f"cannot drop {drop} of {theta} values per coordinate")
     if drop == 0:
         return (rows if select is None else rows[select]).mean(0)
+    if native:
+        picked = torch.arange(theta) if select is None else select
+        fast = closest_to_median_mean(rows, picked, keep)
+        if fast is not None:
+            return fast
     s = coordinate_sort(rows, inplace=inplace, select=select)
-    lo, hi = max(0, (theta + 1) // 2 - keep), min(theta, theta // 2 + keep)  # both clamp or neither
+    lo, hi = median_band(theta, keep)  # both clamp or neither
     s = s[lo:hi]  # contiguous rows: a view
     drop = s.shape[0] - keep
     if drop == 0:

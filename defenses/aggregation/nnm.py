@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from fl_core.aggregation import AggregationResult, Aggregator
+from fl_core.geometry import gram as inner_products
 from fl_core.geometry import pairwise_sq_distances
 
 from ..registry import AGGREGATORS
@@ -32,6 +33,7 @@ class NNM(Aggregator):
     """
 
     name = "nnm"
+    uses_gram = True
 
     def __init__(self, aggregator: str | Aggregator = "median", f: int | None = None,
                  aggregator_params: dict[str, Any] | None = None) -> None:
@@ -54,13 +56,17 @@ class NNM(Aggregator):
             raise TypeError(f"nnm: aggregator must be a registered name or an Aggregator, "
                             f"got {type(aggregator).__name__}")
 
-    def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int]) -> AggregationResult:
+    def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int],
+                  gram: Tensor | None = None) -> AggregationResult:
         n = updates.shape[0]
         f = (n - 1) // 2 if self.f is None else self.f
         if f >= n:
             raise ValueError(f"nnm: f={f} leaves no neighbours among {n} updates")
-        mixing = mixing_matrix(pairwise_sq_distances(updates), n - f).to(updates.dtype)
-        inner = self.inner.aggregate(mixing @ updates, num_samples, client_ids)
+        g = inner_products(updates) if gram is None else gram
+        mixing = mixing_matrix(pairwise_sq_distances(updates, g), n - f).to(updates.dtype)
+        # The mixed rows' Gram matrix is M G Mᵀ: an [n, n] product instead of another pass over [n, d].
+        extra = {"gram": mixing @ g @ mixing.T} if self.inner.uses_gram else {}
+        inner = self.inner.aggregate(mixing @ updates, num_samples, client_ids, **extra)
         weights = inner.weights.to(updates.dtype) @ mixing
         return AggregationResult(inner.aggregate, weights, dict(inner.info, nnm_f=f, inner=self.inner.name))
 
