@@ -69,7 +69,7 @@ from torch import Tensor
 from fl_core.aggregation import AggregationResult, Aggregator
 from fl_core.geometry import gram, isometric_embedding, pairwise_sq_distances, sq_distances_to
 
-from .aggregation.common import ClientRows, sample_shares
+from .aggregation.common import ClientRows, row_selector, sample_shares
 from .aggregation.coordinate import coordinate_median
 from .registry import AGGREGATORS
 
@@ -161,7 +161,10 @@ class MudHoG(Aggregator):
         """Add this round's updates; return the clients' short and long HoGs ``[n, d]``.
 
         The short HoG is a running window sum (add the new update, subtract the one
-        leaving the ring buffer), as the authors' client-side moving average.
+        leaving the ring buffer), as the authors' client-side moving average. When the
+        round's clients occupy consecutive rows with the same ring slot (every client in
+        every round, the usual case) the state is updated and returned through views:
+        the same arithmetic without copying the ``[n, d]`` state.
         """
         d = updates.shape[1]
         if self.long is None or self.long.shape != (d,) or self.long.dtype != updates.dtype:
@@ -174,22 +177,25 @@ class MudHoG(Aggregator):
         idx = self.long.rows(client_ids)
         for store in (self._short_sum, self._recent, self._slot):
             store.rows(client_ids)  # same ids in the same order: same row indices
+        at = row_selector(idx)
         self.long.data.index_add_(0, idx, updates)
         pos, held = self._slot.data[idx, 0], self._slot.data[idx, 1]
-        leaving = self._recent.data[idx, pos]  # zeros while the window is not full
-        self._short_sum.data[idx] += updates - leaving
-        self._recent.data[idx, pos] = updates
+        same_slot = isinstance(at, slice) and bool((pos == pos[0]).all())
+        ring = (at, int(pos[0])) if same_slot else (idx, pos)
+        leaving = self._recent.data[ring]  # zeros while the window is not full
+        self._short_sum.data.index_add_(0, idx, updates - leaving)
+        self._recent.data[ring] = updates  # after its use: ``leaving`` may be a view of these rows
         held = (held + 1).clamp_max(self.window)
         self._slot.data[idx, 0] = (pos + 1) % self.window
         self._slot.data[idx, 1] = held
-        short = self._short_sum.data[idx] / held.unsqueeze(1).to(updates.dtype)
-        return short, self.long.data[idx]
+        short = self._short_sum.data[at] / held.unsqueeze(1).to(updates.dtype)
+        return short, self.long.data[at]
 
     def _detect(self, short: Tensor, long: Tensor, ids: list[int]) -> dict[str, set[int]]:
         everyone = list(range(len(ids)))
         # Step 1: sign flipping — negative cosine to the median short HoG of the not-yet-malicious.
         reference = [i for i in everyone if ids[i] not in self.malicious] or everyone
-        cos = _cosine_to(short, coordinate_median(short[reference]))
+        cos = _cosine_to(short, coordinate_median(short, select=torch.tensor(reference)))
         flip = {ids[i] for i in everyone if cos[i] < 0}
         # Step 2: additive noise — DBSCAN outliers far from the normal cluster.
         rest = [i for i in everyone if ids[i] not in flip and ids[i] not in self.confirmed[SIGN_FLIP]]
@@ -205,7 +211,8 @@ class MudHoG(Aggregator):
         benign = [i for i in everyone if ids[i] not in self.malicious]
         unreliable: set[int] = set()
         if len(benign) >= 2:
-            cos = _cosine_to(short[benign], coordinate_median(short[benign]))
+            rows = short[row_selector(benign)]
+            cos = _cosine_to(rows, coordinate_median(rows))
             split = largest_gap_split(cos.tolist())
             unreliable = {ids[i] for i, c in zip(benign, cos.tolist(), strict=True) if c < split}
         self._count_unreliable(ids, unreliable)
@@ -214,7 +221,7 @@ class MudHoG(Aggregator):
     def _additive_noise(self, short: Tensor, rows: list[int], ids: list[int]) -> set[int]:
         if len(rows) < 2:
             return set()
-        dist = pairwise_sq_distances(short[rows]).double().sqrt().numpy()
+        dist = pairwise_sq_distances(short[row_selector(rows)]).double().sqrt().numpy()
         labels = DBSCAN(eps=self.dbscan_eps, min_samples=self.dbscan_min_samples,
                         metric="precomputed").fit(dist).labels_
         clustered = Counter(int(lab) for lab in labels if lab >= 0)
@@ -225,7 +232,7 @@ class MudHoG(Aggregator):
         others = [(r, int(lab)) for r, lab in zip(rows, labels, strict=True) if lab != major]
         if not others:
             return set()
-        centre = coordinate_median(short[normal])
+        centre = coordinate_median(short, select=torch.tensor(normal))
         far = sq_distances_to(short[[r for r, _ in others]], centre).sqrt().tolist()
         reference = far
         if self.noise_gap_with_normal:  # anchor the gap search with the normal cluster's own distances
@@ -238,7 +245,7 @@ class MudHoG(Aggregator):
             return set()
         # k-means depends on the points only through their distances: cluster an isometric
         # n-dimensional embedding (one Gram matrix) instead of the d-dimensional histories.
-        data = isometric_embedding(gram(long[rows])).numpy()
+        data = isometric_embedding(gram(long[row_selector(rows)])).numpy()
         if data.shape[1] == 0:  # every long HoG is zero: nothing to separate
             return set()
         with threadpool_limits(limits=1, user_api="openmp"):  # a few dozen rows: threads only add overhead

@@ -101,12 +101,13 @@ def coordinate_sort(x: Tensor, inplace: bool = False, select: Tensor | None = No
     return x if in_place else torch.from_numpy(out)
 
 
-def coordinate_median(x: Tensor) -> Tensor:
-    """Coordinate-wise median ``[d]`` of ``x`` ``[n, d]`` (mean of the middle pair for even n)."""
-    n = x.shape[0]
+def coordinate_median(x: Tensor, select: Tensor | None = None) -> Tensor:
+    """Coordinate-wise median ``[d]`` of ``x`` ``[n, d]``, or of its ``select``ed rows
+    (gathered inside the sort's copy); mean of the middle pair for an even count."""
+    n = x.shape[0] if select is None else select.numel()
     if n == 1:
-        return x[0].clone()
-    return median_of_sorted(coordinate_sort(x))
+        return (x[0] if select is None else x[int(select[0])]).clone()
+    return median_of_sorted(coordinate_sort(x, select=select))
 
 
 def median_of_sorted(ordered: Tensor) -> Tensor:
