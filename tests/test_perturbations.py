@@ -137,6 +137,15 @@ def test_attacker_views_replay_the_deterministic_transforms_differentiably():
     straight = quant.attacker_view(observed_q)(dummy)
     straight.sum().backward()
     assert torch.equal(dummy.grad, torch.ones(300))  # straight-through
+    dummy.grad = None
+
+    stochastic = Quantization(4)  # unbiased rounding: the view is its expectation, clamp to ±s
+    observed_s = stochastic(_update(true_grad), _gen(0)).vector
+    s = observed_s.abs().max()
+    expected = stochastic.attacker_view(observed_s)(dummy * 10)
+    assert torch.allclose(expected, (dummy * 10).clamp(-s, s))
+    mean_of_draws = torch.stack([stochastic(_update(true_grad), _gen(k)).vector for k in range(400)]).mean(0)
+    assert torch.allclose(mean_of_draws, stochastic.attacker_view(observed_s)(true_grad), atol=0.05 * s.item())
 
 
 def test_attacker_view_of_a_defense_composes_only_deterministic_transforms():
