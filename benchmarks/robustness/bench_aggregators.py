@@ -16,7 +16,7 @@ and the median. Calls go through ``Aggregator.__call__`` (non-finite rows screen
 stateful rules keep their state across calls; ``mud_hog`` runs with ``warmup_rounds=0``
 so every call does the full detection.
 
-    python -m benchmarks.robustness.bench_aggregators [--n 100] [--d 1000000] [--repeats 5] [--quick]
+    python -m benchmarks.robustness.bench_aggregators [--n 100] [--d 1000000] [--repeats 10] [--quick]
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--d", type=int, default=1_000_000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="d = 10^5, 2 repeats (a smoke run)")
     parser.add_argument("--skip", nargs="*", default=[], help="aggregator names not to time")
