@@ -11,7 +11,7 @@ from .data import ImageDataset, Normalization
 from .data_root import ChecksumError, CorruptDataError, MissingDataError, data_root, dataset_dir, weights_path
 from .datasets import DATASETS, DatasetSizeWarning, load_dataset
 from .evaluation import evaluate, predictions
-from .models import MODELS, build_model, dropout_layers
+from .models import MODELS, build_model, dropout_layers, mode_dependent
 from .partition import PARTITIONERS, label_distribution, partition
 from .registry import Registry, UnknownNameError
 from .seeding import derive_seed, numpy_rng, torch_generator
@@ -42,5 +42,5 @@ __all__ = [
     "PrivateData", "ParameterLayout", "model_to_vector", "vector_to_model", "__version__",
     "CORRUPTIONS", "corrupt", "corrupted_indices", "ChecksumError", "CorruptDataError", "MissingDataError",
     "data_root", "dataset_dir", "weights_path", "DATASETS", "DatasetSizeWarning", "load_dataset",
-    "MODELS", "build_model", "dropout_layers", "PARTITIONERS", "label_distribution", "partition",
+    "MODELS", "build_model", "dropout_layers", "mode_dependent", "PARTITIONERS", "label_distribution", "partition",
 ]

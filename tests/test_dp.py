@@ -173,6 +173,24 @@ def test_dp_sgd_federation_uses_fixed_model_and_server_stays_plain():
     assert all(e.update.vector.shape == (ParameterLayout.of(bn_model).dim,) for e in seen)
 
 
+def test_dp_sgd_trains_in_train_mode_and_allows_eval_only_where_the_modes_agree():
+    """Opacus needs train mode: an eval-mode client gets the same upload when the mode changes
+    nothing (GroupNorm after the fix), and a clear error when it would (active dropout)."""
+    data = synthetic_images(n=8)
+    model = make_dp_compatible(tiny_cnn_bn())
+    uploads = {}
+    for mode in ("train", "eval"):
+        training = LocalTraining(algorithm="fedsgd", batch_size=8, model_mode=mode)
+        uploads[mode], _ = DPSGD(1.0, 1.0)(model, _state(model), 0, data, training, _gen(3))
+    assert torch.equal(uploads["train"].vector, uploads["eval"].vector)
+
+    torch.manual_seed(0)
+    with_dropout = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Dropout(0.5), nn.Linear(16, 4))
+    training = LocalTraining(algorithm="fedsgd", batch_size=8, model_mode="eval")
+    with pytest.raises(ValueError, match="model_mode='eval'.*dropout"):
+        DPSGD(1.0, 1.0)(with_dropout, _state(with_dropout), 0, data, training, _gen(3))
+
+
 def test_dp_sgd_rejects_bad_settings():
     with pytest.raises(ValueError, match="noise_multiplier"):
         DPSGD(noise_multiplier=-1.0)

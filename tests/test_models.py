@@ -11,7 +11,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fl_core.models import MODELS, build_model, dropout_layers
+from fl_core.models import MODELS, build_model, dropout_layers, mode_dependent
 from fl_core.registry import UnknownNameError
 from fl_core.vectors import ParameterLayout, model_to_vector
 
@@ -306,3 +306,15 @@ def test_bad_arguments_are_named():
         build_model("resnet18", 10, (3, 32, 32), norm="layer")
     with pytest.raises(ValueError, match="seed"):
         build_model("mlp", 10, (1, 28, 28), seed=1.5)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+@pytest.mark.parametrize("name", VARIANTS)
+def test_mode_dependent_says_whether_train_and_eval_forwards_differ(name, dropout):
+    torch.manual_seed(0)
+    model = small(name, seed=3, dropout=dropout)
+    x = torch.randn(4, *SHAPE)
+    with torch.no_grad():
+        evaluated = model.eval()(x)  # first: a train forward would update BatchNorm's running statistics
+        trained = model.train()(x)
+    assert mode_dependent(model) == (not torch.allclose(evaluated, trained))

@@ -2,10 +2,16 @@
 
 Privacy: CIFAR-10 test images 0–3, one image per client, batch 1, FedSGD (the client
 uploads one gradient of its one image at the initial model; DP-SGD's Poisson sampling
-has rate 1 here, so the image is always used). Two attacks sized for a 2-core CPU:
-DLG on the sigmoid LeNet (its defaults: 300 L-BFGS steps, label by iDLG) and Inverting
-Gradients on the IG ConvNet of width 16 (1,000 iterations, its other defaults). DLG
-runs L-BFGS with the strong-Wolfe line search: without it (the reference code's
+has rate 1 here, so the image is always used). The attacked client computes that
+gradient with its model in eval mode, the setting of the Inverting Gradients paper and
+of FedArena's IG benchmark (``benchmarks/inversion/ig_cifar.py``); the mode matters
+only for the ConvNet's BatchNorm, which DP-SGD replaces by GroupNorm. In train mode,
+BatchNorm at batch 1 normalises with the one image's own statistics and IG-16 reached
+only 11.6 dB undefended in a first run of this table (``--client-model-mode train``).
+
+Two attacks sized for a 2-core CPU: DLG on the sigmoid LeNet (its defaults: 300 L-BFGS
+steps, label by iDLG) and Inverting Gradients on the IG ConvNet of width 16 (1,000
+iterations, its other defaults). DLG runs L-BFGS with the strong-Wolfe line search: without it (the reference code's
 setting) L-BFGS at lr 1 diverged on image 0 of this LeNet (PSNR 5.7 undefended),
 with it DLG is near-perfect undefended (PSNR 37.8), which the issue presumes. The
 attacked upload goes through the defense exactly as in a federation (a one-round
@@ -69,6 +75,7 @@ from fl_core import (
     derive_seed,
     load_dataset,
     make_observation,
+    mode_dependent,
     partition,
     train_client,
 )
@@ -125,6 +132,7 @@ class Plan:
     lr: float = 0.05
     batch_size: int = 64
     seed: int = 0
+    client_model_mode: str = "eval"  # the attacked client's model mode while it computes its upload
 
     def attacks(self) -> tuple[AttackSpec, ...]:
         return (
@@ -151,14 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("dlg_iterations", "ig_iterations", "mnist_rounds"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=None, help="override the plan")
     parser.add_argument("--mnist-fraction", type=float, default=None, help="override the plan")
+    parser.add_argument("--client-model-mode", choices=("train", "eval"), default=None,
+                        help="override the plan (the attacked client's model mode; default eval)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--fresh", action="store_true", help="recompute units even if cached")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     plan = replace(QUICK if args.quick else Plan(), seed=args.seed)
-    overrides = {k: getattr(args, k) for k in ("dlg_iterations", "ig_iterations", "mnist_rounds", "mnist_fraction")
-                 if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("dlg_iterations", "ig_iterations", "mnist_rounds", "mnist_fraction",
+                                               "client_model_mode") if getattr(args, k) is not None}
     if args.images:
         overrides["images"] = tuple(int(i) for i in args.images.split(","))
     plan = replace(plan, **overrides)
@@ -226,7 +236,9 @@ def privacy(row: DefenseRow, spec: AttackSpec, plan: Plan, cifar: ImageDataset, 
     defense = _defense(row)
     model = prepare_model(defense, build_model(spec.model, 10, cifar.input_shape, seed=plan.seed,
                                                **spec.model_options))
-    events = _uploads(model, defense, cifar, plan.seed)  # one cheap round: ε and every upload
+    events = _uploads(model, defense, cifar, plan)  # one cheap round: ε and every upload
+    # the client's model mode changes the upload only for a model with BatchNorm or dropout
+    mode_part = f"_{plan.client_model_mode}" if mode_dependent(model) else ""
     modes = ("naive", "adaptive") if row.adaptive else ("naive",)
     out: dict[str, Any] = {"epsilon_upload": _epsilon(defense)}
     iterations = plan.dlg_iterations if spec.key == "dlg" else plan.ig_iterations
@@ -234,7 +246,7 @@ def privacy(row: DefenseRow, spec: AttackSpec, plan: Plan, cifar: ImageDataset, 
         per_image = []
         for index, event in zip(plan.images, events, strict=True):
             key = (f"{spec.key}_{row.key}_{mode}_image{index}_"
-                   + _plan_part(plan, "images", "seed") + f"_it{iterations}")
+                   + _plan_part(plan, "images", "seed") + f"_it{iterations}{mode_part}")
             cached = cache.get(key)
             if cached is not None:
                 per_image.append(cached)
@@ -259,11 +271,12 @@ def privacy(row: DefenseRow, spec: AttackSpec, plan: Plan, cifar: ImageDataset, 
     return out
 
 
-def _uploads(model: torch.nn.Module, defense: ClientDefense, cifar: ImageDataset, seed: int) -> list[UploadEvent]:
+def _uploads(model: torch.nn.Module, defense: ClientDefense, cifar: ImageDataset, plan: Plan) -> list[UploadEvent]:
     """One FedSGD round, one image per client, through the defense; the server's view of each upload."""
     clients = [Client(i, cifar.subset([i])) for i in range(len(cifar))]
     events: list[UploadEvent] = []
-    cfg = FederationConfig(rounds=1, local=LocalTraining(algorithm="fedsgd", batch_size=1), seed=seed)
+    training = LocalTraining(algorithm="fedsgd", batch_size=1, model_mode=plan.client_model_mode)
+    cfg = FederationConfig(rounds=1, local=training, seed=plan.seed)
     Simulation(copy.deepcopy(model), clients, cfg, None, defense.aggregator,  # the server steps its own copy
                trainer=defense.trainer or train_client, transforms=defense.transforms, observers=[events.append],
                progress=False).run_round(0)
@@ -368,7 +381,8 @@ def _write(out: Path, rows: list[DefenseRow], results: dict[str, dict[str, Any]]
         f"- plan: {json.dumps(asdict(plan))}",
         "",
         "Attacks: CIFAR-10 test images " + ", ".join(map(str, plan.images)) + ", batch 1, FedSGD upload at the "
-        "initial model; ↓/↑: lower/higher is better for the defender (PSNR, SSIM lower = less leakage). "
+        f"initial model computed in {plan.client_model_mode} mode; ↓/↑: lower/higher is better for the defender "
+        "(PSNR, SSIM lower = less leakage). "
         "Utility: FedAvg on MNIST, lenet5, "
         f"{plan.mnist_clients} IID clients, {plan.mnist_rounds} rounds, SGD lr {plan.lr}, batch {plan.batch_size}, "
         f"1 local epoch. ε at δ = {DELTA:g} (RDP accountant), worst client.",

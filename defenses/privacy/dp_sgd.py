@@ -32,6 +32,12 @@ BatchNorm must be converted with ``make_dp_compatible`` (Opacus' ``ModuleValidat
 BatchNorm → GroupNorm) *before* the federation is built, and the converted model is
 then the global model of every client and of the server. The trainer refuses an
 incompatible model with an error that says so.
+
+Model mode: Opacus computes per-sample gradients only in train mode, so the private
+copy always trains in train mode. ``LocalTraining.model_mode = "eval"`` is accepted when
+the mode does not change the model's forward pass (no BatchNorm, no active dropout:
+``fl_core.models.mode_dependent``), where the two modes compute the same upload;
+otherwise the trainer refuses it rather than silently training in another mode.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fl_core.client import GlobalState, first_use_order, load_state, make_optimizer
 from fl_core.data import ImageDataset
+from fl_core.models import mode_dependent
 from fl_core.updates import ClientUpdate, LocalTraining, PrivateData
 from fl_core.vectors import ParameterLayout, buffers_to_vector, model_to_vector, vector_to_model
 
@@ -125,8 +132,12 @@ class DPSGD:
         if n == 0:
             raise ValueError(f"dp_sgd: client {client_id} has no data to train on")
         load_state(model, state)
+        if training.model_mode == "eval" and mode_dependent(model):
+            raise ValueError("dp_sgd: LocalTraining.model_mode='eval' is not possible: Opacus trains in train "
+                             "mode, and this model's forward differs between modes (it has active dropout). "
+                             "Use model_mode='train' or a model without dropout.")
         local = copy.deepcopy(model)  # Opacus hooks go on this copy, never on the worker or server model
-        local.train(training.model_mode == "train")
+        local.train()  # Opacus' requirement; equal to eval mode for the models allowed here
         sampling_seed, noise_seed = torch.randint(0, 2**62, (2,), generator=generator).tolist()
         loader = DataLoader(TensorDataset(data.normalized(), data.labels, torch.arange(n)),
                             batch_size=training.batch_size,

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fl_core.models.base import dropout_layers
+from fl_core.models.base import dropout_layers, mode_dependent
 from fl_core.models.convnet import ConvNet
 from fl_core.models.lenet import LeNet, LeNet5
 from fl_core.models.mlp import MLP
@@ -30,6 +30,7 @@ __all__ = [
     "MODELS",
     "build_model",
     "dropout_layers",
+    "mode_dependent",
     "ConvNet",
     "LeNet",
     "LeNet5",

@@ -22,6 +22,18 @@ def dropout_layers(model: nn.Module) -> list[tuple[str, nn.Dropout]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Dropout)]
 
 
+def mode_dependent(model: nn.Module) -> bool:
+    """Whether ``model.train()`` vs ``model.eval()`` changes its forward pass.
+
+    True when it has a BatchNorm (batch vs running statistics) or an active dropout
+    layer. Lets a cache or a report say when the client's model mode is part of what
+    an upload depends on, and when it is not (e.g. after Opacus swaps BatchNorm for
+    GroupNorm).
+    """
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+               or (isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0) for m in model.modules())
+
+
 def check_common(
     model: str, num_classes: int, input_shape: Sequence[int], dropout: float
 ) -> tuple[int, tuple[int, int, int], float]:
