@@ -108,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
         f"- clients: {counts['sign_flip']} sign flip (−1 × own update), {counts['additive_noise']} additive noise "
         f"(+N(0, 0.01²)), {counts['multi_label_flip']} multi-label flip ({{1,2,3}} → 7): {malicious} malicious "
         f"({malicious / args.clients:.1%}); {counts['unreliable']} unreliable (half their images blurred, 7×7 σ=50; "
-        "30 % of their data)",
+        "they train on 30 % of their data)",
+        f"- aggregator settings: trimmed_mean β = 0.2; krum and multi_krum f = {krum_f} (Krum needs n ≥ 2f + 3: "
+        f"at most {(args.clients - 3) // 2} for {args.clients} clients, against {malicious} attackers)",
         "- ASR: test images of classes 1, 2, 3 predicted as 7. Detection: final round; a typed detector (mud_hog) "
         "is scored on its labels (targeted ↔ multi-label flip), others on exclusion (weight 0); P = precision, "
         "R = recall, – = undefined.",
