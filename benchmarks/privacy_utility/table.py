@@ -11,9 +11,9 @@ only 11.6 dB undefended in a first run of this table (``--client-model-mode trai
 
 Two attacks sized for a 2-core CPU: DLG on the sigmoid LeNet (its defaults: 300 L-BFGS
 steps, label by iDLG) and Inverting Gradients on the IG ConvNet of width 16 (1,000
-iterations, its other defaults). DLG runs L-BFGS with the strong-Wolfe line search: without it (the reference code's
-setting) L-BFGS at lr 1 diverged on image 0 of this LeNet (PSNR 5.7 undefended),
-with it DLG is near-perfect undefended (PSNR 37.8), which the issue presumes. The
+iterations, its other defaults). DLG runs L-BFGS with the strong-Wolfe line search:
+without it (the reference code's setting) L-BFGS at lr 1 diverged on image 0 of this
+LeNet (PSNR 5.7 undefended), with it DLG is near-perfect undefended (PSNR 37.8), which the issue presumes. The
 attacked upload goes through the defense exactly as in a federation (a one-round
 ``Simulation`` with an observer) and the attack receives an ``Observation`` from
 ``make_observation``. Naive attacker everywhere; adaptive attacker (the defense's

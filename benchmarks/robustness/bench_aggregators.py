@@ -39,7 +39,7 @@ import defenses  # noqa: F401  (registers every aggregator)
 from benchmarks.harness.atomic import write_atomic
 from defenses.aggregation import coordinate_sort
 from defenses.aggregation.coordinate import median_band
-from defenses.aggregation.krum import recursive_krum, trimmed_around_median
+from defenses.aggregation.krum import recursive_krum, resolve_f, trimmed_around_median
 from defenses.aggregation.native import available, band_network
 from defenses.registry import AGGREGATORS
 from fl_core.geometry import pairwise_sq_distances
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     x = updates(args.n, args.d, args.seed)
     counts = torch.randint(50, 500, (args.n,), generator=torch.Generator().manual_seed(args.seed)).float()
     ids = list(range(args.n))
-    f = (args.n - 3) // 4  # Bulyan's default f
+    f = bulyan_f(args.n)
     ops: dict[str, Callable[[], object]] = {
         GRAM: lambda: pairwise_sq_distances(x), SORT: lambda: coordinate_sort(x),
         f"{BULYAN_NUMPY} (θ = {args.n - 2 * f})": lambda: trimmed_around_median(
@@ -149,7 +149,7 @@ def report(times: dict[str, list[float]], args: argparse.Namespace, argv: list[s
     lines.append("")
     numpy_path = next((k for k in best if k.startswith(BULYAN_NUMPY)), None)
     if numpy_path is not None and "bulyan" in best:
-        f = (args.n - 3) // 4
+        f = bulyan_f(args.n)
         theta, keep = args.n - 2 * f, args.n - 4 * f
         comparators = band_network(theta, *median_band(theta, keep))[0].size
         kernel = ("the C kernel (defenses.aggregation.native)" if available()
@@ -163,6 +163,11 @@ def report(times: dict[str, list[float]], args: argparse.Namespace, argv: list[s
             f"{best[numpy_path] / best['bulyan']:.2f}× the kernel path. Gram-based rules screen non-finite rows "
             "from the Gram diagonal, so they make no extra pass over the stack for it.", ""]
     return lines
+
+
+def bulyan_f(n: int) -> int:
+    """The f Bulyan uses by default for n rows (the largest it admits)."""
+    return resolve_f("bulyan", None, n, multiplier=4)
 
 
 def _cpu_name() -> str:

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 import defenses  # noqa: F401  (registers every aggregator)
+from defenses.aggregation.krum import resolve_f
 from defenses.registry import AGGREGATORS
 from fl_core import FederationConfig, LocalTraining
 from fl_core.models import build_model
@@ -92,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model("lenet5", train.num_classes, train.input_shape, seed=args.seed)
     local = LocalTraining(lr=args.lr, epochs=args.local_epochs, batch_size=args.batch_size, momentum=args.momentum)
     config = FederationConfig(rounds=args.rounds, local=local, seed=args.seed)
-    krum_f = min(malicious, (args.clients - 3) // 2)
+    krum_cap = resolve_f("krum", None, args.clients, multiplier=2)  # the largest f Krum admits
+    krum_f = min(malicious, krum_cap)
     params: dict[str, dict[str, Any]] = {"trimmed_mean": {"beta": 0.2}, "krum": {"f": krum_f},
                                          "multi_krum": {"f": krum_f}, "mud_hog": {"seed": args.seed}}
 
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({malicious / args.clients:.1%}); {counts['unreliable']} unreliable (half their images blurred, 7×7 σ=50; "
         "they train on 30 % of their data)",
         f"- aggregator settings: trimmed_mean β = 0.2; krum and multi_krum f = {krum_f} (Krum needs n ≥ 2f + 3: "
-        f"at most {(args.clients - 3) // 2} for {args.clients} clients, against {malicious} attackers)",
+        f"at most {krum_cap} for {args.clients} clients, against {malicious} attackers)",
         "- ASR: test images of classes 1, 2, 3 predicted as 7. Detection: final round; a typed detector (mud_hog) "
         "is scored on its labels (targeted ↔ multi-label flip), others on exclusion (weight 0); P = precision, "
         "R = recall, – = undefined.",

@@ -7,10 +7,10 @@ kernel (``_closest_to_median.c``) instead runs a comparator network, pruned to t
 order statistics the trim reads, across blocks of coordinates with SIMD min/max: about
 a quarter of the sort's time at θ = 52, d = 10^6.
 
-The kernel is compiled by ``pip install`` (setuptools, ``pyproject.toml``) and loaded
-with ctypes. It is optional: without a C compiler the build skips it and
+The kernel is compiled by ``pip install`` (setuptools, ``setup.py``) and loaded with
+ctypes. It is optional: without a C compiler the build skips it and
 ``closest_to_median_mean`` returns None, so callers fall back to the NumPy path, which
-computes the same values (``tests/test_aggregators.py`` checks both agree).
+computes the same values (``tests/test_closest_to_median_kernel.py`` checks both agree).
 """
 
 from __future__ import annotations
