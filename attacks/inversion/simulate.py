@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from fl_core.local_step import optimizer_step
 from fl_core.updates import LocalTraining
 from fl_core.vectors import ParameterLayout, model_to_vector
 
@@ -71,7 +72,7 @@ class ClientSimulator:
         step_state: dict[str, Tensor] = {}
         for step, idx in enumerate(unrolled_batches(x.shape[0], t), start=1):
             g = self._grad(w, x[idx], targets[idx], create_graph, functional)
-            w = _optimizer_step(w, g, t, step, step_state)
+            w = optimizer_step(w, g, t, step, step_state)
             if not create_graph and not functional:  # plain evaluation: restart the graph
                 w = w.detach().requires_grad_(True)
         return w - self.w0
@@ -96,24 +97,3 @@ def unrolled_batches(n: int, training: LocalTraining) -> list[slice]:
         return per_pass * training.epochs
     reps = math.ceil(training.steps / len(per_pass))
     return (per_pass * reps)[: training.steps]
-
-
-def _optimizer_step(w: Tensor, g: Tensor, t: LocalTraining, step: int, state: dict[str, Tensor]) -> Tensor:
-    """One step of ``torch.optim.SGD`` / ``torch.optim.Adam`` (default betas, eps), out of place."""
-    if t.weight_decay:
-        g = g + t.weight_decay * w
-    if t.optimizer == "sgd":
-        if t.momentum:
-            buf = g if "buf" not in state else t.momentum * state["buf"] + g
-            state["buf"] = buf
-            g = buf
-        return w - t.lr * g
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
-    m = (1 - beta1) * g if "m" not in state else beta1 * state["m"] + (1 - beta1) * g
-    v = (1 - beta2) * g * g if "v" not in state else beta2 * state["v"] + (1 - beta2) * g * g
-    state["m"], state["v"] = m, v
-    m_hat = m / (1 - beta1**step)
-    # sqrt has an infinite derivative at 0 (parameters with exactly zero gradient);
-    # the 1e-30 shift keeps double-backward finite and changes no float32 value.
-    v_hat = (v / (1 - beta2**step) + 1e-30).sqrt()
-    return w - t.lr * m_hat / (v_hat + eps)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from fl_core.models.base import check_common, conv_out, require_min_size
+from fl_core.models.dropout import DropoutSite
 
 
 class ConvNet(nn.Sequential):
@@ -50,7 +51,7 @@ class ConvNet(nn.Sequential):
         side_w = conv_out(conv_out(w, 3, 3), 3, 3)
         layers += [
             ("flatten", nn.Flatten()),
-            ("dropout", nn.Dropout(p)),
+            ("dropout", DropoutSite(p)),
             ("linear", nn.Linear(4 * width * side_h * side_w, num_classes)),
         ]
         super().__init__(OrderedDict(layers))

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from fl_core.models.base import check_common, conv_out, require_min_size
+from fl_core.models.dropout import DropoutSite
 
 
 class LeNet(nn.Module):
@@ -49,7 +50,7 @@ class LeNet(nn.Module):
             nn.Sigmoid(),
         )
         features = 12 * math.ceil(h / 4) * math.ceil(w / 4)
-        self.dropout = nn.Dropout(p)
+        self.dropout = DropoutSite(p)
         self.fc = nn.Sequential(nn.Linear(features, self.num_classes))
         if init == "dlg":
             with torch.no_grad():
@@ -90,11 +91,11 @@ class LeNet5(nn.Module):
         self.conv2 = nn.Conv2d(6, 16, 3)
         self.act = nn.ReLU()
         self.pool = nn.MaxPool2d(2)
-        self.drop1 = nn.Dropout(p)
+        self.drop1 = DropoutSite(p)
         self.fc1 = nn.Linear(16 * side(h) * side(w), 120)
-        self.drop2 = nn.Dropout(p)
+        self.drop2 = DropoutSite(p)
         self.fc2 = nn.Linear(120, 84)
-        self.drop3 = nn.Dropout(p)
+        self.drop3 = DropoutSite(p)
         self.fc3 = nn.Linear(84, self.num_classes)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from fl_core.models.base import check_common
+from fl_core.models.dropout import DropoutSite
 
 
 class MLP(nn.Sequential):
@@ -40,7 +41,7 @@ class MLP(nn.Sequential):
             layers += [
                 (f"fc{i}", nn.Linear(fan_in, size)),
                 (f"relu{i}", nn.ReLU()),
-                (f"dropout{i}", nn.Dropout(p)),
+                (f"dropout{i}", DropoutSite(p)),
             ]
             fan_in = size
         layers.append((f"fc{len(sizes) + 1}", nn.Linear(fan_in, num_classes)))

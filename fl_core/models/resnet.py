@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from torch import Tensor, nn
 
 from fl_core.models.base import check_common
+from fl_core.models.dropout import DropoutSite
 
 
 class ResNet18(nn.Module):
@@ -53,7 +54,7 @@ class ResNet18(nn.Module):
             cin = cout
         self.layer1, self.layer2, self.layer3, self.layer4 = blocks
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(p)
+        self.dropout = DropoutSite(p)
         self.fc = nn.Linear(cin, self.num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from fl_core.models.base import check_common
+from fl_core.models.dropout import DropoutSite
 
 
 class ViT(nn.Module):
@@ -61,7 +62,7 @@ class ViT(nn.Module):
         self.patch_embed = nn.Conv2d(c, dim, kernel_size=patch_size, stride=patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, dim))
-        self.pos_drop = nn.Dropout(p)
+        self.pos_drop = DropoutSite(p)
         self.blocks = nn.Sequential(*(Block(dim, heads, hidden, p) for _ in range(depth)))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.head = nn.Linear(dim, self.num_classes)
@@ -103,9 +104,9 @@ class Attention(nn.Module):
         self.heads = heads
         self.scale = (dim // heads) ** -0.5
         self.qkv = nn.Linear(dim, 3 * dim)
-        self.attn_drop = nn.Dropout(p)
+        self.attn_drop = DropoutSite(p)
         self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(p)
+        self.proj_drop = DropoutSite(p)
 
     def forward(self, x: Tensor) -> Tensor:
         b, n, d = x.shape
@@ -121,9 +122,9 @@ class Mlp(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
-        self.drop1 = nn.Dropout(p)
+        self.drop1 = DropoutSite(p)
         self.fc2 = nn.Linear(hidden, dim)
-        self.drop2 = nn.Dropout(p)
+        self.drop2 = DropoutSite(p)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
