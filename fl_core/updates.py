@@ -77,8 +77,12 @@ class PrivateData:
     """The batch(es) a client trained on: normalised inputs in the order first used.
 
     Returned beside the update and kept by the harness for scoring; an attack never
-    receives it (see ``Observation``).
+    receives it (see ``Observation``). ``dropout_masks`` are the masks the client's
+    dropout sites actually used (``fl_core.models.dropout``): ``{site: [mask per
+    forward]}``, one forward per local step, rows in that step's batch order; None when
+    the model had no active dropout.
     """
 
     inputs: Tensor
     labels: Tensor
+    dropout_masks: dict[str, list[Tensor]] | None = None
