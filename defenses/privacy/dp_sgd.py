@@ -62,7 +62,7 @@ from fl_core.models import mode_dependent
 from fl_core.updates import ClientUpdate, LocalTraining, PrivateData
 from fl_core.vectors import ParameterLayout, buffers_to_vector, model_to_vector, vector_to_model
 
-from .accounting import epsilon_from_history
+from .accounting import epsilon_from_history, resolve_delta
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv")
@@ -71,6 +71,8 @@ DEFAULT_DELTA = 1e-5
 
 class DPSGD:
     """LocalTrainer running DP-SGD through Opacus; keeps one privacy accountant per client.
+
+    An ``Accountant``: ``client_epsilon(cid)`` per client, ``epsilon()`` the worst client.
 
     Give either ``noise_multiplier`` σ (noise std σ·C on the sum of clipped per-sample
     gradients) or ``target_epsilon`` with ``planned_rounds`` (which then overrides σ;
@@ -174,18 +176,23 @@ class DPSGD:
         self._warn_if_over_plan(client_id)
         meta = {"dp": "dp_sgd", "steps": steps, "noise_multiplier": sigma, "max_grad_norm": self.max_grad_norm,
                 "sample_rate": dp_loader.sample_rate, "accountant": self.accountant, "delta": self.delta,
-                "epsilon": self.epsilon(client_id)}
+                "epsilon": self.client_epsilon(client_id)}
         update = ClientUpdate(client_id, vector, training.kind, num_samples, meta, buffers_to_vector(local))
         return update, private
 
-    # -- privacy spent -----------------------------------------------------------------
-    def epsilon(self, client_id: int, delta: float | None = None) -> float:
-        """ε spent so far by ``client_id`` over every round it trained in (0 if none)."""
-        return epsilon_from_history(self.history(client_id), self.delta if delta is None else delta, self.accountant)
+    # -- privacy spent (the Accountant interface) ------------------------------------
+    def epsilon(self, delta: float | None = None) -> float:
+        """ε of the federation so far: the worst client's (each client's records are its own; 0 before any)."""
+        return max(self.client_epsilons(delta).values(), default=0.0)
 
-    def epsilons(self, delta: float | None = None) -> dict[int, float]:
+    def client_epsilon(self, client_id: int, delta: float | None = None) -> float:
+        """ε spent so far by ``client_id`` over every round it trained in (0 if none)."""
+        return epsilon_from_history(self.history(client_id), resolve_delta("dp_sgd", delta, self.delta),
+                                    self.accountant)
+
+    def client_epsilons(self, delta: float | None = None) -> dict[int, float]:
         """ε per client that has trained so far."""
-        return {cid: self.epsilon(cid, delta) for cid in sorted(self._engines)}
+        return {cid: self.client_epsilon(cid, delta) for cid in sorted(self._engines)}
 
     def history(self, client_id: int) -> list[tuple[float, float, int]]:
         """The accountant's (noise multiplier, sample rate, steps) history of one client."""
