@@ -362,3 +362,16 @@ def test_defense_epsilon_is_none_without_an_accountant():
     for defense in (ClientDefense(), PRIVACY_DEFENSES.build("gaussian_noise", sigma=0.1),
                     PRIVACY_DEFENSES.build("pruning", fraction=0.5), PRIVACY_DEFENSES.build("clipping", max_norm=1.0)):
         assert defense_epsilon(defense) is None
+
+
+def test_dp_fedavg_creates_nothing_on_the_default_device():
+    """A CPU run under a ``meta`` default device is bit-identical: every tensor follows the updates'
+    device (a stand-in for CUDA updates)."""
+    updates = torch.randn(3, 40, generator=_gen(0))
+    expected = DPFedAvgAggregator(0.5, 1.0, expected_clients=2, num_clients=6, seed=1)(updates)
+    local = LocalDPNoise(0.5, 1.0)(ClientUpdate(0, updates[0], "delta", 4), _gen(2)).vector
+    with torch.device("meta"):
+        got = DPFedAvgAggregator(0.5, 1.0, expected_clients=2, num_clients=6, seed=1)(updates)
+        got_local = LocalDPNoise(0.5, 1.0)(ClientUpdate(0, updates[0], "delta", 4), _gen(2)).vector
+    assert torch.equal(got.aggregate, expected.aggregate) and torch.equal(got.weights, expected.weights)
+    assert got.weights.device.type == "cpu" and torch.equal(got_local, local)

@@ -40,7 +40,7 @@ from fl_core.seeding import torch_generator
 from fl_core.updates import ClientUpdate
 
 from .accounting import epsilon_from_history, resolve_delta
-from .perturbations import clip_to_norm
+from .perturbations import clip_to_norm, random_like
 
 DEFAULT_DELTA = 1e-5
 
@@ -96,12 +96,13 @@ class DPFedAvgAggregator(Aggregator):
         total = factors.to(updates.dtype) @ updates
         std = self.noise_multiplier * self.clip_norm
         gen = torch_generator(self.seed, "dp_fedavg", "round", self._calls)
-        noise = torch.randn(total.shape, generator=gen, dtype=total.dtype)
+        noise = random_like(torch.randn, total, gen)
         aggregate = (total + std * noise) / self.expected_clients
         self._calls += 1
         if self.noise_multiplier > 0:
             self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
-        weights = torch.full((updates.shape[0],), 1.0 / self.expected_clients, dtype=updates.dtype)
+        weights = torch.full((updates.shape[0],), 1.0 / self.expected_clients, dtype=updates.dtype,
+                             device=updates.device)
         info = {"dp_noise_std_on_mean": std / self.expected_clients, "dp_clipped": int((norms > self.clip_norm).sum()),
                 "dp_epsilon": self.epsilon()}
         return AggregationResult(aggregate, weights, info)
@@ -148,7 +149,7 @@ class LocalDPNoise:
 
     def __call__(self, update: ClientUpdate, generator: torch.Generator) -> ClientUpdate:
         v = clip_to_norm(update.vector, self.clip_norm)
-        noise = torch.randn(v.shape, generator=generator, dtype=v.dtype)
+        noise = random_like(torch.randn, v, generator)
         acc = self._accountants.setdefault(update.client_id, create_accountant(self.accountant_name))
         acc.step(noise_multiplier=self.noise_multiplier, sample_rate=1.0)
         meta = {**update.metadata, "dp": "dp_fedavg_local", "clip_norm": self.clip_norm,

@@ -23,7 +23,11 @@ can be empty: that step is pure noise and a FedSGD round then returns empty
 
 Reproducibility: Opacus runs with ``secure_mode=False`` and a seeded ``torch.Generator``
 for both the noise (``noise_generator``) and the Poisson sampling, derived from the
-generator the simulation passes, so the same seed gives the same noise. This is the
+generator the simulation passes, so the same seed gives the same noise. Devices: the
+private copy trains on the model's device; batches are moved there, and the noise
+generator is created there (Opacus draws the noise on the parameters' device), so a
+CUDA run is reproducible but draws other noise than a CPU one; the Poisson sampling
+stays on the CPU generator, the same on every device. This is the
 intended research setting; it is not protected against floating-point attacks on the
 noise (Opacus' ``secure_mode`` is), which matters only for a deployment.
 
@@ -140,7 +144,9 @@ class DPSGD:
                              "Use model_mode='train' or a model without dropout.")
         local = copy.deepcopy(model)  # Opacus hooks go on this copy, never on the worker or server model
         local.train()  # Opacus' requirement; equal to eval mode for the models allowed here
-        sampling_seed, noise_seed = torch.randint(0, 2**62, (2,), generator=generator).tolist()
+        device = _device_of(local)
+        sampling_seed, noise_seed = torch.randint(0, 2**62, (2,), generator=generator,
+                                                  device=generator.device).tolist()
         loader = DataLoader(TensorDataset(data.normalized(), data.labels, torch.arange(n)),
                             batch_size=training.batch_size,
                             generator=torch.Generator().manual_seed(sampling_seed))
@@ -154,9 +160,10 @@ class DPSGD:
             grad_module, optimizer, dp_loader = engine.make_private(
                 module=local, optimizer=make_optimizer(local, training), data_loader=loader,
                 noise_multiplier=sigma, max_grad_norm=self.max_grad_norm, poisson_sampling=True,
-                noise_generator=torch.Generator().manual_seed(noise_seed))
+                noise_generator=torch.Generator(device=device).manual_seed(noise_seed))
             if training.algorithm == "fedsgd":
                 x, y, _ = next(iter(dp_loader))
+                x, y = x.to(device), y.to(device)  # an empty Poisson batch is collated on the CPU
                 optimizer.zero_grad(set_to_none=True)
                 self.loss_fn(grad_module(x), y).backward()
                 optimizer.pre_step()  # clip, noise, scale by the expected batch size, account: no step
@@ -166,7 +173,7 @@ class DPSGD:
                 steps, num_samples = 1, int(optimizer.expected_batch_size)
             else:
                 steps = training.steps if training.steps is not None else training.epochs * len(dp_loader)
-                used = _train_steps(grad_module, optimizer, dp_loader, steps, self.loss_fn)
+                used = _train_steps(grad_module, optimizer, dp_loader, steps, self.loss_fn, device)
                 vector = model_to_vector(local) - state.params
                 order = first_use_order(used, n)
                 private = PrivateData(data.normalized(order), data.labels[order])
@@ -254,7 +261,7 @@ def make_dp_compatible(model: nn.Module) -> nn.Module:
     """
     if ModuleValidator.is_valid(model):
         return model
-    fixed = ModuleValidator.fix(model)
+    fixed = ModuleValidator.fix(model).to(_device_of(model))  # the new GroupNorms are built on the CPU
     errors = ModuleValidator.validate(fixed, strict=False)
     if errors:
         raise ValueError(f"dp_sgd: Opacus cannot make {type(model).__name__} DP-compatible: {_summary(errors)}")
@@ -283,8 +290,8 @@ def steps_per_round(num_samples: int, training: LocalTraining) -> int:
 
 
 def _train_steps(module: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, steps: int,
-                 loss_fn: LossFn) -> list[Tensor]:
-    """Run ``steps`` DP-SGD steps over fresh Poisson batches; return each batch's indices."""
+                 loss_fn: LossFn, device: torch.device) -> list[Tensor]:
+    """Run ``steps`` DP-SGD steps over fresh Poisson batches on ``device``; return each batch's indices."""
     used: list[Tensor] = []
     batches = iter(loader)
     for _ in range(steps):
@@ -294,10 +301,16 @@ def _train_steps(module: nn.Module, optimizer: torch.optim.Optimizer, loader: Da
             batches = iter(loader)
             x, y, idx = next(batches)
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(module(x), y).backward()
+        loss_fn(module(x.to(device)), y.to(device)).backward()
         optimizer.step()
         used.append(idx)
     return used
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    """The device of ``model``'s parameters (the CPU for a model without any)."""
+    first = next(model.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 def _summary(errors: list) -> str:
