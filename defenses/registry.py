@@ -21,7 +21,10 @@ PRIVACY_DEFENSES: Registry = Registry("privacy defense")
 @dataclass
 class ClientDefense:
     """What a privacy defense installs: a local trainer (DP-SGD), transforms of the
-    upload (noise, clipping, pruning…) and/or a server-side aggregator (central DP)."""
+    upload (noise, clipping, pruning…) and/or a server-side aggregator (central DP).
+
+    A part that spends privacy budget is a ``defenses.privacy.Accountant``; the ε of the
+    whole defense is ``defenses.privacy.defense_epsilon(defense)``."""
 
     trainer: LocalTrainer | None = None
     transforms: list[UpdateTransform] = field(default_factory=list)

@@ -2,7 +2,11 @@
 
 Every piece of side information is granted by an explicit ``ThreatModel`` flag, and
 ``make_observation`` is the single place that decides what crosses from the client's
-round into the attacker's hands: the private batch itself never does.
+round into the attacker's hands: the private batch itself never does. The upload is
+passed on as a sanitised copy: its vector, kind, client id and number of samples
+always (the server needs them to aggregate), its ``metadata`` (training loss, local
+steps, a defense's parameters) and post-training ``buffers`` (BatchNorm running
+statistics) only when granted, as breaching gates the latter behind ``provide_buffers``.
 """
 
 from __future__ import annotations
@@ -21,13 +25,23 @@ from .vectors import vector_to_model
 
 @dataclass(frozen=True)
 class ThreatModel:
-    """Grants of side information to the attacker; every result records them."""
+    """Grants of side information to the attacker; every result records them.
+
+    ``training_metadata_known`` grants the update's ``metadata`` (it holds the training
+    loss, a function of the private batch); ``buffers_known`` the client's buffers after
+    local training. ``dropout_masks_known`` is an *oracle*, never a realistic grant: the
+    masks the client's dropout sites actually drew (``PrivateData.dropout_masks``), for
+    research upper bounds such as a "well-informed" Dropout Inversion baseline.
+    """
 
     labels_known: bool = False
     num_images_known: bool = True
     bn_statistics_known: bool = False
     local_hyperparameters_known: bool = True
     model_mode_known: bool = True
+    training_metadata_known: bool = False
+    buffers_known: bool = False
+    dropout_masks_known: bool = False
 
     def flags(self) -> dict[str, bool]:
         return asdict(self)
@@ -38,8 +52,10 @@ class Observation:
     """One client's upload in one round, plus only what the threat model grants.
 
     ``model`` carries the architecture and the *global* parameters the client started
-    from. ``bn_statistics`` are per-BatchNorm-layer (mean, var) of the private batch at
-    that layer's input, as assumed by BN-prior attacks.
+    from. ``update`` is the sanitised upload (see the module note). ``bn_statistics`` are
+    per-BatchNorm-layer (mean, var) of the private batch at that layer's input, as
+    assumed by BN-prior attacks. ``dropout_masks`` (oracle grant) are ``{site: [mask per
+    forward]}`` as ``fl_core.models.dropout.dropout_masks`` replays them.
     """
 
     model: nn.Module
@@ -53,6 +69,7 @@ class Observation:
     labels: Tensor | None = None
     num_images: int | None = None
     bn_statistics: tuple[tuple[Tensor, Tensor], ...] | None = None
+    dropout_masks: dict[str, list[Tensor]] | None = None
 
 
 def make_observation(
@@ -70,9 +87,10 @@ def make_observation(
     vector_to_model(global_vector, observed)
     observed.eval()
     bn_stats = _batchnorm_statistics(observed, private.inputs) if threat_model.bn_statistics_known else None
+    masks = private.dropout_masks if threat_model.dropout_masks_known else None
     return Observation(
         model=observed,
-        update=update,
+        update=_sanitised(update, threat_model),
         threat_model=threat_model,
         input_shape=tuple(private.inputs.shape[1:]),
         num_classes=num_classes,
@@ -82,6 +100,20 @@ def make_observation(
         labels=private.labels.clone() if threat_model.labels_known else None,
         num_images=int(private.inputs.shape[0]) if threat_model.num_images_known else None,
         bn_statistics=bn_stats,
+        dropout_masks=None if masks is None else {site: [m.detach().clone() for m in ms] for site, ms in masks.items()},
+    )
+
+
+def _sanitised(update: ClientUpdate, threat_model: ThreatModel) -> ClientUpdate:
+    """A copy of ``update`` holding only what the server needs and what ``threat_model`` grants."""
+    return ClientUpdate(
+        client_id=update.client_id,
+        vector=update.vector.detach().clone(),
+        kind=update.kind,
+        num_samples=update.num_samples,
+        metadata=copy.deepcopy(update.metadata) if threat_model.training_metadata_known else {},
+        buffers=update.buffers.detach().clone()
+        if threat_model.buffers_known and update.buffers is not None else None,
     )
 
 

@@ -1,6 +1,7 @@
 """DP-SGD (Opacus) and client-level DP: accounting, per-sample clipping, seeded noise, layout."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -12,9 +13,12 @@ from torch import nn
 from defenses import PRIVACY_DEFENSES, ClientDefense
 from defenses.privacy import (
     DPSGD,
+    Accountant,
     Clipping,
     DPFedAvgAggregator,
+    GaussianNoise,
     LocalDPNoise,
+    defense_epsilon,
     dp_fedavg_epsilon,
     make_dp_compatible,
     prepare_model,
@@ -23,6 +27,7 @@ from defenses.privacy import (
 from fl_core import (
     Client,
     ClientUpdate,
+    FedAvg,
     FederationConfig,
     GlobalState,
     LocalTraining,
@@ -50,11 +55,11 @@ def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _opacus_epsilon(accountant, sigma: float, q: float, steps: int) -> float:
+def _opacus_epsilon(accountant, sigma: float, q: float, steps: int, delta: float = DELTA) -> float:
     for _ in range(steps):
         accountant.step(noise_multiplier=sigma, sample_rate=q)
     with np.errstate(divide="ignore"):  # Opacus' PRV evaluates log(1 - q) at q = 1
-        return accountant.get_epsilon(delta=DELTA)
+        return accountant.get_epsilon(delta=delta)
 
 
 # -- DP-SGD -----------------------------------------------------------------------------
@@ -68,11 +73,11 @@ def test_dp_sgd_epsilon_equals_opacus_accountant_over_rounds():
     assert steps_per_round(20, training) == 4
     assert trainer.history(7) == [(1.3, 0.25, 8)]
     expected = _opacus_epsilon(RDPAccountant(), 1.3, 0.25, 8)
-    assert trainer.epsilon(7) == pytest.approx(expected, rel=1e-12)
+    assert trainer.client_epsilon(7) == pytest.approx(expected, rel=1e-12)
     assert updates[-1].metadata["epsilon"] == pytest.approx(expected, rel=1e-12)
     assert updates[0].metadata["epsilon"] < updates[1].metadata["epsilon"]  # composition over rounds
     assert "loss" not in updates[0].metadata  # an unnoised statistic of the private data never leaves
-    assert trainer.epsilon(99) == 0.0
+    assert trainer.client_epsilon(99) == 0.0
 
 
 def test_dp_sgd_prv_accountant_and_target_epsilon():
@@ -84,12 +89,12 @@ def test_dp_sgd_prv_accountant_and_target_epsilon():
         trainer(model, _state(model), 0, data, training, _gen(r))
     sigma = trainer.noise_multiplier_of(0)
     assert trainer.history(0) == [(sigma, 1.0, 3)]
-    spent = trainer.epsilon(0)
+    spent = trainer.client_epsilon(0)
     assert spent == pytest.approx(_opacus_epsilon(PRVAccountant(), sigma, 1.0, 3), rel=1e-9)
     assert 4.0 - 0.05 <= spent <= 4.0  # Opacus' σ search stops within 0.01 of the target
     with pytest.warns(UserWarning, match="more rounds than the 3 planned"):
         trainer(model, _state(model), 0, data, training, _gen(3))
-    assert trainer.epsilon(0) > 4.0
+    assert trainer.client_epsilon(0) > 4.0
 
 
 @pytest.mark.parametrize("algorithm", ["fedsgd", "fedavg"])
@@ -168,7 +173,7 @@ def test_dp_sgd_federation_uses_fixed_model_and_server_stays_plain():
         assert type(sim.model) is type(bn_model)
         assert all(not hasattr(p, "grad_sample") for p in sim.model.parameters())
         assert all(not m._forward_hooks and not m._backward_hooks for m in sim.model.modules())
-        assert set(defense.trainer.epsilons()) == {0, 1, 2}
+        assert set(defense.trainer.client_epsilons()) == {0, 1, 2}
     assert torch.equal(finals[0], finals[1])  # same seed, same noise and sampling
     assert all(e.update.vector.shape == (ParameterLayout.of(bn_model).dim,) for e in seen)
 
@@ -241,9 +246,9 @@ def test_dp_fedavg_local_bounds_norm_and_accounts_per_participation():
     assert torch.equal(out_a.vector, out_b.vector)
     signal = torch.full((10000,), 1.0 / math.sqrt(10000))  # the update clipped to norm 1
     assert (out_a.vector - signal).std().item() == pytest.approx(0.8, rel=0.05)
-    assert transform.epsilon(3) == pytest.approx(_opacus_epsilon(RDPAccountant(), 0.8, 1.0, 2), rel=1e-12)
-    assert out_b.metadata["epsilon"] == pytest.approx(transform.epsilon(3))
-    assert transform.epsilon(4) == 0.0
+    assert transform.client_epsilon(3) == pytest.approx(_opacus_epsilon(RDPAccountant(), 0.8, 1.0, 2), rel=1e-12)
+    assert out_b.metadata["epsilon"] == pytest.approx(transform.client_epsilon(3))
+    assert transform.client_epsilon(4) == 0.0
 
 
 def test_dp_fedavg_registry_and_federation():
@@ -264,3 +269,109 @@ def test_dp_fedavg_registry_and_federation():
     history = sim.run()
     assert all(e.update.vector.norm() <= 0.1 * (1 + 1e-6) for e in seen)  # the server sees clipped uploads
     assert history.rounds[-1].info["dp_epsilon"] == pytest.approx(dp_fedavg_epsilon(0.5, 0.5, 2), rel=1e-12)
+
+
+# -- the Accountant interface -------------------------------------------------------------
+
+def test_every_dp_part_is_an_accountant_and_nothing_else_is():
+    central = DPFedAvgAggregator(1.0, 1.0, expected_clients=2, num_clients=4)
+    for part in (DPSGD(1.0), central, LocalDPNoise(1.0, 1.0)):
+        assert isinstance(part, Accountant) and part.delta == DELTA
+    for part in (Clipping(1.0), GaussianNoise(0.1), FedAvg(), None):
+        assert not isinstance(part, Accountant)
+
+
+def test_dp_sgd_accountant_gives_opacus_epsilon_worst_client_and_per_client():
+    data = synthetic_images(n=40)
+    small, large = data.subset(list(range(16))), data.subset(list(range(16, 40)))
+    model = tiny_mlp()
+    training = LocalTraining(lr=0.05, batch_size=8)  # q = 1/2, 2 steps (16 samples); q = 1/3, 3 steps (24)
+    trainer = DPSGD(noise_multiplier=0.9, max_grad_norm=1.0)
+    assert trainer.epsilon() == 0.0 and trainer.client_epsilons() == {}
+    for r, (cid, part) in enumerate([(0, small), (0, small), (1, large)]):
+        trainer(model, _state(model), cid, part, training, _gen(r))
+    assert trainer.history(0) == [(0.9, 0.5, 4)] and trainer.history(1) == [(0.9, 1 / 3, 3)]
+    for delta in (DELTA, 1e-3):
+        expected = {0: _opacus_epsilon(RDPAccountant(), 0.9, 0.5, 4, delta),
+                    1: _opacus_epsilon(RDPAccountant(), 0.9, 1 / 3, 3, delta)}
+        assert trainer.client_epsilons(delta) == pytest.approx(expected, rel=1e-12)
+        assert trainer.epsilon(delta) == pytest.approx(max(expected.values()), rel=1e-12)
+    assert trainer.epsilon() == trainer.epsilon(DELTA)
+    with pytest.raises(ValueError, match="delta must be a number in"):
+        trainer.epsilon(7)  # the old per-client call, epsilon(client_id), is an error, not a silent δ = 7
+
+
+def test_dp_fedavg_central_accountant_gives_opacus_epsilon_and_no_per_client_values():
+    agg = DPFedAvgAggregator(clip_norm=1.0, noise_multiplier=1.1, expected_clients=2, num_clients=10, seed=0)
+    updates = torch.randn(2, 50, generator=_gen(0))
+    for _ in range(3):
+        agg(updates)
+    assert agg.epsilon(1e-3) == pytest.approx(_opacus_epsilon(RDPAccountant(), 1.1, 0.2, 3, 1e-3), rel=1e-12)
+    assert agg.client_epsilons() == {} and agg.client_epsilons(1e-3) == {}
+    with pytest.raises(ValueError, match="delta"):
+        agg.epsilon(0.0)
+
+
+def test_dp_fedavg_local_accountant_gives_opacus_epsilon_worst_client_and_per_client():
+    transform = LocalDPNoise(clip_norm=1.0, noise_multiplier=0.8)
+    assert transform.epsilon() == 0.0
+    for cid in (3, 5, 3):
+        transform(ClientUpdate(cid, torch.ones(10), "delta", 10), _gen(cid))
+    expected = {3: _opacus_epsilon(RDPAccountant(), 0.8, 1.0, 2, 1e-3),
+                5: _opacus_epsilon(RDPAccountant(), 0.8, 1.0, 1, 1e-3)}
+    assert transform.client_epsilons(1e-3) == pytest.approx(expected, rel=1e-12)
+    assert transform.epsilon(1e-3) == pytest.approx(expected[3], rel=1e-12)
+
+
+# The ε the duck-typed look-ups (harness ``defense_epsilon(defense, aggregator)`` and the
+# privacy-utility table's ``_epsilon``) reported for these federations before the
+# Accountant interface replaced them, measured at commit c2c8a0f.
+OLD_EPSILONS = {"dp_sgd": 6.965341151592707, "dp_sgd_target": 2.995915138914005, "central": 8.62674276021302,
+                "local": 7.249938307004483}
+SMALL_FEDERATIONS = {
+    "dp_sgd": ("dp_sgd", dict(noise_multiplier=1.1, max_grad_norm=1.0)),
+    "dp_sgd_target": ("dp_sgd", dict(noise_multiplier=None, target_epsilon=3.0, planned_rounds=3)),
+    "central": ("dp_fedavg", dict(clip_norm=0.5, noise_multiplier=0.9, clients_per_round=2, num_clients=3, seed=1)),
+    "local": ("dp_fedavg", dict(clip_norm=0.5, noise_multiplier=1.2, mode="local")),
+}
+
+
+@pytest.mark.parametrize("key", list(SMALL_FEDERATIONS))
+def test_defense_epsilon_is_the_old_value_and_the_worst_part(key):
+    data = synthetic_images(n=72)
+    clients = [Client(i, data.subset(list(range(s, s + n)))) for i, (s, n) in enumerate([(0, 16), (16, 24), (40, 32)])]
+    name, params = SMALL_FEDERATIONS[key]
+    defense = PRIVACY_DEFENSES.build(name, **params)
+    cfg = FederationConfig(rounds=3, clients_per_round=2, local=LocalTraining(lr=0.1, batch_size=8), seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dp_sgd_target: a client may train in more rounds than planned
+        Simulation(tiny_mlp(), clients, cfg, aggregator=defense.aggregator, trainer=defense.trainer or train_client,
+                   transforms=defense.transforms, progress=False).run()
+    got = defense_epsilon(defense)
+    assert got == pytest.approx(OLD_EPSILONS[key], rel=1e-12)
+    assert defense_epsilon(defense, DELTA) == got
+    part = defense.trainer or defense.aggregator or defense.transforms[0]
+    per_client = part.client_epsilons()
+    assert got == (max(per_client.values()) if per_client else part.epsilon())
+    if key == "central":
+        assert got == pytest.approx(dp_fedavg_epsilon(0.9, 2 / 3, 3), rel=1e-12)
+    assert defense_epsilon(defense, 1e-3) < got  # a larger δ buys a smaller ε
+
+
+def test_defense_epsilon_is_none_without_an_accountant():
+    for defense in (ClientDefense(), PRIVACY_DEFENSES.build("gaussian_noise", sigma=0.1),
+                    PRIVACY_DEFENSES.build("pruning", fraction=0.5), PRIVACY_DEFENSES.build("clipping", max_norm=1.0)):
+        assert defense_epsilon(defense) is None
+
+
+def test_dp_fedavg_creates_nothing_on_the_default_device():
+    """A CPU run under a ``meta`` default device is bit-identical: every tensor follows the updates'
+    device (a stand-in for CUDA updates)."""
+    updates = torch.randn(3, 40, generator=_gen(0))
+    expected = DPFedAvgAggregator(0.5, 1.0, expected_clients=2, num_clients=6, seed=1)(updates)
+    local = LocalDPNoise(0.5, 1.0)(ClientUpdate(0, updates[0], "delta", 4), _gen(2)).vector
+    with torch.device("meta"):
+        got = DPFedAvgAggregator(0.5, 1.0, expected_clients=2, num_clients=6, seed=1)(updates)
+        got_local = LocalDPNoise(0.5, 1.0)(ClientUpdate(0, updates[0], "delta", 4), _gen(2)).vector
+    assert torch.equal(got.aggregate, expected.aggregate) and torch.equal(got.weights, expected.weights)
+    assert got.weights.device.type == "cpu" and torch.equal(got_local, local)

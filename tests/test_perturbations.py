@@ -171,3 +171,23 @@ def test_transforms_are_what_the_server_and_observers_see():
     assert len(seen) == 2
     assert all(int((e.update.vector != 0).sum()) == round(0.05 * d) for e in seen)
     assert all(e.update.metadata["pruning_kept"] == round(0.05 * d) for e in seen)
+
+
+TRANSFORMS = [GaussianNoise(0.3), LaplaceNoise(0.2), Clipping(1.0), Pruning(0.3), Quantization(4),
+              Quantization(4, stochastic=False)]
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS, ids=lambda t: repr(t))
+def test_transforms_create_nothing_on_the_default_device(transform):
+    """Under a ``meta`` default device, a tensor the transform made without naming a device
+    would be a meta tensor and break the result; the CPU update must come out bit-identical.
+    (Stands in for a CUDA update, which no test machine here has.)"""
+    v = torch.randn(300, generator=_gen(1)) * 3
+    expected = transform(_update(v), _gen(2)).vector
+    view = attackers_view([transform], expected)
+    with torch.device("meta"):
+        out = transform(_update(v), _gen(2)).vector
+        replay = None if view is None else attackers_view([transform], out)(v)
+    assert out.device.type == "cpu" and torch.equal(out, expected)
+    if view is not None:
+        assert replay.device.type == "cpu" and torch.equal(replay, view(v))

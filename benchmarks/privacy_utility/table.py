@@ -62,7 +62,7 @@ from benchmarks.harness.atomic import write_atomic
 from benchmarks.harness.scoring import score_privacy
 from benchmarks.unit_cache import CACHE_ROOT, UnitCache, digest
 from defenses import PRIVACY_DEFENSES, ClientDefense
-from defenses.privacy import attacker_view, prepare_model
+from defenses.privacy import attacker_view, defense_epsilon, prepare_model
 from fl_core import (
     Client,
     FederationConfig,
@@ -225,8 +225,8 @@ def utility(row: DefenseRow, plan: Plan, train: ImageDataset, test: ImageDataset
                      transforms=defense.transforms, progress=False)
     start = time.perf_counter()
     history = sim.run()
-    return {"accuracy": history.final_accuracy, "epsilon": _epsilon(defense), "seconds": time.perf_counter() - start,
-            "rounds": plan.mnist_rounds, "client_size": len(parts[0])}
+    return {"accuracy": history.final_accuracy, "epsilon": defense_epsilon(defense, DELTA),
+            "seconds": time.perf_counter() - start, "rounds": plan.mnist_rounds, "client_size": len(parts[0])}
 
 
 # -- privacy: the two inversion attacks -----------------------------------------------------
@@ -240,7 +240,7 @@ def privacy(row: DefenseRow, spec: AttackSpec, plan: Plan, cifar: ImageDataset, 
     # the client's model mode changes the upload only for a model with BatchNorm or dropout
     mode_part = f"_{plan.client_model_mode}" if mode_dependent(model) else ""
     modes = ("naive", "adaptive") if row.adaptive else ("naive",)
-    out: dict[str, Any] = {"epsilon_upload": _epsilon(defense)}
+    out: dict[str, Any] = {"epsilon_upload": defense_epsilon(defense, DELTA)}
     iterations = plan.dlg_iterations if spec.key == "dlg" else plan.ig_iterations
     for mode in modes:
         per_image = []
@@ -287,19 +287,6 @@ def _uploads(model: torch.nn.Module, defense: ClientDefense, cifar: ImageDataset
 
 def _defense(row: DefenseRow) -> ClientDefense:
     return ClientDefense() if row.name is None else PRIVACY_DEFENSES.build(row.name, **row.params)
-
-
-def _epsilon(defense: ClientDefense) -> float | None:
-    """Worst-client ε at δ = 1e-5 of the DP parts of ``defense`` (None: not a DP defense)."""
-    values: list[float] = []
-    for part in (defense.trainer, *defense.transforms, defense.aggregator):
-        many = getattr(part, "epsilons", None)  # per-client accountants (DP-SGD, local DP-FedAvg)
-        one = getattr(part, "epsilon", None)  # one accountant (central DP-FedAvg)
-        if callable(many):
-            values += list(many(DELTA).values())
-        elif callable(one):
-            values.append(one(DELTA))
-    return max(values) if values else None
 
 
 def _select(keys: str) -> list[DefenseRow]:

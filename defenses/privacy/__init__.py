@@ -10,7 +10,10 @@ The harness must
   Opacus can train privately: BatchNorm → GroupNorm; others return the model as is);
 - for an adaptive attacker, pass ``attacker_view(defense, observed_vector)`` (a plain
   ``Callable[[Tensor], Tensor]`` on flat gradients, or None when the defense has no
-  deterministic part) to the inversion attack.
+  deterministic part) to the inversion attack;
+- read the privacy spent only through ``defense_epsilon(defense, delta)``: every part
+  that spends budget (``DPSGD``, ``LocalDPNoise``, ``DPFedAvgAggregator``) is an
+  ``Accountant`` (``epsilon(delta)``, ``client_epsilons(delta)``, ``delta``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from ..registry import PRIVACY_DEFENSES, ClientDefense
+from .accounting import Accountant, defense_epsilon
 from .dp_fedavg import DPFedAvgAggregator, LocalDPNoise, dp_fedavg_epsilon
 from .dp_sgd import DPSGD, check_dp_compatible, make_dp_compatible, steps_per_round
 from .perturbations import (
@@ -36,8 +40,9 @@ from .perturbations import (
 )
 
 __all__ = [
-    "DPSGD", "DPFedAvgAggregator", "LocalDPNoise", "dp_fedavg_epsilon", "make_dp_compatible",
-    "check_dp_compatible", "steps_per_round", "AdaptiveTransform", "Clipping", "GaussianNoise", "GradientView",
+    "Accountant", "defense_epsilon", "DPSGD", "DPFedAvgAggregator", "LocalDPNoise", "dp_fedavg_epsilon",
+    "make_dp_compatible", "check_dp_compatible", "steps_per_round", "AdaptiveTransform", "Clipping", "GaussianNoise",
+    "GradientView",
     "LaplaceNoise", "Pruning", "Quantization", "attackers_view", "clip_to_norm", "top_k_mask", "attacker_view",
     "prepare_model", "dp_sgd", "dp_fedavg", "gaussian_noise", "laplace_noise", "clipping", "pruning", "quantization",
 ]

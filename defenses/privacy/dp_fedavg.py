@@ -39,8 +39,8 @@ from fl_core.aggregation import AggregationResult, Aggregator
 from fl_core.seeding import torch_generator
 from fl_core.updates import ClientUpdate
 
-from .accounting import epsilon_from_history
-from .perturbations import clip_to_norm
+from .accounting import epsilon_from_history, resolve_delta
+from .perturbations import clip_to_norm, random_like
 
 DEFAULT_DELTA = 1e-5
 
@@ -63,7 +63,8 @@ class DPFedAvgAggregator(Aggregator):
     ``num_clients`` the federation size; q = m / num_clients drives the accountant,
     which is charged one step per call (one call per round). ``weights`` returned are
     1/m per trusted row. Noise comes from a generator derived from ``seed`` and the
-    call index, so a seed reproduces it; the harness passes the run's seed.
+    call index, so a seed reproduces it; the harness passes the run's seed. An
+    ``Accountant`` with one ε, the released model's.
     """
 
     name = "dp_fedavg"
@@ -95,24 +96,32 @@ class DPFedAvgAggregator(Aggregator):
         total = factors.to(updates.dtype) @ updates
         std = self.noise_multiplier * self.clip_norm
         gen = torch_generator(self.seed, "dp_fedavg", "round", self._calls)
-        noise = torch.randn(total.shape, generator=gen, dtype=total.dtype)
+        noise = random_like(torch.randn, total, gen)
         aggregate = (total + std * noise) / self.expected_clients
         self._calls += 1
         if self.noise_multiplier > 0:
             self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
-        weights = torch.full((updates.shape[0],), 1.0 / self.expected_clients, dtype=updates.dtype)
+        weights = torch.full((updates.shape[0],), 1.0 / self.expected_clients, dtype=updates.dtype,
+                             device=updates.device)
         info = {"dp_noise_std_on_mean": std / self.expected_clients, "dp_clipped": int((norms > self.clip_norm).sum()),
                 "dp_epsilon": self.epsilon()}
         return AggregationResult(aggregate, weights, info)
 
+    # -- privacy spent (the Accountant interface) ------------------------------------
     def epsilon(self, delta: float | None = None) -> float:
         """ε of the released model after the rounds aggregated so far (∞ without noise)."""
+        delta = resolve_delta("dp_fedavg", delta, self.delta)
         if self._calls == 0:
             return 0.0
         if self.noise_multiplier == 0:
             return math.inf
-        return epsilon_from_history(self.accountant.history, self.delta if delta is None else delta,
-                                    self.accountant_name)
+        return epsilon_from_history(self.accountant.history, delta, self.accountant_name)
+
+    def client_epsilons(self, delta: float | None = None) -> dict[int, float]:
+        """Always {}: central DP protects the released model, one ε (``epsilon``) that covers
+        every client of the population alike, sampled or not; nothing is accounted per client."""
+        resolve_delta("dp_fedavg", delta, self.delta)
+        return {}
 
     def reset(self) -> None:
         self.accountant = create_accountant(self.accountant_name)
@@ -122,8 +131,8 @@ class DPFedAvgAggregator(Aggregator):
 class LocalDPNoise:
     """Local client-level DP: upload clip(Δ, C) + N(0, σ²C² I); ε per client per participation.
 
-    An ``UpdateTransform``. Each client's accountant is charged one Gaussian mechanism
-    (sample rate 1, see the module note) per round it uploads in.
+    An ``UpdateTransform`` and an ``Accountant``. Each client's accountant is charged one
+    Gaussian mechanism (sample rate 1, see the module note) per round it uploads in.
     """
 
     def __init__(self, clip_norm: float = 1.0, noise_multiplier: float = 1.0, *, delta: float = DEFAULT_DELTA,
@@ -140,22 +149,30 @@ class LocalDPNoise:
 
     def __call__(self, update: ClientUpdate, generator: torch.Generator) -> ClientUpdate:
         v = clip_to_norm(update.vector, self.clip_norm)
-        noise = torch.randn(v.shape, generator=generator, dtype=v.dtype)
+        noise = random_like(torch.randn, v, generator)
         acc = self._accountants.setdefault(update.client_id, create_accountant(self.accountant_name))
         acc.step(noise_multiplier=self.noise_multiplier, sample_rate=1.0)
         meta = {**update.metadata, "dp": "dp_fedavg_local", "clip_norm": self.clip_norm,
                 "noise_multiplier": self.noise_multiplier, "delta": self.delta,
-                "epsilon": self.epsilon(update.client_id)}
+                "epsilon": self.client_epsilon(update.client_id)}
         return dataclasses.replace(update, vector=v + self.noise_multiplier * self.clip_norm * noise, metadata=meta)
 
-    def epsilon(self, client_id: int, delta: float | None = None) -> float:
+    # -- privacy spent (the Accountant interface) ------------------------------------
+    def epsilon(self, delta: float | None = None) -> float:
+        """ε of the federation so far: the worst client's (0 before any upload)."""
+        return max(self.client_epsilons(delta).values(), default=0.0)
+
+    def client_epsilon(self, client_id: int, delta: float | None = None) -> float:
+        """ε spent so far by ``client_id`` over every round it uploaded in (0 if none)."""
+        delta = resolve_delta("dp_fedavg", delta, self.delta)
         acc = self._accountants.get(client_id)
         if acc is None:
             return 0.0
-        return epsilon_from_history(acc.history, self.delta if delta is None else delta, self.accountant_name)
+        return epsilon_from_history(acc.history, delta, self.accountant_name)
 
-    def epsilons(self, delta: float | None = None) -> dict[int, float]:
-        return {cid: self.epsilon(cid, delta) for cid in sorted(self._accountants)}
+    def client_epsilons(self, delta: float | None = None) -> dict[int, float]:
+        """ε per client that has uploaded so far."""
+        return {cid: self.client_epsilon(cid, delta) for cid in sorted(self._accountants)}
 
     def reset(self) -> None:
         self._accountants.clear()

@@ -23,7 +23,11 @@ can be empty: that step is pure noise and a FedSGD round then returns empty
 
 Reproducibility: Opacus runs with ``secure_mode=False`` and a seeded ``torch.Generator``
 for both the noise (``noise_generator``) and the Poisson sampling, derived from the
-generator the simulation passes, so the same seed gives the same noise. This is the
+generator the simulation passes, so the same seed gives the same noise. Devices: the
+private copy trains on the model's device; batches are moved there, and the noise
+generator is created there (Opacus draws the noise on the parameters' device), so a
+CUDA run is reproducible but draws other noise than a CPU one; the Poisson sampling
+stays on the CPU generator, the same on every device. This is the
 intended research setting; it is not protected against floating-point attacks on the
 noise (Opacus' ``secure_mode`` is), which matters only for a deployment.
 
@@ -62,7 +66,7 @@ from fl_core.models import mode_dependent
 from fl_core.updates import ClientUpdate, LocalTraining, PrivateData
 from fl_core.vectors import ParameterLayout, buffers_to_vector, model_to_vector, vector_to_model
 
-from .accounting import epsilon_from_history
+from .accounting import epsilon_from_history, resolve_delta
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv")
@@ -71,6 +75,8 @@ DEFAULT_DELTA = 1e-5
 
 class DPSGD:
     """LocalTrainer running DP-SGD through Opacus; keeps one privacy accountant per client.
+
+    An ``Accountant``: ``client_epsilon(cid)`` per client, ``epsilon()`` the worst client.
 
     Give either ``noise_multiplier`` σ (noise std σ·C on the sum of clipped per-sample
     gradients) or ``target_epsilon`` with ``planned_rounds`` (which then overrides σ;
@@ -138,7 +144,9 @@ class DPSGD:
                              "Use model_mode='train' or a model without dropout.")
         local = copy.deepcopy(model)  # Opacus hooks go on this copy, never on the worker or server model
         local.train()  # Opacus' requirement; equal to eval mode for the models allowed here
-        sampling_seed, noise_seed = torch.randint(0, 2**62, (2,), generator=generator).tolist()
+        device = _device_of(local)
+        sampling_seed, noise_seed = torch.randint(0, 2**62, (2,), generator=generator,
+                                                  device=generator.device).tolist()
         loader = DataLoader(TensorDataset(data.normalized(), data.labels, torch.arange(n)),
                             batch_size=training.batch_size,
                             generator=torch.Generator().manual_seed(sampling_seed))
@@ -152,9 +160,10 @@ class DPSGD:
             grad_module, optimizer, dp_loader = engine.make_private(
                 module=local, optimizer=make_optimizer(local, training), data_loader=loader,
                 noise_multiplier=sigma, max_grad_norm=self.max_grad_norm, poisson_sampling=True,
-                noise_generator=torch.Generator().manual_seed(noise_seed))
+                noise_generator=torch.Generator(device=device).manual_seed(noise_seed))
             if training.algorithm == "fedsgd":
                 x, y, _ = next(iter(dp_loader))
+                x, y = x.to(device), y.to(device)  # an empty Poisson batch is collated on the CPU
                 optimizer.zero_grad(set_to_none=True)
                 self.loss_fn(grad_module(x), y).backward()
                 optimizer.pre_step()  # clip, noise, scale by the expected batch size, account: no step
@@ -164,7 +173,7 @@ class DPSGD:
                 steps, num_samples = 1, int(optimizer.expected_batch_size)
             else:
                 steps = training.steps if training.steps is not None else training.epochs * len(dp_loader)
-                used = _train_steps(grad_module, optimizer, dp_loader, steps, self.loss_fn)
+                used = _train_steps(grad_module, optimizer, dp_loader, steps, self.loss_fn, device)
                 vector = model_to_vector(local) - state.params
                 order = first_use_order(used, n)
                 private = PrivateData(data.normalized(order), data.labels[order])
@@ -174,18 +183,23 @@ class DPSGD:
         self._warn_if_over_plan(client_id)
         meta = {"dp": "dp_sgd", "steps": steps, "noise_multiplier": sigma, "max_grad_norm": self.max_grad_norm,
                 "sample_rate": dp_loader.sample_rate, "accountant": self.accountant, "delta": self.delta,
-                "epsilon": self.epsilon(client_id)}
+                "epsilon": self.client_epsilon(client_id)}
         update = ClientUpdate(client_id, vector, training.kind, num_samples, meta, buffers_to_vector(local))
         return update, private
 
-    # -- privacy spent -----------------------------------------------------------------
-    def epsilon(self, client_id: int, delta: float | None = None) -> float:
-        """ε spent so far by ``client_id`` over every round it trained in (0 if none)."""
-        return epsilon_from_history(self.history(client_id), self.delta if delta is None else delta, self.accountant)
+    # -- privacy spent (the Accountant interface) ------------------------------------
+    def epsilon(self, delta: float | None = None) -> float:
+        """ε of the federation so far: the worst client's (each client's records are its own; 0 before any)."""
+        return max(self.client_epsilons(delta).values(), default=0.0)
 
-    def epsilons(self, delta: float | None = None) -> dict[int, float]:
+    def client_epsilon(self, client_id: int, delta: float | None = None) -> float:
+        """ε spent so far by ``client_id`` over every round it trained in (0 if none)."""
+        return epsilon_from_history(self.history(client_id), resolve_delta("dp_sgd", delta, self.delta),
+                                    self.accountant)
+
+    def client_epsilons(self, delta: float | None = None) -> dict[int, float]:
         """ε per client that has trained so far."""
-        return {cid: self.epsilon(cid, delta) for cid in sorted(self._engines)}
+        return {cid: self.client_epsilon(cid, delta) for cid in sorted(self._engines)}
 
     def history(self, client_id: int) -> list[tuple[float, float, int]]:
         """The accountant's (noise multiplier, sample rate, steps) history of one client."""
@@ -247,7 +261,7 @@ def make_dp_compatible(model: nn.Module) -> nn.Module:
     """
     if ModuleValidator.is_valid(model):
         return model
-    fixed = ModuleValidator.fix(model)
+    fixed = ModuleValidator.fix(model).to(_device_of(model))  # the new GroupNorms are built on the CPU
     errors = ModuleValidator.validate(fixed, strict=False)
     if errors:
         raise ValueError(f"dp_sgd: Opacus cannot make {type(model).__name__} DP-compatible: {_summary(errors)}")
@@ -276,8 +290,8 @@ def steps_per_round(num_samples: int, training: LocalTraining) -> int:
 
 
 def _train_steps(module: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, steps: int,
-                 loss_fn: LossFn) -> list[Tensor]:
-    """Run ``steps`` DP-SGD steps over fresh Poisson batches; return each batch's indices."""
+                 loss_fn: LossFn, device: torch.device) -> list[Tensor]:
+    """Run ``steps`` DP-SGD steps over fresh Poisson batches on ``device``; return each batch's indices."""
     used: list[Tensor] = []
     batches = iter(loader)
     for _ in range(steps):
@@ -287,10 +301,16 @@ def _train_steps(module: nn.Module, optimizer: torch.optim.Optimizer, loader: Da
             batches = iter(loader)
             x, y, idx = next(batches)
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(module(x), y).backward()
+        loss_fn(module(x.to(device)), y.to(device)).backward()
         optimizer.step()
         used.append(idx)
     return used
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    """The device of ``model``'s parameters (the CPU for a model without any)."""
+    first = next(model.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 def _summary(errors: list) -> str:

@@ -5,6 +5,9 @@ returns a new ``ClientUpdate`` whose vector is what leaves the client, so the se
 the aggregator and every ``Observation`` see the perturbed vector. All work on the
 flat ``[d]`` vector in one vectorised pass; randomness comes only from the generator
 the simulation passes (seeded per client, round and transform), so a seed fixes it.
+Every transform works on the device of the update it gets: noise is drawn on the
+generator's device (the simulation's CPU generator: the same numbers on every device)
+and moved to the update's (``random_like``); nothing is created on the default device.
 
 The deterministic transforms (``Clipping``, ``Pruning``, ``Quantization``) also offer
 ``attacker_view(observed)``: a differentiable function on flat gradient vectors that an
@@ -74,7 +77,7 @@ class GaussianNoise:
 
     def __call__(self, update: ClientUpdate, generator: torch.Generator) -> ClientUpdate:
         v = update.vector
-        noise = torch.randn(v.shape, generator=generator, dtype=v.dtype)
+        noise = random_like(torch.randn, v, generator)
         return _replace(update, v + self.sigma * noise, gaussian_noise_sigma=self.sigma)
 
 
@@ -93,7 +96,7 @@ class LaplaceNoise:
 
     def __call__(self, update: ClientUpdate, generator: torch.Generator) -> ClientUpdate:
         v = update.vector
-        u = torch.rand((2, *v.shape), generator=generator, dtype=v.dtype)
+        u = random_like(torch.rand, v, generator, (2, *v.shape))
         exp = -torch.log1p(-u)
         return _replace(update, v + self.scale * (exp[0] - exp[1]), laplace_noise_scale=self.scale)
 
@@ -145,7 +148,7 @@ class Pruning:
     def attacker_view(self, observed: Tensor) -> GradientView:
         """Zero the dummy gradient wherever the observed upload is zero (the attacker sees the mask)."""
         mask = (observed != 0).to(observed.dtype).detach()
-        return lambda gradient: gradient * mask.to(gradient.dtype)
+        return lambda gradient: gradient * mask.to(device=gradient.device, dtype=gradient.dtype)
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,7 @@ class Quantization:
         t = v / scale * self.levels
         if self.stochastic:
             low = t.floor()
-            up = torch.rand(t.shape, generator=generator, dtype=t.dtype) < (t - low)
+            up = random_like(torch.rand, t, generator) < (t - low)
             q = low + up.to(t.dtype)
         else:
             q = t.round()
@@ -203,11 +206,11 @@ class Quantization:
             return lambda gradient: gradient * 0
 
         def expected(gradient: Tensor) -> Tensor:
-            s = scale.to(gradient.dtype)
+            s = scale.to(device=gradient.device, dtype=gradient.dtype)
             return gradient.clamp(-s, s)
 
         def rounded(gradient: Tensor) -> Tensor:
-            s = scale.to(gradient.dtype)
+            s = scale.to(device=gradient.device, dtype=gradient.dtype)
             grid = (gradient / s * levels).round().clamp(-levels, levels) * (s / levels)
             return gradient + (grid - gradient).detach()
 
@@ -223,6 +226,20 @@ def clip_to_norm(vector: Tensor, max_norm: float) -> Tensor:
     norm = torch.linalg.vector_norm(vector, dtype=torch.float64)
     factor = torch.where(norm > max_norm, max_norm / norm.clamp_min(1e-300), 1.0)
     return vector * factor.to(vector.dtype)
+
+
+def random_like(draw: Callable[..., Tensor], like: Tensor, generator: torch.Generator,
+                shape: Sequence[int] | None = None) -> Tensor:
+    """``draw`` (``torch.randn``, ``torch.rand``) of ``shape`` (``like``'s by default) in
+    ``like``'s dtype, drawn on ``generator``'s device and moved to ``like``'s.
+
+    A CPU generator thus gives the same numbers whatever device the update is on (and
+    bit-identical ones to drawing on the CPU directly); a generator on the update's
+    device draws there, without a copy.
+    """
+    out = draw(tuple(like.shape if shape is None else shape), generator=generator, dtype=like.dtype,
+               device=generator.device)
+    return out.to(like.device)
 
 
 def top_k_mask(vector: Tensor, k: int) -> Tensor:

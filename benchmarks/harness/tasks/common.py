@@ -85,22 +85,3 @@ def build_defense(spec: dict[str, Any], fed: dict[str, Any], seed: int) -> tuple
     if not isinstance(defense, ClientDefense):
         raise TypeError(f"privacy defense {spec['name']!r} returned {type(defense).__name__}, not a ClientDefense")
     return defense, defense.aggregator
-
-
-def defense_epsilon(defense: ClientDefense, aggregator: Aggregator | None) -> float | None:
-    """The largest ε any part of the defense reports (per-client DP: the worst client)."""
-    values: list[float] = []
-    for part in (defense.trainer, *defense.transforms, aggregator):
-        if part is None:
-            continue
-        many = getattr(part, "epsilons", None)
-        if callable(many):
-            values += [float(v) for v in many().values()]
-            continue
-        one = getattr(part, "epsilon", None)
-        if callable(one):
-            try:
-                values.append(float(one()))
-            except TypeError:  # per-client accessor without a client: covered by epsilons()
-                pass
-    return max(values) if values else None

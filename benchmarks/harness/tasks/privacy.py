@@ -21,7 +21,7 @@ import torch
 from attacks.registry import INVERSION_ATTACKS
 from benchmarks.figures import loss_curves
 from benchmarks.privacy_metrics import to_unit
-from defenses.privacy import attacker_view, prepare_model
+from defenses.privacy import attacker_view, defense_epsilon, prepare_model
 from fl_core import Simulation, ThreatModel, UploadEvent, make_observation, train_client
 
 from ..params import build_component
@@ -30,7 +30,6 @@ from .common import (
     build_defense,
     build_global_model,
     component_seed,
-    defense_epsilon,
     federation_config,
     load_data,
     split_clients,
@@ -100,7 +99,7 @@ def run_privacy(config: dict[str, Any], workdir: Path,
         "threat_model": threat.flags(),
         "adaptive": bool(attack_cfg.get("adaptive")),
         "adaptive_view": bool(views) and all(views),
-        "epsilon": defense_epsilon(defense, aggregator),
+        "epsilon": defense_epsilon(defense),
         "reconstructions": records,
     })
     files = {RECONSTRUCTION: workdir / RECONSTRUCTION}

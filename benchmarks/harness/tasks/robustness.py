@@ -16,11 +16,11 @@ from typing import Any
 
 from benchmarks.robustness.federation import AttackGroup, UnreliableSpec, build_federation, summarize
 from benchmarks.robustness.metrics import detection_scores
-from defenses.privacy import prepare_model
+from defenses.privacy import defense_epsilon, prepare_model
 from fl_core import Simulation, train_client
 
 from ..atomic import write_atomic
-from .common import build_defense, build_global_model, defense_epsilon, federation_config, load_data
+from .common import build_defense, build_global_model, federation_config, load_data
 
 HISTORY = "history.json"
 
@@ -63,7 +63,7 @@ def run_robustness(config: dict[str, Any], workdir: Path,
         "seconds_per_round": seconds / max(len(history.rounds), 1),
         "roles": _role_counts(federation.roles),
         "rejected_updates": sum(len(r.rejected) for r in history.rounds),
-        "epsilon": defense_epsilon(defense, aggregator),
+        "epsilon": defense_epsilon(defense),
     })
     path = write_atomic(workdir / HISTORY, history.to_json())
     return metrics, {HISTORY: path}
