@@ -39,7 +39,7 @@ def read_idx_gz(path: str | Path, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
             ndim = _idx_ndim(magic, source)
             sizes = f.read(4 * ndim)
             dims, expected = _idx_dims(ndim, sizes, 4 + len(sizes), source, max_bytes)
-            data = f.read(expected)
+            data = _read_at_most(f, expected)
             if len(data) != expected:
                 raise CorruptDataError(_idx_size_message(source, dims, len(data), expected))
             if f.read(1):
@@ -48,6 +48,20 @@ def read_idx_gz(path: str | Path, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
     except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise CorruptDataError(f"{path}: truncated or corrupt gzip stream ({exc})") from exc
     return np.frombuffer(data, dtype=np.uint8).reshape(dims)
+
+
+def _read_at_most(f: gzip.GzipFile, size: int, chunk: int = 1 << 24) -> bytes:
+    """Up to ``size`` bytes, read in chunks: memory follows the data actually there, not the
+    size a (possibly lying) header declares."""
+    parts: list[bytes] = []
+    remaining = size
+    while remaining:
+        part = f.read(min(remaining, chunk))
+        if not part:
+            break
+        parts.append(part)
+        remaining -= len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def parse_idx(raw: bytes, source: str = "<bytes>", max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:

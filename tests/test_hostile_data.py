@@ -69,6 +69,20 @@ def test_idx_header_declaring_more_than_the_cap_is_refused_before_reading(tmp_pa
         read_idx_gz(small, max_bytes=64)
 
 
+def test_idx_header_lying_about_its_size_costs_only_the_data_present(tmp_path: Path) -> None:
+    """A 50-byte file whose header declares 1000×1000×1000 (just under the cap) images."""
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(idx_header(1000, 1000, 1000) + bytes(10)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptDataError, match=r"1000×1000×1000 but the file holds 10 bytes of data"):
+            read_idx_gz(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, f"peak {peak} bytes: memory followed the declared size"
+
+
 @pytest.mark.parametrize("dims", [(65536, 65536, 65536, 65536), (2**32 - 1, 2**32 - 1)])
 def test_idx_dimensions_whose_product_overflows_are_refused(tmp_path: Path, dims: tuple[int, ...]) -> None:
     """2^16 × 2^16 × 2^16 × 2^16 = 2^64 wrapped to 0 in int64 (then a bare numpy ValueError)."""
