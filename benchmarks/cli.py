@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="run again the runs stored as failed")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--report", action="store_true", help="write DIR/report.md and report.html afterwards")
+    p.add_argument("--max-runs", type=_positive_int, metavar="N",
+                   help="refuse a suite that plans more than N runs (default: the suite's max_runs, else 10000)")
     p.set_defaults(handler=_cmd_run)
 
     p = sub.add_parser("report", help="write DIR/report.md and a self-contained DIR/report.html")
@@ -90,7 +92,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from benchmarks.harness.suites import resolve_suite_path
 
     try:
-        suite = load_suite(resolve_suite_path(args.suite))
+        suite = load_suite(resolve_suite_path(args.suite), max_runs=args.max_runs)
     except (SuiteError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

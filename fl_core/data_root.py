@@ -63,6 +63,10 @@ def _rebuild_missing(what: str, folder: Path, files: Sequence[str], sources: Seq
     return MissingDataError(what, folder, files, sources=sources, reason=reason)
 
 
+class DataRootError(ValueError):
+    """A data-root setting (argument or ``$FEDARENA_DATA``) cannot be turned into a folder path."""
+
+
 class CorruptDataError(ValueError):
     """A data file exists but cannot be used: truncated, malformed, inconsistent."""
 
@@ -83,11 +87,26 @@ class RemoteFile:
 def data_root(explicit: str | Path | None = None) -> Path:
     """The data root: ``explicit`` > ``$FEDARENA_DATA`` > ``~/.cache/fedarena``."""
     if explicit is not None and str(explicit) != "":
-        return Path(explicit).expanduser()
+        return expand_user(explicit, "the data root argument")
     env = os.environ.get(ENV_DATA, "").strip()
     if env:
-        return Path(env).expanduser()
-    return DEFAULT_ROOT.expanduser()
+        return expand_user(env, f"${ENV_DATA}")
+    return expand_user(DEFAULT_ROOT, f"the default data root (${ENV_DATA} is not set)")
+
+
+def expand_user(path: str | Path, origin: str) -> Path:
+    """``Path(path).expanduser()``, with an error naming ``origin`` when ``~`` cannot be expanded.
+
+    ``expanduser`` raises a bare ``RuntimeError("Could not determine home directory.")`` for
+    ``~nosuchuser/...`` or when no home directory is known; that names neither the setting
+    nor the value.
+    """
+    try:
+        return Path(path).expanduser()
+    except RuntimeError as exc:
+        user = str(path).split("/", 1)[0]
+        raise DataRootError(f"{origin} is {str(path)!r}: cannot expand {user!r} (no such user, or no home "
+                            f"directory: {exc}); use an absolute path, e.g. {ENV_DATA}=/data/fedarena") from None
 
 
 def dataset_dir(name: str, root: str | Path | None = None) -> Path:

@@ -42,6 +42,7 @@ from fl_core.data_root import (
     data_root,
     dataset_dir,
     ensure_files,
+    expand_user,
     fetch_archive_members,
     file_digest,
 )
@@ -254,7 +255,8 @@ def _load_cifar(spec: _CifarSpec, split: str, root: str | Path | None,
         per_file = ", ".join(f"{p.name}: {len(d)}" for p, (d, _) in zip(files, parts, strict=True))
         _warn_size(f"{spec.name} {split}: {len(pixels)} samples ({per_file}), the official split "
                    f"has {official_total}; loading it as a custom set")
-    _check_labels(y, spec.num_classes, files[0] if len(files) == 1 else folder)
+    for path, (_, labels) in zip(files, parts, strict=True):  # name the file that holds a bad label
+        _check_labels(labels, spec.num_classes, path)
     x = _to_unit_float(pixels)
     meta_path = folder / spec.meta[0]
     classes = spec.fallback_classes
@@ -301,7 +303,7 @@ def image_folder(split: str = "train", root: str | Path | None = None, *, path: 
     images (see ``fl_core.image_datasets.load_image_folder``).
     """
     _check_split(split)
-    folder = Path(path).expanduser()
+    folder = expand_user(path, "image_folder path")
     if not folder.is_absolute():
         folder = data_root(root) / "datasets" / folder
     if (folder / "train").is_dir() and (folder / "test").is_dir():

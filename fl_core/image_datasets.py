@@ -34,7 +34,8 @@ def load_image_folder(folder: Path, *, image_size: Size | None = None, mode: str
     """Load every image under ``folder`` into one ``ImageDataset``.
 
     Class sub-folder layout (``folder/<class>/**/<image>``): classes are the sub-folder
-    names sorted alphabetically, labels their indices. Flat layout (``prefix`` given):
+    names sorted alphabetically, labels their indices; a class folder without images is
+    refused (``MissingDataError`` naming it), since it would be a class no sample has. Flat layout (``prefix`` given):
     files ``<prefix>_<NN>_<label>.<ext>`` ordered by ``NN``, label from the file name.
 
     ``image_size`` (int or (h, w)): each image is scaled to cover that size (aspect ratio
@@ -137,15 +138,24 @@ def _class_folder_files(folder: Path) -> tuple[list[Path], list[int], tuple[str,
                                       "<prefix>_<NN>_<label> files pass prefix=...)")
     files: list[Path] = []
     labels: list[int] = []
+    empty: list[str] = []
     for label, d in enumerate(class_dirs):
         imgs = sorted(p for p in d.rglob("*") if p.is_file() and not p.name.startswith(".")
                       and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not imgs:
+            empty.append(d.name)
         files += imgs
         labels += [label] * len(imgs)
     if not files:
         raise MissingDataError(f"image folder {folder}", folder, ["<class>/<image files>"],
                                reason=f"class folders {[d.name for d in class_dirs]} hold no "
                                       f"images ({', '.join(IMAGE_EXTENSIONS)})")
+    if empty:
+        # Refused, not skipped: skipping would shift every later class's label index and
+        # counting it would give a class no sample can have (as torchvision's ImageFolder).
+        raise MissingDataError(f"image folder {folder}", folder, [f"{name}/<image files>" for name in empty],
+                               reason=f"class folder(s) {empty} hold no images "
+                                      f"({', '.join(IMAGE_EXTENSIONS)}); add images or remove the folder(s)")
     return files, labels, tuple(d.name for d in class_dirs)
 
 

@@ -1,11 +1,14 @@
-"""Suite files: parse (``yaml.safe_load``), validate, expand into runs with stable ids.
+"""Suite files: parse (``yaml.safe_load``, bounded: ``safe_yaml``), validate, expand into runs with stable ids.
 
 A suite is a list of *blocks* under ``runs``; each block is a grid over ``attacks`` ×
 ``defenses`` × ``seeds`` (and over any value written ``{grid: [...]}``). Everything is
 validated before a single run starts, and every problem is reported with the file,
 the field path (``runs[2].attacks[0].params.lr``) and the allowed values. YAML anchors
 (``&name`` / ``<<: *name``) share settings between blocks; put shared anchors under the
-top-level ``definitions`` key, which is otherwise ignored.
+top-level ``definitions`` key, which is otherwise ignored. A suite plans at most
+``max_runs`` runs (top-level key; default 10,000, ``fedarena run --max-runs N`` overrides
+both), counted before anything is expanded. Keys may not repeat, numbers must be finite,
+and aliases may expand the document to at most ``safe_yaml.MAX_NODES`` nodes.
 
 Block fields (defaults in brackets)::
 
@@ -48,11 +51,13 @@ from . import grid
 from .components import Components, default_components
 from .ids import run_id
 from .params import Problem, check_params, conform, describe
+from .run_count import DEFAULT_MAX_RUNS, planned_runs
+from .safe_yaml import YamlInputError, load_yaml, non_finite, read_utf8
 
 TASKS = ("privacy", "robustness")
 SPLITS = ("train", "test")
 NONE = "none"
-TOP_KEYS = ("suite", "description", "runs", "definitions")
+TOP_KEYS = ("suite", "description", "runs", "definitions", "max_runs")
 COMMON_KEYS = ("task", "label", "dataset", "model", "federation", "attacks", "defenses", "seeds")
 TASK_KEYS = {"privacy": ("threat_model", "attacked_clients", "attack_round"),
              "robustness": ("test_dataset", "unreliable")}
@@ -106,26 +111,59 @@ class Suite:
     source: str = ""
 
 
-def load_suite(path: str | Path, components: Components | None = None) -> Suite:
-    """Read, validate and expand the suite file at ``path``; raise ``SuiteError`` if malformed."""
+def load_suite(path: str | Path, components: Components | None = None, *,
+               max_runs: int | None = None) -> Suite:
+    """Read, validate and expand the suite file at ``path``; raise ``SuiteError`` if malformed.
+
+    ``max_runs`` overrides the run-count limit (the suite's ``max_runs``, else
+    ``DEFAULT_MAX_RUNS``), see ``parse_suite``.
+    """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_utf8(p)
+    except YamlInputError as exc:
+        raise SuiteError(str(p), exc.problems) from None
+    except IsADirectoryError:
+        raise SuiteError(str(p), [("", "is a directory, not a suite file; give a .yaml file (or the name of "
+                                       "a shipped suite)")]) from None
     except OSError as exc:
         raise SuiteError(str(p), [("", f"cannot read the file: {exc.strerror or exc}")]) from None
-    return parse_suite(text, str(p), components, default_name=re.sub(r"[^A-Za-z0-9_.-]", "_", p.stem) or "suite")
+    return parse_suite(text, str(p), components, default_name=re.sub(r"[^A-Za-z0-9_.-]", "_", p.stem) or "suite",
+                       max_runs=max_runs)
 
 
 def parse_suite(text: str, file: str = "<string>", components: Components | None = None,
-                default_name: str = "suite") -> Suite:
-    """Validate and expand suite YAML ``text``; ``file`` names it in error messages."""
+                default_name: str = "suite", *, max_runs: int | None = None) -> Suite:
+    """Validate and expand suite YAML ``text``; ``file`` names it in error messages.
+
+    Before anything is validated or expanded: the YAML is read with bounded alias
+    expansion and no duplicate keys (``safe_yaml``), every number must be finite, and the
+    runs the suite plans are counted (``run_count``) against ``max_runs`` (this argument,
+    else the suite's ``max_runs`` field, else ``DEFAULT_MAX_RUNS``).
+    """
     try:
-        doc = yaml.safe_load(text)
+        doc = load_yaml(text)
     except yaml.YAMLError as exc:
         raise SuiteError(file, [("", f"not valid YAML: {exc}")]) from None
+    except YamlInputError as exc:
+        raise SuiteError(file, exc.problems) from None
+    if isinstance(doc, dict):
+        bad_numbers = non_finite(doc, skip=("definitions",))
+        if bad_numbers:
+            raise SuiteError(file, bad_numbers)
     comps = components if components is not None else default_components()
     v = _Validator(comps)
     name, description, blocks = v.top(doc, default_name)
+    limit = max_runs if max_runs is not None else v.max_runs(doc)
+    planned = [(index, planned_runs(block)) for index, block in blocks]
+    total = sum(n for _, n in planned)
+    if total > limit:
+        per_block = ", ".join(f"runs[{i}]: {n}" for i, n in planned)
+        source = "--max-runs" if max_runs is not None else "max_runs" if "max_runs" in doc else "the default"
+        v.add("runs", f"the suite plans {total} runs ({per_block}), more than the limit of {limit} ({source}); "
+                      "check the seeds and grids, or raise the limit with 'max_runs: N' at the top of the suite "
+                      "or 'fedarena run --max-runs N'")
+        raise SuiteError(file, _dedupe(v.problems))
     runs: list[RunSpec] = []
     for index, block in blocks:
         runs.extend(v.block(block, f"runs[{index}]", index, name))
@@ -192,6 +230,13 @@ class _Validator:
             else:
                 out.append((i, block))
         return name, description, out
+
+    def max_runs(self, doc: Any) -> int:
+        """The suite's own run-count limit (``max_runs``), else ``DEFAULT_MAX_RUNS``."""
+        if not isinstance(doc, dict) or "max_runs" not in doc:
+            return DEFAULT_MAX_RUNS
+        limit = self.number(doc["max_runs"], "max_runs", integer=True, minimum=1)
+        return DEFAULT_MAX_RUNS if limit is None else limit
 
     def block(self, raw: dict[str, Any], path: str, index: int, suite: str) -> list[RunSpec]:
         task = raw.get("task")
