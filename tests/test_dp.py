@@ -26,6 +26,7 @@ from defenses.privacy import (
     prepare_model,
     steps_per_round,
 )
+from defenses.privacy.accounting import replace_history
 from fl_core import (
     Client,
     ClientUpdate,
@@ -423,6 +424,8 @@ def test_subsampled_parts_account_add_remove_only_and_say_so():
         with pytest.raises(ValueError, match=r"adjacency must be one of \('add_remove', 'replace'\).*'swap'"):
             part.epsilon(adjacency="swap")
     assert LocalDPNoise(1.0, 1.0).adjacencies == ("add_remove", "replace")
+    with pytest.raises(ValueError, match=r"un-subsampled.*sample rate 1.*\[0\.5\]"):
+        replace_history([(1.0, 0.5, 3)])  # σ/2 is not replace-one under subsampling
 
 
 def test_dp_fedavg_creates_nothing_on_the_default_device():

@@ -135,7 +135,7 @@ class DIAViT(ViT):
     lucidrains code in that file: q, k, v without bias (line 71), an output projection
     with bias followed by dropout (lines 73–76; lucidrains drops it only for one head
     of width ``dim``), pre-norm ``nn.LayerNorm(dim)`` with PyTorch's eps 1e-5 (line
-    41) and a LayerNorm on the pooled token before the head (lines 132–135), the MLP
+    41) and a LayerNorm on the pooled token before the head (lines 132–135, 148), the MLP
     Linear → GELU → dropout → Linear → dropout (lines 49–55), dropout after the
     position embedding (lines 143–144), N(0, 1) CLS token and position embeddings
     (lines 123–124) and PyTorch's default initialisation elsewhere (``init=
