@@ -24,7 +24,8 @@ class ClientDefense:
     upload (noise, clipping, pruning…) and/or a server-side aggregator (central DP).
 
     A part that spends privacy budget is a ``defenses.privacy.Accountant``; the ε of the
-    whole defense is ``defenses.privacy.defense_epsilon(defense)``."""
+    whole defense is ``defenses.privacy.defense_epsilon(defense)`` (add/remove adjacency)
+    and ``defenses.privacy.defense_epsilons(defense)`` per adjacency."""
 
     trainer: LocalTrainer | None = None
     transforms: list[UpdateTransform] = field(default_factory=list)

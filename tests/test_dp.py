@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from opacus.accountants import PRVAccountant, RDPAccountant
+from opacus.accountants.analysis.rdp import get_privacy_spent
 from torch import nn
 
 from defenses import PRIVACY_DEFENSES, ClientDefense
@@ -19,11 +20,13 @@ from defenses.privacy import (
     GaussianNoise,
     LocalDPNoise,
     defense_epsilon,
+    defense_epsilons,
     dp_fedavg_epsilon,
     make_dp_compatible,
     prepare_model,
     steps_per_round,
 )
+from defenses.privacy.accounting import replace_history
 from fl_core import (
     Client,
     ClientUpdate,
@@ -276,7 +279,7 @@ def test_dp_fedavg_registry_and_federation():
 def test_every_dp_part_is_an_accountant_and_nothing_else_is():
     central = DPFedAvgAggregator(1.0, 1.0, expected_clients=2, num_clients=4)
     for part in (DPSGD(1.0), central, LocalDPNoise(1.0, 1.0)):
-        assert isinstance(part, Accountant) and part.delta == DELTA
+        assert isinstance(part, Accountant) and part.delta == DELTA and part.adjacencies[0] == "add_remove"
     for part in (Clipping(1.0), GaussianNoise(0.1), FedAvg(), None):
         assert not isinstance(part, Accountant)
 
@@ -356,12 +359,73 @@ def test_defense_epsilon_is_the_old_value_and_the_worst_part(key):
     if key == "central":
         assert got == pytest.approx(dp_fedavg_epsilon(0.9, 2 / 3, 3), rel=1e-12)
     assert defense_epsilon(defense, 1e-3) < got  # a larger δ buys a smaller ε
+    labelled = defense_epsilons(defense)
+    assert labelled["add_remove"] == got
+    if key == "local":  # only local DP is un-subsampled, where replace-one is exact
+        assert set(labelled) == {"add_remove", "replace"} and labelled["replace"] > 2 * got
+        assert labelled["replace"] == part.epsilon(adjacency="replace")
+        assert defense_epsilons(defense, 1e-3)["replace"] < labelled["replace"]
+    else:
+        assert set(labelled) == {"add_remove"}
 
 
 def test_defense_epsilon_is_none_without_an_accountant():
     for defense in (ClientDefense(), PRIVACY_DEFENSES.build("gaussian_noise", sigma=0.1),
                     PRIVACY_DEFENSES.build("pruning", fraction=0.5), PRIVACY_DEFENSES.build("clipping", max_norm=1.0)):
         assert defense_epsilon(defense) is None
+        assert defense_epsilons(defense) == {}
+
+
+# -- adjacency: add/remove (sensitivity C) vs replace-one (sensitivity 2C) ------------------
+
+def _gaussian_rdp_epsilon(sensitivity: float, sigma: float, rounds: int, delta: float) -> float:
+    """ε of ``rounds`` Gaussian mechanisms (noise std σ, no subsampling) from the closed-form RDP
+    α·Δ²/(2σ²) per round (Mironov 2017, Prop. 7), converted at Opacus' orders as Opacus does."""
+    orders = RDPAccountant.DEFAULT_ALPHAS
+    rdp = [rounds * a * sensitivity ** 2 / (2 * sigma ** 2) for a in orders]
+    return float(get_privacy_spent(orders=orders, rdp=rdp, delta=delta)[0])
+
+
+def test_local_dp_reports_epsilon_under_add_remove_and_replace_adjacency():
+    """Issue 13: σ = 1, 10 rounds, δ = 1e-5 gives 19.05 (add/remove, sensitivity C) and 48.80
+    (replace, sensitivity 2C); replace is the sensitivity-2C Gaussian, i.e. the accountant at σ/2."""
+    transform = LocalDPNoise(clip_norm=0.5, noise_multiplier=1.0)
+    for r in range(10):
+        transform(ClientUpdate(0, torch.full((20,), 3.0), "delta", 4), _gen(r))
+    transform(ClientUpdate(1, torch.full((20,), 3.0), "delta", 4), _gen(99))
+    add_remove, replace = transform.epsilon(), transform.epsilon(adjacency="replace")
+    assert add_remove == transform.epsilon(adjacency="add_remove") == transform.client_epsilon(0)
+    assert round(add_remove, 2) == 19.05 and round(replace, 2) == 48.80
+    # closed form with the sensitivity itself (in units of C), not the σ/2 shortcut
+    assert add_remove == pytest.approx(_gaussian_rdp_epsilon(1.0, 1.0, 10, DELTA), rel=1e-9)
+    assert replace == pytest.approx(_gaussian_rdp_epsilon(2.0, 1.0, 10, DELTA), rel=1e-9)
+    assert replace == pytest.approx(_opacus_epsilon(RDPAccountant(), 0.5, 1.0, 10), rel=1e-12)
+    per_client = transform.client_epsilons(1e-3, adjacency="replace")
+    assert per_client == pytest.approx({0: _opacus_epsilon(RDPAccountant(), 0.5, 1.0, 10, 1e-3),
+                                        1: _opacus_epsilon(RDPAccountant(), 0.5, 1.0, 1, 1e-3)}, rel=1e-12)
+    prv = LocalDPNoise(1.0, 1.0, accountant="prv")
+    for r in range(3):
+        prv(ClientUpdate(0, torch.ones(5), "delta", 4), _gen(r))
+    assert prv.epsilon(adjacency="replace") == pytest.approx(_opacus_epsilon(PRVAccountant(), 0.5, 1.0, 3), rel=1e-9)
+    assert prv.epsilon(adjacency="replace") > prv.epsilon()
+
+
+def test_subsampled_parts_account_add_remove_only_and_say_so():
+    central = DPFedAvgAggregator(1.0, 1.0, expected_clients=2, num_clients=4)
+    central(torch.ones(2, 3))
+    for part, name in ((DPSGD(1.0), "dp_sgd"), (central, r"dp_fedavg \(central\)")):
+        assert part.adjacencies == ("add_remove",)
+        assert part.epsilon(adjacency="add_remove") == part.epsilon()
+        with pytest.raises(ValueError, match=rf"{name}.*'replace' adjacency is not accounted.*add/remove"):
+            part.epsilon(adjacency="replace")
+        with pytest.raises(ValueError, match=rf"{name}.*'replace'"):
+            part.client_epsilons(adjacency="replace")
+    for part in (DPSGD(1.0), central, LocalDPNoise(1.0, 1.0)):
+        with pytest.raises(ValueError, match=r"adjacency must be one of \('add_remove', 'replace'\).*'swap'"):
+            part.epsilon(adjacency="swap")
+    assert LocalDPNoise(1.0, 1.0).adjacencies == ("add_remove", "replace")
+    with pytest.raises(ValueError, match=r"un-subsampled.*sample rate 1.*\[0\.5\]"):
+        replace_history([(1.0, 0.5, 3)])  # σ/2 is not replace-one under subsampling
 
 
 def test_dp_fedavg_creates_nothing_on_the_default_device():

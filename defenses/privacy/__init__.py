@@ -11,9 +11,12 @@ The harness must
 - for an adaptive attacker, pass ``attacker_view(defense, observed_vector)`` (a plain
   ``Callable[[Tensor], Tensor]`` on flat gradients, or None when the defense has no
   deterministic part) to the inversion attack;
-- read the privacy spent only through ``defense_epsilon(defense, delta)``: every part
-  that spends budget (``DPSGD``, ``LocalDPNoise``, ``DPFedAvgAggregator``) is an
-  ``Accountant`` (``epsilon(delta)``, ``client_epsilons(delta)``, ``delta``).
+- read the privacy spent only through ``defense_epsilon(defense, delta)`` (add/remove
+  adjacency, every part's default) or ``defense_epsilons(defense, delta)`` (``{adjacency:
+  ε}`` for each adjacency the defense accounts: local DP-FedAvg adds ``"replace"``), and
+  print the adjacency with the number: every part that spends budget (``DPSGD``,
+  ``LocalDPNoise``, ``DPFedAvgAggregator``) is an ``Accountant`` (``epsilon(delta,
+  adjacency)``, ``client_epsilons(delta, adjacency)``, ``delta``, ``adjacencies``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from ..registry import PRIVACY_DEFENSES, ClientDefense
-from .accounting import Accountant, defense_epsilon
+from .accounting import ADJACENCIES, DEFAULT_ADJACENCY, Accountant, Adjacency, defense_epsilon, defense_epsilons
 from .dp_fedavg import DPFedAvgAggregator, LocalDPNoise, dp_fedavg_epsilon
 from .dp_sgd import DPSGD, check_dp_compatible, make_dp_compatible, steps_per_round
 from .perturbations import (
@@ -40,7 +43,8 @@ from .perturbations import (
 )
 
 __all__ = [
-    "Accountant", "defense_epsilon", "DPSGD", "DPFedAvgAggregator", "LocalDPNoise", "dp_fedavg_epsilon",
+    "ADJACENCIES", "DEFAULT_ADJACENCY", "Accountant", "Adjacency", "defense_epsilon", "defense_epsilons",
+    "DPSGD", "DPFedAvgAggregator", "LocalDPNoise", "dp_fedavg_epsilon",
     "make_dp_compatible", "check_dp_compatible", "steps_per_round", "AdaptiveTransform", "Clipping", "GaussianNoise",
     "GradientView",
     "LaplaceNoise", "Pruning", "Quantization", "attackers_view", "clip_to_norm", "top_k_mask", "attacker_view",

@@ -20,9 +20,17 @@ McMahan et al. do with the moments accountant; fl_core samples a fixed-size subs
 per round, which the Poisson-sampling analysis treats approximately (the standard
 practice of that paper). Local: the server chooses who participates, so subsampling
 cannot hide participation from it; each client's accountant is charged one Gaussian
-mechanism with q = 1 per round it takes part in. Both are client-level guarantees
-under add/remove-one-client adjacency (under replace-one adjacency the sensitivity
-is 2C). Default δ = 1e-5 (McMahan et al. use δ = 1e-9 for 763k users; δ < 1/N is the
+mechanism with q = 1 per round it takes part in. Both are client-level guarantees.
+
+Adjacency (``accounting`` module note). Central: add/remove one client, the relation of
+McMahan et al. 2018 and of Opacus' subsampled-Gaussian analysis (with the fixed
+denominator m, removing a client moves the noised sum by at most C); replace-one is not
+accounted, since under subsampling it is not a rescaling of σ. Local: ``epsilon()``
+is add/remove too (sensitivity C: the client's clipped update against none), and
+``epsilon(adjacency="replace")`` gives replace-one (one client's update swapped for
+another, sensitivity 2C, the usual local-DP notion), the same accountant at σ/2. The
+gap is large: σ = 1, 10 rounds, δ = 1e-5 gives ε = 19.05 add/remove, 48.80 replace
+(RDP); a report must say which. Default δ = 1e-5 (McMahan et al. use δ = 1e-9 for 763k users; δ < 1/N is the
 requirement, which the benchmark's 20 clients satisfy).
 """
 
@@ -39,7 +47,7 @@ from fl_core.aggregation import AggregationResult, Aggregator
 from fl_core.seeding import torch_generator
 from fl_core.updates import ClientUpdate
 
-from .accounting import epsilon_from_history, resolve_delta
+from .accounting import Adjacency, epsilon_from_history, replace_history, resolve_adjacency, resolve_delta
 from .perturbations import clip_to_norm, random_like
 
 DEFAULT_DELTA = 1e-5
@@ -64,10 +72,12 @@ class DPFedAvgAggregator(Aggregator):
     which is charged one step per call (one call per round). ``weights`` returned are
     1/m per trusted row. Noise comes from a generator derived from ``seed`` and the
     call index, so a seed reproduces it; the harness passes the run's seed. An
-    ``Accountant`` with one ε, the released model's.
+    ``Accountant`` with one ε, the released model's, under add/remove-one-client
+    adjacency only (module note).
     """
 
     name = "dp_fedavg"
+    adjacencies: tuple[Adjacency, ...] = ("add_remove",)
 
     def __init__(self, clip_norm: float = 1.0, noise_multiplier: float = 1.0, *, expected_clients: int,
                  num_clients: int, seed: int = 0, delta: float = DEFAULT_DELTA, accountant: str = "rdp") -> None:
@@ -108,19 +118,21 @@ class DPFedAvgAggregator(Aggregator):
         return AggregationResult(aggregate, weights, info)
 
     # -- privacy spent (the Accountant interface) ------------------------------------
-    def epsilon(self, delta: float | None = None) -> float:
-        """ε of the released model after the rounds aggregated so far (∞ without noise)."""
+    def epsilon(self, delta: float | None = None, adjacency: Adjacency | None = None) -> float:
+        """ε of the released model after the rounds aggregated so far (∞ without noise), add/remove."""
         delta = resolve_delta("dp_fedavg", delta, self.delta)
+        resolve_adjacency("dp_fedavg (central)", adjacency, self.adjacencies, _SUBSAMPLED)
         if self._calls == 0:
             return 0.0
         if self.noise_multiplier == 0:
             return math.inf
         return epsilon_from_history(self.accountant.history, delta, self.accountant_name)
 
-    def client_epsilons(self, delta: float | None = None) -> dict[int, float]:
+    def client_epsilons(self, delta: float | None = None, adjacency: Adjacency | None = None) -> dict[int, float]:
         """Always {}: central DP protects the released model, one ε (``epsilon``) that covers
         every client of the population alike, sampled or not; nothing is accounted per client."""
         resolve_delta("dp_fedavg", delta, self.delta)
+        resolve_adjacency("dp_fedavg (central)", adjacency, self.adjacencies, _SUBSAMPLED)
         return {}
 
     def reset(self) -> None:
@@ -133,7 +145,11 @@ class LocalDPNoise:
 
     An ``UpdateTransform`` and an ``Accountant``. Each client's accountant is charged one
     Gaussian mechanism (sample rate 1, see the module note) per round it uploads in.
+    ε is add/remove by default (what the upload's ``metadata["epsilon"]`` states);
+    ``adjacency="replace"`` gives replace-one, sensitivity 2C (module note).
     """
+
+    adjacencies: tuple[Adjacency, ...] = ("add_remove", "replace")
 
     def __init__(self, clip_norm: float = 1.0, noise_multiplier: float = 1.0, *, delta: float = DEFAULT_DELTA,
                  accountant: str = "rdp") -> None:
@@ -158,24 +174,30 @@ class LocalDPNoise:
         return dataclasses.replace(update, vector=v + self.noise_multiplier * self.clip_norm * noise, metadata=meta)
 
     # -- privacy spent (the Accountant interface) ------------------------------------
-    def epsilon(self, delta: float | None = None) -> float:
+    def epsilon(self, delta: float | None = None, adjacency: Adjacency | None = None) -> float:
         """ε of the federation so far: the worst client's (0 before any upload)."""
-        return max(self.client_epsilons(delta).values(), default=0.0)
+        return max(self.client_epsilons(delta, adjacency).values(), default=0.0)
 
-    def client_epsilon(self, client_id: int, delta: float | None = None) -> float:
+    def client_epsilon(self, client_id: int, delta: float | None = None, adjacency: Adjacency | None = None) -> float:
         """ε spent so far by ``client_id`` over every round it uploaded in (0 if none)."""
         delta = resolve_delta("dp_fedavg", delta, self.delta)
+        adjacency = resolve_adjacency("dp_fedavg (local)", adjacency, self.adjacencies)
         acc = self._accountants.get(client_id)
         if acc is None:
             return 0.0
-        return epsilon_from_history(acc.history, delta, self.accountant_name)
+        history = acc.history if adjacency == "add_remove" else replace_history(acc.history)
+        return epsilon_from_history(history, delta, self.accountant_name)
 
-    def client_epsilons(self, delta: float | None = None) -> dict[int, float]:
+    def client_epsilons(self, delta: float | None = None, adjacency: Adjacency | None = None) -> dict[int, float]:
         """ε per client that has uploaded so far."""
-        return {cid: self.client_epsilon(cid, delta) for cid in sorted(self._accountants)}
+        resolve_adjacency("dp_fedavg (local)", adjacency, self.adjacencies)
+        return {cid: self.client_epsilon(cid, delta, adjacency) for cid in sorted(self._accountants)}
 
     def reset(self) -> None:
         self._accountants.clear()
+
+
+_SUBSAMPLED = "Opacus' subsampled-Gaussian analysis is for add/remove adjacency"
 
 
 def _check_number(name: str, value: float, *, positive: bool) -> None:

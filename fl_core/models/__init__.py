@@ -20,9 +20,9 @@ from torch import nn
 from fl_core.models.base import dropout_layers, mode_dependent
 from fl_core.models.convnet import ConvNet
 from fl_core.models.lenet import LeNet, LeNet5
-from fl_core.models.mlp import MLP
+from fl_core.models.mlp import DIAMLP, MLP
 from fl_core.models.resnet import ResNet18
-from fl_core.models.vit import ViT
+from fl_core.models.vit import DIAViT, ViT
 from fl_core.registry import Registry
 from fl_core.seeding import derive_seed
 
@@ -35,8 +35,10 @@ __all__ = [
     "LeNet",
     "LeNet5",
     "MLP",
+    "DIAMLP",
     "ResNet18",
     "ViT",
+    "DIAViT",
 ]
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
@@ -46,13 +48,17 @@ MODELS.add("convnet", ConvNet, "Inverting Gradients' 8-layer ConvNet+BN, width 6
 MODELS.add("resnet18", ResNet18, "CIFAR ResNet-18 (3x3 stem, no max-pool), batch or group norm")
 MODELS.add("mlp", MLP, "Fully-connected ReLU net, hidden (200, 200) = FedAvg's 2NN")
 MODELS.add("vit_tiny", ViT, "ViT-Tiny/DeiT-Tiny (dim 192, depth 12, 3 heads), patch 4 on 32x32")
+MODELS.add("mlp_dia", DIAMLP, "Dropout Inversion Attack's MLP: 3x512 GELU, no biases, dropout 0.25 "
+           "(Scheliga et al. 2023)")
+MODELS.add("vit_dia", DIAViT, "Dropout Inversion Attack's ViT: patch 4, dim 256, depth 4, 16 heads, MLP 256, "
+           "dropout 0.25 (Scheliga et al. 2023)")
 
 
 def build_model(
     name: str,
     num_classes: int,
     input_shape: Sequence[int],
-    dropout: float = 0.0,
+    dropout: float | None = None,
     seed: int | None = None,
     **kwargs: Any,
 ) -> nn.Module:
@@ -60,13 +66,17 @@ def build_model(
 
     With ``seed``, initialisation draws from a private stream derived from
     ``(seed, "model", name)``, so the same seed gives the same weights and the global
-    RNG state is left untouched. Extra ``kwargs`` are the model's own options
-    (``width``, ``norm``, ``hidden``, ``depth``…); an unknown option is an error that
-    lists the accepted ones.
+    RNG state is left untouched. ``dropout`` is the rate of every dropout site; None
+    means the model's own default (0 for all but the DIA reference models ``vit_dia``
+    and ``mlp_dia``, whose configs use 0.25). Extra ``kwargs`` are the model's own
+    options (``width``, ``norm``, ``hidden``, ``depth``…); an unknown option is an error
+    that lists the accepted ones.
     """
     factory = MODELS.get(name)
     _check_options(name, factory, kwargs)
-    args = dict(num_classes=num_classes, input_shape=input_shape, dropout=dropout, **kwargs)
+    args = dict(num_classes=num_classes, input_shape=input_shape, **kwargs)
+    if dropout is not None:
+        args["dropout"] = dropout
     if seed is None:
         return factory(**args)
     if isinstance(seed, bool) or not isinstance(seed, int):

@@ -23,8 +23,11 @@ class ConvNet(nn.Sequential):
     reference's (keys lack its ``model.`` prefix). PyTorch's default initialisation,
     as there. Needs at least 9×9 inputs.
 
-    Dropout (Scheliga et al. 2023 placement): one ``nn.Dropout`` (``dropout``) on the
-    flattened features, right before ``linear``.
+    Dropout: one ``DropoutSite`` (``dropout``) on the flattened features, right before
+    ``linear`` (inversefed's ConvNet has none). The Dropout Inversion Attack's code
+    (Scheliga et al. 2023) ships only an MLP and a ViT (``src/models/``), so this
+    placement is not checked against reference code; it is the one DIA's MLP and ViT
+    share, dropout on the features a linear layer reads, never on the input pixels.
     """
 
     def __init__(
