@@ -140,8 +140,9 @@ class ClientMomentum(FLProtocol):
     Each client uploads ``m_t = β·m_{t−1} + (1 − β)·u_t`` with ``m_0 = 0``, where ``u_t``
     is its round-``t`` update (FedSGD gradient or FedAvg delta) and ``m`` persists in
     its ``ClientState`` between the rounds it is sampled in; the server folds the
-    aggregate of momentums as it would the updates. β = 0 is plain FedSGD/FedAvg,
-    bit for bit. The robust part of MoNNA (nearest-neighbour mixing before a robust
+    aggregate of momentums as it would the updates; the op order is the reference
+    code's (EPFL ByzFL / MoNNA clients: ``m.mul_(β).add_(g, alpha=1 − β)`` from
+    ``m = 0``). β = 0 is plain FedSGD/FedAvg, bit for bit. The robust part of MoNNA (nearest-neighbour mixing before a robust
     mean) is the aggregator's.
     """
 
