@@ -142,8 +142,8 @@ class ClientMomentum(FLProtocol):
     its ``ClientState`` between the rounds it is sampled in; the server folds the
     aggregate of momentums as it would the updates; the op order is the reference
     code's (EPFL ByzFL / MoNNA clients: ``m.mul_(β).add_(g, alpha=1 − β)`` from
-    ``m = 0``). β = 0 is plain FedSGD/FedAvg, bit for bit. The robust part of MoNNA (nearest-neighbour mixing before a robust
-    mean) is the aggregator's.
+    ``m = 0``). β = 0 is plain FedSGD/FedAvg, bit for bit. The robust part of MoNNA
+    (nearest-neighbour mixing before a robust mean) is the aggregator's.
     """
 
     name = "client_momentum"
