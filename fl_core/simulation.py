@@ -270,7 +270,7 @@ class Simulation:
     def _train(self, client: Client, state: GlobalState, r: int) -> tuple[ClientUpdate, PrivateData]:
         seed = self.config.seed
         cid = client.client_id
-        gen = torch_generator(seed, "client", cid, "round", r)
+        gen = torch_generator(seed, "client", cid, "round", r)  # CPU: the same batches on every device
         data = client.data
         adv = self._adversary_of.get(cid)
         if adv is not None and adv.data_attack is not None:
