@@ -237,7 +237,8 @@ class FedPer(FLProtocol):
 
     def evaluate(self, model: nn.Module, states: Mapping[int, ClientState], test_set: ImageDataset,
                  batch_size: int) -> Evaluation:
-        """Each client's personalised model (global base + its head); the mean is reported."""
+        """Each client that has trained, with its personalised model (global base + its head),
+        on the test set; the mean over clients is reported, per-client in ``client_accuracy``."""
         if not states:
             return super().evaluate(model, states, test_set, batch_size)
         worker = copy.deepcopy(model)
