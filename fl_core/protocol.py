@@ -170,7 +170,8 @@ class FedPer(FLProtocol):
 
     The server aggregates and updates only the base; each client evaluates its own
     model (shared base + its head). Buffers (BatchNorm statistics) are averaged as in
-    FedAvg. With FedSGD the client steps its head itself (w − lr·g).
+    FedAvg. With FedSGD the client steps its head itself (w − lr·g). One instance
+    serves one federation: ``shared_layout`` remembers the model's architecture.
     """
 
     name = "fedper"
