@@ -1,7 +1,8 @@
 """FedArena's federated-learning core: data, models, clients, server, simulation.
 
 The contracts every other package builds on (see DESIGN.md): flat parameter vectors,
-``ClientUpdate``, ``LocalTraining``, ``Observation``/``ThreatModel``, ``Aggregator``.
+``ClientUpdate``, ``LocalTraining``, ``Observation``/``ThreatModel``, ``Aggregator``,
+protocols (``FLProtocol``; FedSGD/FedAvg by default).
 """
 
 from .aggregation import AggregationResult, Aggregator, FedAvg
@@ -13,6 +14,7 @@ from .datasets import DATASETS, DatasetSizeWarning, load_dataset
 from .evaluation import evaluate, predictions
 from .models import MODELS, build_model, dropout_layers, mode_dependent
 from .partition import PARTITIONERS, label_distribution, partition
+from .protocol import PROTOCOLS, ClientMomentum, ClientState, Evaluation, FedAvgProtocol, FedPer, FLProtocol
 from .registry import Registry, UnknownNameError
 from .seeding import derive_seed, numpy_rng, torch_generator
 from .server import Server, StepRecord
@@ -43,4 +45,5 @@ __all__ = [
     "CORRUPTIONS", "corrupt", "corrupted_indices", "ChecksumError", "CorruptDataError", "MissingDataError",
     "data_root", "dataset_dir", "weights_path", "DATASETS", "DatasetSizeWarning", "load_dataset",
     "MODELS", "build_model", "dropout_layers", "mode_dependent", "PARTITIONERS", "label_distribution", "partition",
+    "PROTOCOLS", "ClientMomentum", "ClientState", "Evaluation", "FedAvgProtocol", "FedPer", "FLProtocol",
 ]

@@ -1,8 +1,11 @@
 """Local training of one client for one round (DESIGN: ``LocalTraining``).
 
 One worker model is reused for every client: loading the global vector into it is a
-single copy, far cheaper than building a fresh model per client. The update leaves
-as a flat vector; the private data leaves separately, for the harness only.
+single copy, far cheaper than building a fresh model per client. FedAvg trains the
+flat parameter vector with ``fl_core.local_step.optimizer_step``, the same function
+the attacker unrolls (gradient by autograd on the worker, one functional step, written
+back), so the local step is written once. The update leaves as a flat vector; the
+private data leaves separately, for the harness only.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import ImageDataset
+from .local_step import optimizer_step
 from .updates import ClientUpdate, LocalTraining, PrivateData
-from .vectors import buffers_to_vector, model_to_vector, vector_to_buffers, vector_to_model
+from .vectors import buffers_to_vector, vector_to_buffers, vector_to_model
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -63,7 +67,10 @@ def train_client(
 ) -> tuple[ClientUpdate, PrivateData]:
     """The honest client: FedSGD gradient or FedAvg delta, plus the data it used.
 
-    ``model`` is a worker whose parameters are overwritten with ``state``.
+    ``model`` is a worker whose parameters are overwritten with ``state``. FedAvg's
+    steps are ``optimizer_step`` on the flat vector: bit-identical to
+    ``torch.optim.SGD/Adam(foreach=True)`` on the worker, except that a parameter the
+    loss does not reach gets a zero gradient (torch would skip it).
     """
     load_state(model, state)
     model.train(training.model_mode == "train")
@@ -80,15 +87,16 @@ def train_client(
         private = PrivateData(x, y)
     else:
         batches = batch_schedule(len(data), training, generator)
-        optimizer = make_optimizer(model, training)
+        params = [p for p in model.parameters() if p.requires_grad]
+        w, opt_state = state.params, {}
         total = 0.0
-        for idx in batches:
-            optimizer.zero_grad(set_to_none=True)
+        for step, idx in enumerate(batches, start=1):
             loss = loss_fn(model(inputs[idx]), labels[idx])
-            loss.backward()
-            optimizer.step()
+            grads = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+            w = optimizer_step(w, torch.cat([g.reshape(-1) for g in grads]), training, step, opt_state)
+            vector_to_model(w, model)
             total += loss.item()
-        vector = model_to_vector(model) - state.params
+        vector = w - state.params
         used = first_use_order(batches, len(data))
         meta = {"loss": total / len(batches), "steps": len(batches)}
         private = PrivateData(inputs[used], labels[used])
@@ -98,12 +106,15 @@ def train_client(
 
 
 def load_state(model: nn.Module, state: GlobalState) -> None:
+    """Write a full-model global state into ``model`` (trainable parameters, float buffers)."""
     vector_to_model(state.params, model)
     if state.buffers is not None:
         vector_to_buffers(state.buffers, model)
 
 
 def make_optimizer(model: nn.Module, training: LocalTraining) -> torch.optim.Optimizer:
+    """The ``torch.optim`` optimiser ``training`` names, for trainers that need one (DP-SGD via
+    Opacus); ``optimizer_step`` is its functional twin."""
     params = [p for p in model.parameters() if p.requires_grad]
     if training.optimizer == "sgd":
         return torch.optim.SGD(params, lr=training.lr, momentum=training.momentum,

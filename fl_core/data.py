@@ -77,3 +77,10 @@ class ImageDataset:
     def normalized(self, indices: Tensor | None = None) -> Tensor:
         x = self.images if indices is None else self.images[indices]
         return self.normalization.normalize(x)
+
+    def to(self, device: str | torch.device) -> ImageDataset:
+        """The same dataset on ``device`` (itself when already there): moved once, not per round."""
+        if self.images.device == torch.device(device) and self.labels.device == torch.device(device):
+            return self
+        return ImageDataset(self.name, self.images.to(device), self.labels.to(device), self.num_classes,
+                            self.normalization, self.classes)

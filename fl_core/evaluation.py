@@ -1,4 +1,5 @@
-"""Test-set accuracy and loss of a model."""
+"""Test-set accuracy and loss of a model, on the device the dataset is on (the
+simulation moves it to the model's device once)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def evaluate(model: nn.Module, dataset: ImageDataset, batch_size: int = 1000) ->
     model.eval()
     correct, loss_sum = 0, 0.0
     for start in range(0, len(dataset), batch_size):
-        idx = torch.arange(start, min(start + batch_size, len(dataset)))
+        idx = torch.arange(start, min(start + batch_size, len(dataset)), device=dataset.labels.device)
         logits = model(dataset.normalized(idx))
         labels = dataset.labels[idx]
         loss_sum += float(F.cross_entropy(logits, labels, reduction="sum"))
@@ -31,7 +32,8 @@ def predictions(model: nn.Module, dataset: ImageDataset, batch_size: int = 1000)
     """Predicted labels for every sample (for attack-success-rate metrics)."""
     was_training = model.training
     model.eval()
-    out = [model(dataset.normalized(torch.arange(s, min(s + batch_size, len(dataset))))).argmax(1)
+    device = dataset.labels.device
+    out = [model(dataset.normalized(torch.arange(s, min(s + batch_size, len(dataset)), device=device))).argmax(1)
            for s in range(0, len(dataset), batch_size)]
     model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=device)

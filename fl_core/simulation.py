@@ -9,12 +9,21 @@ Hooks (DESIGN):
 - ``transforms`` act on every upload before it leaves the client (clipping, noise…).
 - ``observers`` receive every upload as the server sees it, plus the private data
   (for the harness's scoring only; an attack receives an ``Observation``).
-One ``seed`` determines sampling, training order, dropout and attack randomness.
+One ``seed`` determines sampling, training order, dropout and attack randomness; the
+global RNG is never touched. Each client's dropout masks come from its own generator
+``torch_generator(seed, "dropout", client_id, round)`` and are recorded in its
+``PrivateData.dropout_masks``.
+
+The protocol (``fl_core.protocol``; default FedSGD/FedAvg) decides what each client
+shares and keeps: ``client_states`` holds what clients keep between rounds, client-side.
+Everything runs on the device of the model it is given: client and test data are moved
+there once, at construction.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -28,10 +37,12 @@ from tqdm.auto import tqdm
 from .aggregation import Aggregator
 from .client import Client, GlobalState, LocalTrainer, train_client
 from .data import ImageDataset
-from .evaluation import evaluate
-from .seeding import derive_seed, torch_generator
+from .models.dropout import dropout_masks
+from .protocol import ClientState, FLProtocol
+from .seeding import torch_generator
 from .server import Server
 from .updates import ClientUpdate, LocalTraining, PrivateData, UpdateKind
+from .vectors import buffers_to_vector, model_to_vector
 
 
 @dataclass(frozen=True)
@@ -142,7 +153,11 @@ class History:
 
 
 class Simulation:
-    """Runs a federation. ``model`` is the initial global model (it is trained in place)."""
+    """Runs a federation. ``model`` is the initial global model (it is trained in place).
+
+    ``protocol`` (default FedSGD/FedAvg) builds the server with ``aggregator``; or pass a
+    ready ``server`` (whose model must be ``model``; it brings its aggregator and protocol).
+    """
 
     def __init__(
         self,
@@ -157,6 +172,8 @@ class Simulation:
         transforms: Sequence[UpdateTransform] = (),
         observers: Sequence[Observer] = (),
         progress: bool | None = None,
+        protocol: FLProtocol | None = None,
+        server: Server | None = None,
     ) -> None:
         ids = [c.client_id for c in clients]
         if len(set(ids)) != len(ids):
@@ -165,11 +182,25 @@ class Simulation:
             raise ValueError("a federation needs at least one client")
         if config.clients_per_round is not None and config.clients_per_round > len(clients):
             raise ValueError(f"clients_per_round={config.clients_per_round} exceeds {len(clients)} clients")
-        self.clients = list(clients)
+        if server is not None:
+            if server.model is not model:
+                raise ValueError("Simulation: server.model must be the model passed as the global model")
+            if aggregator is not None or protocol is not None:
+                raise ValueError("Simulation: give either a ready server or aggregator/protocol, not both")
+            if server.server_lr != config.server_lr:
+                raise ValueError(f"Simulation: server.server_lr={server.server_lr} differs from "
+                                 f"config.server_lr={config.server_lr}")
+        device = _device_of(model)
+        self.clients = [c if c.data.images.device == device else dataclasses.replace(c, data=c.data.to(device))
+                        for c in clients]
         self.config = config
-        self.test_set = test_set
-        self.server = Server(model, aggregator, config.server_lr)
+        self.test_set = None if test_set is None else test_set.to(device)
+        self.server = server if server is not None else Server(model, aggregator, config.server_lr, protocol=protocol)
+        self.protocol = self.server.protocol
         self.worker = copy.deepcopy(model)
+        self.device = device
+        self._initial = GlobalState(model_to_vector(model), buffers_to_vector(model))
+        self.client_states: dict[int, ClientState] = {}
         self.trainer = trainer
         self.adversaries = list(adversaries)
         self.transforms = list(transforms)
@@ -220,20 +251,38 @@ class Simulation:
                 observer(event)
         step = self.server.step(updates, client_lr=cfg.local.lr)
         acc = loss = None
+        info = dict(step.info)
         if self.test_set is not None and ((r + 1) % cfg.eval_every == 0 or r + 1 == cfg.rounds):
-            acc, loss = evaluate(self.server.model, self.test_set, cfg.eval_batch_size)
+            result = self.protocol.evaluate(self.server.model, self.client_states, self.test_set,
+                                            cfg.eval_batch_size)
+            acc, loss = result.accuracy, result.loss
+            info.update(result.info)
         return RoundRecord(r, [c.client_id for c in sampled], acc, loss, step.rejected, step.weights,
-                           step.applied, time.perf_counter() - start, step.info)
+                           step.applied, time.perf_counter() - start, info)
+
+    def client_state(self, client_id: int) -> ClientState:
+        """What ``client_id`` keeps between rounds (created at first use); client-side only."""
+        kept = self.client_states.get(client_id)
+        if kept is None:
+            kept = self.client_states[client_id] = ClientState(client_id, self._initial)
+        return kept
 
     def _train(self, client: Client, state: GlobalState, r: int) -> tuple[ClientUpdate, PrivateData]:
         seed = self.config.seed
-        gen = torch_generator(seed, "client", client.client_id, "round", r)
-        torch.manual_seed(derive_seed(seed, "dropout", client.client_id, r))  # dropout masks
+        cid = client.client_id
+        gen = torch_generator(seed, "client", cid, "round", r)  # CPU: the same batches on every device
         data = client.data
-        adv = self._adversary_of.get(client.client_id)
+        adv = self._adversary_of.get(cid)
         if adv is not None and adv.data_attack is not None:
-            data = adv.data_attack.poison(data, torch_generator(seed, "poison", client.client_id, r))
-        update, private = self.trainer(self.worker, state, client.client_id, data, self.config.local, gen)
+            data = adv.data_attack.poison(data, torch_generator(seed, "poison", cid, r))
+        kept = self.client_state(cid)
+        start = self.protocol.client_start(state, kept)
+        masks_gen = torch_generator(seed, "dropout", cid, r, device=self.device)
+        with dropout_masks(self.worker, generator=masks_gen, record=True) as masks:
+            update, private = self.trainer(self.worker, start, cid, data, self.config.local, gen)
+        if masks:
+            private = dataclasses.replace(private, dropout_masks=masks)
+        update = self.protocol.client_upload(update, start, kept, self.config.local)
         for i, transform in enumerate(self.transforms):
             update = transform(update, torch_generator(seed, "transform", i, client.client_id, r))
         return update, private
@@ -244,7 +293,7 @@ class Simulation:
             return updates
         honest_rows = [u.vector for u in updates if u.client_id not in self._adversary_of]
         d = state.params.numel()
-        honest = torch.stack(honest_rows) if honest_rows else torch.empty(0, d)
+        honest = torch.stack(honest_rows) if honest_rows else state.params.new_empty(0, d)
         out = list(updates)
         for i, adv in enumerate(self.adversaries):
             if adv.update_attack is None:
@@ -255,7 +304,7 @@ class Simulation:
             ctx = RoundContext(
                 round=r, honest=honest, own=torch.stack([updates[j].vector for j in rows]),
                 client_ids=[updates[j].client_id for j in rows],
-                num_samples=torch.tensor([float(updates[j].num_samples) for j in rows]),
+                num_samples=torch.tensor([float(updates[j].num_samples) for j in rows], device=state.params.device),
                 num_clients=len(updates), global_params=state.params, kind=updates[rows[0]].kind,
                 generator=torch_generator(self.config.seed, "update_attack", i, r),
             )
@@ -267,6 +316,12 @@ class Simulation:
                 out[j] = ClientUpdate(updates[j].client_id, vec, updates[j].kind, updates[j].num_samples,
                                       updates[j].metadata, updates[j].buffers)
         return out
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    raise ValueError(f"{type(model).__name__} has no parameters to train")
 
 
 def _disabled(progress: bool | None) -> bool | None:

@@ -7,7 +7,7 @@ that differentiate through the model need the inverse as *views* so autograd flo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -22,8 +22,15 @@ class ParameterLayout:
     shapes: tuple[torch.Size, ...]
 
     @classmethod
-    def of(cls, model: nn.Module) -> ParameterLayout:
+    def of(cls, model: nn.Module, names: Collection[str] | None = None) -> ParameterLayout:
+        """The model's trainable parameters, or only those in ``names`` (a sub-model a
+        protocol shares), always in the model's own order."""
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if names is not None:
+            unknown = sorted(set(names) - {n for n, _ in named})
+            if unknown:
+                raise KeyError(f"{type(model).__name__} has no trainable parameters {unknown}")
+            named = [(n, p) for n, p in named if n in names]
         return cls(tuple(n for n, _ in named), tuple(p.shape for _, p in named))
 
     @property
@@ -52,6 +59,24 @@ class ParameterLayout:
         check_vector(vector, self.dim)
         chunks = torch.split(vector, self.numels)
         return {n: c.view(s) for n, c, s in zip(self.names, chunks, self.shapes, strict=True)}
+
+
+    def index_in(self, full: ParameterLayout) -> Tensor:
+        """Positions of this layout's entries in the flat vector of ``full`` (a superset)."""
+        offsets = dict(zip(full.names, _offsets(full.numels), strict=True))
+        missing = [n for n in self.names if n not in offsets]
+        if missing:
+            raise KeyError(f"parameters {missing} are not in the full layout")
+        parts = [torch.arange(offsets[n], offsets[n] + k) for n, k in zip(self.names, self.numels, strict=True)]
+        return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
+
+
+def _offsets(numels: Iterable[int]) -> list[int]:
+    out, total = [], 0
+    for k in numels:
+        out.append(total)
+        total += k
+    return out
 
 
 def check_vector(vector: Tensor, dim: int) -> None:

@@ -16,12 +16,13 @@ from fl_core import (
     train_client,
 )
 from fl_core.aggregation import FedAvg
+from fl_core.client import batch_schedule, make_optimizer
+from fl_core.vectors import buffers_to_vector
 
 from .helpers import synthetic_images, tiny_cnn_bn, tiny_mlp
 
 
 def _state(model):
-    from fl_core.vectors import buffers_to_vector
     return GlobalState(model_to_vector(model), buffers_to_vector(model))
 
 
@@ -144,3 +145,29 @@ def test_bad_local_training_is_a_clear_error():
         LocalTraining(lr=-1)
     with pytest.raises(ValueError, match="algorithm"):
         LocalTraining(algorithm="fedprox")
+
+
+@pytest.mark.parametrize("training", [
+    LocalTraining(lr=0.05, steps=6, batch_size=8),
+    LocalTraining(lr=0.05, steps=6, batch_size=8, momentum=0.9, weight_decay=1e-3),
+    LocalTraining(lr=1e-2, steps=6, batch_size=8, optimizer="adam", weight_decay=1e-3),
+], ids=["sgd", "sgd_momentum_wd", "adam_wd"])
+def test_fedavg_functional_steps_equal_torch_optim_bit_for_bit(tiny_data, training):
+    """The honest client trains with fl_core.local_step.optimizer_step on the flat vector;
+    it must give exactly the parameters torch.optim's foreach SGD/Adam give per tensor."""
+    model = tiny_cnn_bn()
+    state = _state(model)
+    update, _ = train_client(model, state, 0, tiny_data, training, torch.Generator().manual_seed(4))
+    reference = tiny_cnn_bn()
+    optimizer = make_optimizer(reference, training)
+    inputs = tiny_data.normalized()
+    for idx in batch_schedule(len(tiny_data), training, torch.Generator().manual_seed(4)):
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(reference(inputs[idx]), tiny_data.labels[idx]).backward()
+        optimizer.step()
+    assert torch.equal(update.vector, model_to_vector(reference) - state.params)
+    assert torch.equal(update.buffers, buffers_to_vector(reference))
+
+
+def test_dataset_to_its_own_device_is_itself(tiny_data):
+    assert tiny_data.to("cpu") is tiny_data

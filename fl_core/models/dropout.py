@@ -34,6 +34,12 @@ class _MaskSource:
     given: Mapping[str, Sequence[Tensor]] | None
     record: MaskRecord | None
     calls: dict[str, int] = field(default_factory=dict)
+    active: bool = True
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _MaskSource:
+        # A model copied inside the block (DP-SGD trains an Opacus copy of the worker) is
+        # the same client's model: it draws from the same generator into the same record.
+        return self
 
     def mask(self, site: str, x: Tensor, keep: float) -> Tensor:
         call = self.calls.get(site, 0)
@@ -60,7 +66,7 @@ class DropoutSite(nn.Dropout):
 
     def forward(self, x: Tensor) -> Tensor:
         source = self._source
-        if source is None or not self.training or self.p == 0:
+        if source is None or not source.active or not self.training or self.p == 0:
             return super().forward(x)
         keep = 1.0 - self.p
         return x * source.mask(self._site, x, keep) / keep
@@ -100,5 +106,6 @@ def dropout_masks(
     try:
         yield out
     finally:
+        source.active = False  # copies made inside the block fall back to plain nn.Dropout
         for module, old, site in previous:
             module._source, module._site = old, site
