@@ -11,14 +11,30 @@
   granted (``Observation.bn_statistics``, measured at each BN layer's input).
   Yin et al. weigh the first layer more (×10 in breaching's port); we keep equal
   weights and expose one overall scale in the attacks (``bn_weight``).
+- ``image_l2``: the image-norm prior ``‖x‖₂`` of the whole candidate batch
+  (DeepInversion/GradInversion's ``l2`` term), which keeps pixels from drifting off.
+
+``REGULARISERS`` names every term an optimisation attack may add to its matching loss.
+Each entry is a ``Regulariser``: the settings field that holds its weight (weight 0 =
+the term is absent) and a builder that, given the ``InversionProblem``, returns the
+term ``(variables, inputs) -> scalar`` or None when it does not apply (no BN statistics
+granted). A term may read any named variable, so a mask prior reads ``mask.*`` and a
+latent prior reads ``z``; ``OptimizationAttack`` sums ``weight · term`` after the
+matching loss, in the order the attack lists them.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor, nn
+
+from fl_core.registry import Registry
+
+Term = Callable[[Mapping[str, Tensor], Tensor], Tensor]
 
 
 def total_variation(x: Tensor) -> Tensor:
@@ -68,3 +84,35 @@ class BNStatisticsPrior:
         for (mu, var), (t_mu, t_var) in zip(seen, self.targets, strict=True):
             total = total + (mu - t_mu).norm() + (var - t_var).norm()
         return total
+
+
+@dataclass(frozen=True)
+class Regulariser:
+    """A term of the objective: ``weight`` names the attack setting holding its weight;
+    ``build(problem)`` returns the term ``(variables, inputs) -> scalar``, or None when it
+    does not apply to this problem."""
+
+    name: str
+    weight: str
+    build: Callable[[Any], Term | None]
+
+
+REGULARISERS: Registry[Regulariser] = Registry("inversion regulariser")
+
+
+def _register(regulariser: Regulariser, description: str) -> None:
+    REGULARISERS.add(regulariser.name, regulariser, description)
+
+
+def image_l2(x: Tensor) -> Tensor:
+    """``‖x‖₂`` over the whole batch (the image-norm prior)."""
+    return x.norm()
+
+
+_register(Regulariser("tv", "tv_weight", lambda problem: lambda variables, x: total_variation(x)),
+          "anisotropic total variation of the client's inputs (inversefed's definition)")
+_register(Regulariser("bn", "bn_weight", lambda problem: None if problem.bn_prior is None
+                      else (lambda variables, x: problem.bn_prior(x))),
+          "BatchNorm-statistics prior against the granted bn_statistics (Yin et al. 2021)")
+_register(Regulariser("l2", "l2_weight", lambda problem: lambda variables, x: image_l2(x)),
+          "image norm ‖x‖₂ of the client's inputs")
