@@ -26,7 +26,7 @@ from fl_core.seeding import torch_generator
 from ..registry import INVERSION_ATTACKS
 from .optimization import Evaluation, OptimizationAttack, OptimizationSettings, Step
 from .problem import InversionProblem
-from .variables import LOGITS, Variables
+from .variables import LOGITS, Pixels, Variables
 
 
 @dataclass(frozen=True)
@@ -81,11 +81,14 @@ class DLG(OptimizationAttack):
             loss.backward()
             return loss
 
+        inputs = problem.parametrization.inputs
+        boxed = variables[inputs.variable] if s.boxed and isinstance(inputs, Pixels) else None
+
         def step(_iteration: int) -> torch.Tensor:
             loss = optimizer.step(closure).detach()
-            if s.boxed:
+            if boxed is not None:
                 with torch.no_grad():
-                    variables["x"].clamp_(problem.lower, problem.upper)
+                    boxed.clamp_(problem.lower, problem.upper)
             return loss
 
         return step

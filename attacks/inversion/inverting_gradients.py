@@ -60,7 +60,7 @@ from fl_core.seeding import torch_generator
 from ..registry import INVERSION_ATTACKS
 from .optimization import Evaluation, OptimizationAttack, OptimizationSettings, Run, Step
 from .problem import InversionProblem
-from .variables import LOGITS, Variables
+from .variables import LOGITS, Pixels, Variables
 
 
 @dataclass(frozen=True)
@@ -114,23 +114,26 @@ class InvertingGradients(OptimizationAttack):
         return super().why_not_batched(problem)
 
     def stepper(self, problem: InversionProblem, variables: Variables, evaluation: Evaluation) -> Step:
-        """Adam on the sign of the image gradient (plain gradient for other variables), the
-        images boxed after each step, lr × 0.1 at 3/8, 5/8, 7/8 of the iterations."""
+        """Adam on the sign of the input variable's gradient (pixels, or a generator's latent;
+        plain gradients for other variables), pixels boxed after each step, lr × 0.1 at 3/8,
+        5/8, 7/8 of the iterations."""
         s = self.settings
         optimizer, scheduler = self._optimizer(list(variables.values()))
-        x = variables["x"]
+        inputs = problem.parametrization.inputs
+        signed = inputs.variable if s.signed else None
+        boxed = variables[inputs.variable] if s.boxed and isinstance(inputs, Pixels) else None
         lower, upper = problem.lower, problem.upper
 
         def step(_iteration: int) -> Tensor:
             loss, grads = evaluation.value_and_grad()
             for name, value in variables.items():
                 grad = grads[name]
-                value.grad = grad.sign_() if s.signed and name == "x" else grad
+                value.grad = grad.sign_() if name == signed else grad
             optimizer.step()
             scheduler.step()
-            if s.boxed:
+            if boxed is not None:
                 with torch.no_grad():
-                    x.clamp_(lower, upper)
+                    boxed.clamp_(lower, upper)
             return loss.detach()
 
         return step
