@@ -12,11 +12,15 @@ from .dlg import DLG, IDLG
 from .inverting_gradients import InvertingGradients, InvertingGradientsFedAvg
 from .labels import LABEL_METHODS, last_layer, recover_labels
 from .losses import GradientMatcher
-from .priors import BNStatisticsPrior, total_variation
+from .optimization import Evaluation, OptimizationAttack, OptimizationSettings, Run, Step
+from .priors import REGULARISERS, BNStatisticsPrior, Regulariser, image_l2, total_variation
 from .simulate import ClientSimulator
+from .variables import GeneratorInputs, InputMap, Parametrization, Pixels, Variables, split_generator
 
 __all__ = [
     "Assumptions", "InversionAttack", "Reconstruction", "DLG", "IDLG", "InvertingGradients",
     "InvertingGradientsFedAvg", "LABEL_METHODS", "last_layer", "recover_labels", "GradientMatcher",
-    "BNStatisticsPrior", "total_variation", "ClientSimulator",
+    "BNStatisticsPrior", "total_variation", "ClientSimulator", "Evaluation", "OptimizationAttack",
+    "OptimizationSettings", "Run", "Step", "REGULARISERS", "Regulariser", "image_l2", "GeneratorInputs",
+    "InputMap", "Parametrization", "Pixels", "Variables", "split_generator",
 ]
