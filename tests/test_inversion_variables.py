@@ -242,7 +242,8 @@ def test_regulariser_weights_come_from_settings(weights: dict[str, float]) -> No
     matching = problem.matching_of({"x": x}).detach()
     if not any(weights.values()):
         assert torch.equal(value, matching)  # weight 0: the term is absent, not added as 0·term
-    expected = matching + weights["tv_weight"] * total_variation(x) + weights["l2_weight"] * x.norm()
+    per_image_norm = x.flatten(1).norm(dim=1).mean()
+    expected = matching + weights["tv_weight"] * total_variation(x) + weights["l2_weight"] * per_image_norm
     assert float(value) == pytest.approx(float(expected), rel=1e-6)
     assert float(value - matching) == pytest.approx(float(expected - matching), rel=1e-4, abs=1e-7)
 

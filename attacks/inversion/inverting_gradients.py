@@ -18,10 +18,14 @@ lr                        0.1         inversefed ``reconstruct_image.py`` ("ours
 iterations                4000        inversefed "ours" (its ``DEFAULT_CONFIG`` says
                                       8000 at lr 0.01, breaching 24 000); the
                                       acceptance runs use 2000 and 8000
-tv_weight                 0.1         breaching's 0.2 under its half-size TV, i.e.
-                                      0.1 in inversefed's TV, inside the issue's
-                                      0.1–0.2; inversefed's CLI default 1e-4 is
-                                      for trained ImageNet-scale models
+tv_weight                 0.1         inside the issue's 0.1–0.2, in inversefed's
+                                      TV definition (ours). Breaching's config
+                                      has scale 0.2 and calls it the old repo's
+                                      0.1, but its TV is not half of ours: it is
+                                      1.02–1.36× ours on CIFAR-10 images (see
+                                      ``priors``), so its 0.2 is about 0.2 here;
+                                      inversefed's CLI default 1e-4 is for
+                                      trained ImageNet-scale models
 restarts                  1           inversefed CLI and breaching default 1
                                       (``DEFAULT_CONFIG`` 128 is not CPU-feasible)
 loss                      cosine      global cosine, both references
