@@ -10,6 +10,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
+import sys
+import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -82,7 +86,8 @@ def test_true_images_with_true_masks_give_near_zero_matching_loss(algorithm: str
     obs, masks = dropout_round(dropout_mlp(), x, y, training)
     problem = InvertingGradients().build(obs)
     true = {"x": x, "mask.dropout1": torch.stack(masks["dropout1"])}  # one mask per local step
-    assert true["mask.dropout1"].shape[0] == (1 if algorithm == "fedsgd" else 2)
+    assert true["mask.dropout1"].shape == ((1, 2, 32) if algorithm == "fedsgd" else (2, 1, 32))
+    assert problem.simulator.mask_shapes(x, y) == {"dropout1": true["mask.dropout1"].shape}
     at_truth = float(problem.matching_of(true, create_graph=False).detach())
     keep_all = float(problem.matching_of({**true, "mask.dropout1": torch.ones_like(true["mask.dropout1"])},
                                          create_graph=False).detach())
@@ -98,8 +103,9 @@ class ToyDropoutInversion(InvertingGradients):
 
     def init(self, problem: InversionProblem) -> Variables:
         variables = super().init(problem)
-        steps, batch = 1, problem.shape[0]
-        variables["mask.dropout1"] = torch.ones(self.settings.restarts, steps, batch, 32)
+        assert problem.labels is not None
+        shapes = problem.simulator.mask_shapes(variables["x"][0], problem.labels)
+        variables["mask.dropout1"] = torch.ones(self.settings.restarts, *shapes["dropout1"])
         return variables
 
     def stepper(self, problem: InversionProblem, variables: Variables, evaluation: Evaluation) -> Step:
@@ -353,3 +359,18 @@ def test_the_base_needs_an_initialisation() -> None:
                              LocalTraining(algorithm="fedsgd", batch_size=1, model_mode="eval"))
     with pytest.raises(NotImplementedError, match="init or init_restart"):
         NoInit().reconstruct(obs)
+
+
+def test_the_documented_example_attack_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """docs/adding_an_attack.md's python example, as written (its registry entry is undone after)."""
+    from attacks.registry import INVERSION_ATTACKS
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "adding_an_attack.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    assert len(blocks) == 1
+    monkeypatch.setattr(INVERSION_ATTACKS, "_entries", dict(INVERSION_ATTACKS._entries))
+    module = types.ModuleType("doc_example")  # a real module, as dataclasses need
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(compile(blocks[0], "adding_an_attack.md", "exec"), module.__dict__)
+    first, final = map(float, re.search(r"matching loss ([0-9.]+) -> ([0-9.]+)", capsys.readouterr().out).groups())
+    assert final < 0.05 * first

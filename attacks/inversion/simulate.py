@@ -95,6 +95,21 @@ class ClientSimulator:
                     w = w.detach().requires_grad_(True)
             return w - self.w0
 
+    def mask_shapes(self, x: Tensor, targets: Tensor) -> dict[str, torch.Size]:
+        """``{site: [steps, *mask]}``: the shape of each active dropout site's masks for a
+        candidate batch shaped like ``x`` (one simulated run with throw-away masks from a
+        private generator), i.e. the shape of a ``mask.<site>`` variable. Empty in eval mode."""
+        generator = torch.Generator(device=x.device).manual_seed(0)
+        with dropout_masks(self.model, generator=generator, record=True) as seen:
+            self(x.detach(), targets.detach(), create_graph=False)
+        shapes: dict[str, torch.Size] = {}
+        for site, masks in seen.items():
+            if len({m.shape for m in masks}) > 1:
+                raise ValueError(f"dropout site {site!r} sees batches of different sizes over the local steps "
+                                 f"({sorted({tuple(m.shape) for m in masks})}); its masks cannot be one variable")
+            shapes[site] = torch.Size([len(masks), *masks[0].shape])
+        return shapes
+
     def forward(self, w: Tensor, x: Tensor, params: Mapping[str, Tensor] | None = None) -> Tensor:
         """The model's output with flat parameters ``w`` (differentiable in ``w`` and ``x``),
         named parameters overridden by ``params``."""
