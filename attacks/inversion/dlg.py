@@ -58,6 +58,7 @@ class DLG(OptimizationAttack):
 
     name = "dlg"
     settings_class: type[DLGSettings] = DLGSettings
+    settings: DLGSettings
     forced: dict[str, Any] = {}
 
     def init_restart(self, problem: InversionProblem, restart: int) -> Variables:

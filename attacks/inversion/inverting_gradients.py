@@ -97,6 +97,7 @@ class InvertingGradients(OptimizationAttack):
 
     name = "inverting_gradients"
     settings_class: type[IGSettings] = IGSettings  # lets the harness check suite params up front
+    settings: IGSettings
     forced: dict[str, Any] = {}
     batchable = True
     score_labels = "hard"  # inversefed scores a restart with the labels it returns

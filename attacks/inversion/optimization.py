@@ -79,6 +79,7 @@ class OptimizationAttack(InversionAttack):
 
     name = "optimization"
     settings_class: type[OptimizationSettings] = OptimizationSettings
+    settings: OptimizationSettings
     forced: dict[str, Any] = {}
     #: objective terms after the matching loss, in this order (names in REGULARISERS or entries)
     regularisers: tuple[str | Regulariser, ...] = ("tv", "bn", "l2")
@@ -89,7 +90,7 @@ class OptimizationAttack(InversionAttack):
     score_labels: Literal["soft", "hard"] = "soft"
 
     def __init__(self, **settings: Any) -> None:
-        self.settings: Any = build_settings(self.settings_class, self.name, {**settings, **self.forced})
+        self.settings = build_settings(self.settings_class, self.name, {**settings, **self.forced})
 
     # -- what a subclass says ---------------------------------------------------------------
 
@@ -114,6 +115,7 @@ class OptimizationAttack(InversionAttack):
     # -- what the base owns -----------------------------------------------------------------
 
     def build(self, observation: Observation) -> InversionProblem:
+        """The problem this attack's settings and parametrization make of ``observation``."""
         s = self.settings
         return build_problem(observation, loss=s.loss, assumptions=s.assumptions, labels=s.labels,
                              batch_label_method=s.batch_labels, update_mode=s.update_mode,
