@@ -11,7 +11,10 @@ generalisation (``batch_labels``, default ``bias``) supplies the labels.
 When the threat model grants labels they are used; with ``labels="auto"`` one image
 gets iDLG's analytic label and a batch gets DLG's jointly optimised soft labels.
 Restarts run one after another (L-BFGS keeps per-run curvature history) and the one
-with the lowest final matching loss is returned.
+with the lowest final matching loss is returned. That loop, stopping a restart at its
+first non-finite value (DLG can diverge; its last finite iterate is kept) and the
+``Reconstruction`` belong to ``OptimizationAttack``; this module only says how to
+initialise (``init_restart``) and how to step (``stepper``).
 """
 
 from __future__ import annotations

@@ -34,6 +34,10 @@ bn_weight                 0.01        our choice (no cosine-loss reference value
                                       0 switches the prior off
 ========================  ==========  ==========================================
 
+The restart loop, selection, stopping at a non-finite value (keeping that restart's
+last finite iterate) and the ``Reconstruction`` belong to ``OptimizationAttack``; this
+module says how to initialise (``init``) and how to step (``stepper``).
+
 FedAvg (paper section 5): a delta is matched by unrolling the client's local steps
 (``ClientSimulator``), with the granted ``LocalTraining`` or ``assumed_training``;
 ``update_mode="as_gradient"`` instead treats ``−Δ`` as one gradient (the baseline).
