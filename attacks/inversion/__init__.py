@@ -2,9 +2,46 @@
 
 Importing this package registers ``dlg``, ``idlg``, ``inverting_gradients`` and
 ``inverting_gradients_fedavg`` in ``attacks.registry.INVERSION_ATTACKS``. Shared blocks
-live once each: ``losses`` (gradient matching), ``priors`` (TV, BN statistics),
-``labels`` (analytic label recovery), ``simulate`` (the differentiable client),
-``problem`` (an ``Observation`` resolved into what to optimise).
+live once each: ``losses`` (gradient matching), ``priors`` (TV, BN statistics, image
+norm, and the ``REGULARISERS`` registry), ``labels`` (analytic label recovery),
+``simulate`` (the differentiable client), ``problem`` (an ``Observation`` resolved into
+what to optimise), ``variables`` (named unknowns and the parametrization that maps them
+to the client's inputs and model), ``optimization`` (``OptimizationAttack``, the one
+base that owns restarts, vmap batching, non-finite stopping, selection by the attack's
+own loss and the ``Reconstruction``).
+
+Adding an attack with a new unknown is one module plus a registry entry: subclass an
+attack (or ``OptimizationAttack``), add the unknown to the variables in ``init`` under
+a name the parametrization understands (``mask.<site>`` for a dropout site's masks,
+``param.<name>`` for a private parameter, or a generator's latent through
+``Parametrization(GeneratorInputs(...))``), and say how to step. For example, images
+and dropout masks optimised together (the idea of Dropout Inversion)::
+
+    @INVERSION_ATTACKS.register("my_dropout_inversion", "IG with the dropout masks as unknowns")
+    class MyDropoutInversion(InvertingGradients):
+        name = "my_dropout_inversion"
+
+        def init(self, problem):
+            variables = super().init(problem)  # {"x": [restarts, B, C, H, W]}
+            x0 = variables["x"][0].to(problem.device)
+            for site, shape in problem.simulator.mask_shapes(x0, problem.labels).items():
+                variables[f"mask.{site}"] = torch.ones(self.settings.restarts, *shape)
+            return variables
+
+        def stepper(self, problem, variables, evaluation):
+            step = super().stepper(problem, variables, evaluation)
+
+            def masked(iteration):
+                loss = step(iteration)
+                with torch.no_grad():
+                    for name, value in variables.items():
+                        if name.startswith("mask."):
+                            value.clamp_(0, 1)
+                return loss
+
+            return masked
+
+``docs/adding_an_attack.md`` walks through it, with a mask prior and a generator latent.
 """
 
 from .base import Assumptions, InversionAttack, Reconstruction
@@ -12,11 +49,15 @@ from .dlg import DLG, IDLG
 from .inverting_gradients import InvertingGradients, InvertingGradientsFedAvg
 from .labels import LABEL_METHODS, last_layer, recover_labels
 from .losses import GradientMatcher
-from .priors import BNStatisticsPrior, total_variation
+from .optimization import Evaluation, OptimizationAttack, OptimizationSettings, Run, Step
+from .priors import REGULARISERS, BNStatisticsPrior, Regulariser, image_l2, total_variation
 from .simulate import ClientSimulator
+from .variables import GeneratorInputs, InputMap, Parametrization, Pixels, Variables, split_generator
 
 __all__ = [
     "Assumptions", "InversionAttack", "Reconstruction", "DLG", "IDLG", "InvertingGradients",
     "InvertingGradientsFedAvg", "LABEL_METHODS", "last_layer", "recover_labels", "GradientMatcher",
-    "BNStatisticsPrior", "total_variation", "ClientSimulator",
+    "BNStatisticsPrior", "total_variation", "ClientSimulator", "Evaluation", "OptimizationAttack",
+    "OptimizationSettings", "Run", "Step", "REGULARISERS", "Regulariser", "image_l2", "GeneratorInputs",
+    "InputMap", "Parametrization", "Pixels", "Variables", "split_generator",
 ]

@@ -32,7 +32,9 @@ class Reconstruction:
     jointly optimised soft labels when the attack optimised them). ``loss_trace`` is the
     chosen restart's objective per iteration; ``restart_losses`` are the final gradient-
     matching losses that chose it (never ground truth). ``assumed`` lists every value the
-    attack had to assume because the threat model withheld it.
+    attack had to assume because the threat model withheld it. ``variables``: the chosen
+    restart's final optimisation variables (``x``, ``logits``, ``mask.*``, ``param.*``, a
+    latent…), for scores of the recovered unknowns; not part of ``record()``.
     """
 
     attack: str
@@ -48,6 +50,7 @@ class Reconstruction:
     config: dict[str, Any]
     assumed: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    variables: dict[str, Tensor] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
         """JSON-friendly summary (no tensors) for result stores."""
@@ -81,6 +84,7 @@ class CommonSettings:
     ``update_transform``: a known deterministic transform (clipping, pruning mask) the
     adaptive attacker applies to its simulated update before matching. ``assumed_*``:
     the attacker's values for what the threat model withholds (see ``Assumptions``).
+    ``*_weight``: the weights of the regularisers in ``priors.REGULARISERS`` (0 = absent).
     """
 
     restarts: int = 1
@@ -90,6 +94,7 @@ class CommonSettings:
     loss: str = "cosine"
     tv_weight: float = 0.0
     bn_weight: float = 0.0
+    l2_weight: float = 0.0
     update_mode: str = "auto"
     update_transform: Callable[[Tensor], Tensor] | None = None
     assumed_training: LocalTraining | None = None
@@ -100,9 +105,9 @@ class CommonSettings:
     def __post_init__(self) -> None:
         if self.restarts < 1:
             raise ValueError(f"restarts must be >= 1, got {self.restarts}")
-        if self.tv_weight < 0 or self.bn_weight < 0:
+        if self.tv_weight < 0 or self.bn_weight < 0 or self.l2_weight < 0:
             raise ValueError(f"prior weights must be >= 0, got tv_weight={self.tv_weight}, "
-                             f"bn_weight={self.bn_weight}")
+                             f"bn_weight={self.bn_weight}, l2_weight={self.l2_weight}")
         if self.prob_estimate not in ("model", "uniform"):
             raise ValueError(f"prob_estimate must be 'model' or 'uniform', got {self.prob_estimate!r}")
         if self.assumed_training is not None and not isinstance(self.assumed_training, LocalTraining):

@@ -11,31 +11,29 @@ generalisation (``batch_labels``, default ``bias``) supplies the labels.
 When the threat model grants labels they are used; with ``labels="auto"`` one image
 gets iDLG's analytic label and a batch gets DLG's jointly optimised soft labels.
 Restarts run one after another (L-BFGS keeps per-run curvature history) and the one
-with the lowest final matching loss is returned.
+with the lowest final matching loss is returned. That loop, stopping a restart at its
+first non-finite value (DLG can diverge; its last finite iterate is kept) and the
+``Reconstruction`` belong to ``OptimizationAttack``; this module only says how to
+initialise (``init_restart``) and how to step (``stepper``).
 """
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from fl_core.seeding import torch_generator
-from fl_core.threat import Observation
 
 from ..registry import INVERSION_ATTACKS
-from .base import CommonSettings, InversionAttack, Reconstruction, build_settings
-from .priors import total_variation
-from .problem import InversionProblem, build_problem, describe
+from .optimization import Evaluation, OptimizationAttack, OptimizationSettings, Step
+from .problem import InversionProblem
+from .variables import LOGITS, Pixels, Variables
 
 
 @dataclass(frozen=True)
-class DLGSettings(CommonSettings):
+class DLGSettings(OptimizationSettings):
     """DLG's defaults (mit-han-lab/dlg); ``iterations`` counts L-BFGS steps."""
 
     iterations: int = 300
@@ -49,7 +47,7 @@ class DLGSettings(CommonSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.iterations < 1 or self.max_iter < 1:
+        if self.max_iter < 1:
             raise ValueError(f"iterations and max_iter must be >= 1, got {self.iterations}, {self.max_iter}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
@@ -58,82 +56,46 @@ class DLGSettings(CommonSettings):
 
 
 @INVERSION_ATTACKS.register("dlg", "Deep Leakage from Gradients: L2 gradient matching with L-BFGS (Zhu et al. 2019)")
-class DLG(InversionAttack):
+class DLG(OptimizationAttack):
     """DLG; ``DLG(iterations=300, restarts=1, labels="auto", ...)`` (see ``DLGSettings``)."""
 
     name = "dlg"
     settings_class: type[DLGSettings] = DLGSettings
+    settings: DLGSettings
     forced: dict[str, Any] = {}
 
-    def __init__(self, **settings: Any) -> None:
-        self.settings: DLGSettings = build_settings(self.settings_class, self.name, {**settings, **self.forced})
-
-    def reconstruct(self, observation: Observation) -> Reconstruction:
-        s = self.settings
-        start = time.perf_counter()
-        problem = build_problem(observation, loss=s.loss, assumptions=s.assumptions,  # type: ignore[arg-type]
-                                labels=s.labels, batch_label_method=s.batch_labels,  # type: ignore[arg-type]
-                                update_mode=s.update_mode, update_transform=s.update_transform,  # type: ignore[arg-type]
-                                bn_prior=s.bn_weight > 0, prob_estimate=s.prob_estimate,  # type: ignore[arg-type]
-                                seed=s.seed)
-        runs = [self._run(problem, r) for r in range(s.restarts)]
-        scores = [run[3] for run in runs]
-        best = min(range(len(runs)), key=lambda r: scores[r] if math.isfinite(scores[r]) else math.inf)
-        images, labels, trace, _ = runs[best]
-        notes = list(problem.notes)
-        if not math.isfinite(scores[best]):
-            notes.append("every restart diverged (non-finite matching loss)")
-        return Reconstruction(
-            attack=self.name, images=images, labels=labels, loss_trace=trace,
-            wall_time=time.perf_counter() - start, threat_model=observation.threat_model.flags(),
-            restarts=s.restarts, chosen_restart=best, restart_losses=scores,
-            label_method=problem.label_method, config={**s.record(), **describe(problem)},
-            assumed=problem.setting.assumed, notes=notes)
-
-    def _run(self, problem: InversionProblem, restart: int) -> tuple[Tensor, Tensor, list[float], float]:
-        s = self.settings
-        gen = torch_generator(s.seed, "inversion", self.name, "restart", restart)
-        x = torch.randn(problem.shape, generator=gen).requires_grad_(True)
-        params = [x]
-        logits = None
+    def init_restart(self, problem: InversionProblem, restart: int) -> Variables:
+        """Images, then (labels unknown) dummy logits, from N(0, 1) of the restart's stream."""
+        gen = torch_generator(self.settings.seed, "inversion", self.name, "restart", restart)
+        variables = {"x": torch.randn(problem.shape, generator=gen)}
         if problem.labels is None:
-            logits = torch.randn(problem.shape[0], problem.observation.num_classes, generator=gen).requires_grad_(True)
-            params.append(logits)
-        optimizer = torch.optim.LBFGS(params, lr=s.lr, max_iter=s.max_iter, history_size=s.history_size,
-                                      line_search_fn=s.line_search)
+            variables[LOGITS] = torch.randn(problem.shape[0], problem.observation.num_classes, generator=gen)
+        return variables
 
-        def targets() -> Tensor:
-            return problem.labels if logits is None else F.softmax(logits, dim=-1)  # type: ignore[return-value]
+    def stepper(self, problem: InversionProblem, variables: Variables, evaluation: Evaluation) -> Step:
+        s = self.settings
+        value = evaluation.value
+        assert value is not None  # L-BFGS runs each restart on its own (batchable is False)
+        optimizer = torch.optim.LBFGS(list(variables.values()), lr=s.lr, max_iter=s.max_iter,
+                                      history_size=s.history_size, line_search_fn=s.line_search)
 
-        def closure() -> Tensor:
+        def closure() -> torch.Tensor:
             optimizer.zero_grad()
-            loss = problem.matching(x, targets())
-            if s.tv_weight > 0:
-                loss = loss + s.tv_weight * total_variation(x)
-            if problem.bn_prior is not None and s.bn_weight > 0:
-                loss = loss + s.bn_weight * problem.bn_prior(x)
+            loss = value()
             loss.backward()
             return loss
 
-        trace: list[float] = []
-        last_good = [p.detach().clone() for p in params]
-        for _ in range(s.iterations):
-            value = float(optimizer.step(closure).detach())
-            if s.boxed:
+        inputs = problem.parametrization.inputs
+        boxed = variables[inputs.variable] if s.boxed and isinstance(inputs, Pixels) else None
+
+        def step(_iteration: int) -> torch.Tensor:
+            loss = optimizer.step(closure).detach()
+            if boxed is not None:
                 with torch.no_grad():
-                    x.clamp_(problem.lower, problem.upper)
-            if not (math.isfinite(value) and all(torch.isfinite(p).all() for p in params)):
-                with torch.no_grad():  # DLG can diverge; keep the last finite iterate
-                    for p, good in zip(params, last_good, strict=True):
-                        p.copy_(good)
-                break
-            trace.append(value)
-            for p, good in zip(params, last_good, strict=True):
-                good.copy_(p.detach())
-        final_targets = targets().detach()
-        score = float(problem.matching(x.detach(), final_targets, create_graph=False).detach())
-        labels = final_targets if final_targets.dim() == 1 else final_targets.argmax(dim=1)
-        return x.detach(), labels.long(), trace, score
+                    boxed.clamp_(problem.lower, problem.upper)
+            return loss
+
+        return step
 
 
 @INVERSION_ATTACKS.register("idlg", "iDLG: DLG with the label recovered analytically from the last layer "

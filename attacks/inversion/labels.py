@@ -113,12 +113,15 @@ def _llg(layer: LastLayer, num_images: int) -> Tensor:
         c = int(g.argmin())
         picked.append(c)
         g[c] -= impact
-    return torch.tensor(sorted(picked), dtype=torch.long)
+    return torch.tensor(sorted(picked), dtype=torch.long, device=g.device)
 
 
 def _bias_counts(bias: Tensor, num_images: int, expected_probs: Tensor | None) -> Tensor:
     k = bias.numel()
-    probs = torch.full((k,), 1.0 / k, dtype=bias.dtype) if expected_probs is None else expected_probs.to(bias)
+    if expected_probs is None:
+        probs = torch.full((k,), 1.0 / k, dtype=bias.dtype, device=bias.device)
+    else:
+        probs = expected_probs.to(bias)
     if probs.shape != (k,):
         raise ValueError(f"expected_probs must have shape ({k},), got {tuple(probs.shape)}")
     counts = (num_images * (probs - bias)).clamp(min=0)
@@ -129,4 +132,4 @@ def _bias_counts(bias: Tensor, num_images: int, expected_probs: Tensor | None) -
     remaining = num_images - int(whole.sum())
     if remaining > 0:
         whole[(counts - whole).argsort(descending=True)[:remaining]] += 1
-    return torch.repeat_interleave(torch.arange(k), whole.long())
+    return torch.repeat_interleave(torch.arange(k, device=bias.device), whole.long())

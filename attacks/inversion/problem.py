@@ -3,13 +3,20 @@ the client, which labels to use, and the box the images live in.
 
 Every optimisation attack (DLG, Inverting Gradients and its FedAvg form) builds one of
 these and then only differs in its optimiser, so label recovery, the simulated client,
-the matching loss and the priors exist once.
+the matching loss and the priors exist once. The candidate is a set of named variables
+(``variables``); the problem's ``parametrization`` maps them to the client's inputs,
+targets, dropout masks and private parameters, and ``matching_of(variables)`` is the
+loss of that candidate. ``matching(x, targets)`` is the shortcut for pixels + labels.
+
+Everything lives on the device of ``observation.model``: the box, recovered labels and
+the random inputs of the label estimate are moved there (drawn on CPU first, so CPU
+numbers do not depend on the device).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -24,6 +31,7 @@ from .labels import LABEL_METHODS, last_layer, recover_labels
 from .losses import GradientMatcher, MatchingLoss
 from .priors import BNStatisticsPrior
 from .simulate import ClientSimulator, unrolled_batches
+from .variables import Parametrization
 
 UpdateMode = Literal["auto", "unroll", "as_gradient"]
 LabelChoice = Literal["auto", "optimize", "idlg", "yin", "llg", "bias"]
@@ -48,10 +56,34 @@ class InversionProblem:
     transform: UpdateTransform | None
     update_mode: str
     notes: list[str]
+    parametrization: Parametrization = field(default_factory=Parametrization)
+
+    @property
+    def device(self) -> torch.device:
+        return self.simulator.w0.device
 
     def matching(self, x: Tensor, targets: Tensor, functional: bool = False, create_graph: bool = True) -> Tensor:
-        """Gradient-matching loss of candidate images ``x`` with ``targets``."""
+        """Gradient-matching loss of candidate images ``x`` with ``targets`` (no other unknowns)."""
         update = self.simulator(x, targets, create_graph=create_graph, functional=functional)
+        if self.transform is not None:
+            update = self.transform(update)
+        return self.matcher(update)
+
+    def matching_of(self, variables: Mapping[str, Tensor], functional: bool = False, create_graph: bool = True,
+                    hard_labels: bool = False, inputs: Tensor | None = None) -> Tensor:
+        """Gradient-matching loss of the candidate the named ``variables`` stand for
+        (``hard_labels``: soft labels replaced by their argmax; ``inputs``: the client's
+        inputs when the caller already computed them from ``variables``)."""
+        p = self.parametrization
+        masks = p.masks(variables)
+        if masks is not None and self.setting.model_mode != "train":
+            raise ValueError(f"dropout masks {sorted(masks)} are optimised but the client's model runs in "
+                             f"{self.setting.model_mode!r} mode, where dropout is off; assume model mode 'train'")
+        if inputs is None:
+            inputs = p.client_inputs(variables)
+        update = self.simulator(inputs, p.targets(variables, self.labels, hard_labels),
+                                create_graph=create_graph, functional=functional, masks=masks,
+                                params=p.parameters(variables))
         if self.transform is not None:
             update = self.transform(update)
         return self.matcher(update)
@@ -69,6 +101,7 @@ def build_problem(
     bn_prior: bool = True,
     prob_estimate: ProbEstimate = "model",
     seed: int = 0,
+    parametrization: Parametrization | None = None,
 ) -> InversionProblem:
     """Resolve the threat model's grants and the attacker's assumptions into one problem.
 
@@ -76,7 +109,8 @@ def build_problem(
     ``batch_label_method`` (``bias``/``llg``/``yin``, or ``optimize`` for DLG's joint
     soft labels) for batches. ``update_mode``: how a FedAvg delta is matched —
     ``unroll`` the local steps (``auto``), or ``as_gradient`` (the naive baseline that
-    matches ``−Δ / (lr·steps)`` with a single full-batch gradient).
+    matches ``−Δ / (lr·steps)`` with a single full-batch gradient). ``parametrization``:
+    how the attack's variables become the client's inputs and model (pixels by default).
     """
     target = check_observation(observation)
     setting = resolve_setting(observation, assumptions)
@@ -103,15 +137,17 @@ def build_problem(
         notes.append("labels read from −Δ/(lr·steps), which assumes plain SGD; momentum, weight decay "
                      "or Adam distort the label counts")
     c, *spatial = observation.input_shape
-    template = torch.zeros(1, c, *[1] * len(spatial), dtype=target.dtype)
+    template = torch.zeros(1, c, *[1] * len(spatial), dtype=target.dtype, device=target.device)
     lower, upper = observation.normalization.bounds(template)
     prior = None
     if bn_prior and observation.bn_statistics:  # granted, and the model has BatchNorm layers
         prior = BNStatisticsPrior(observation.model, observation.bn_statistics)
         notes.append("BN-statistics prior on the granted bn_statistics")
+    if chosen is not None:
+        chosen = chosen.to(simulator.w0.device)
     return InversionProblem(observation, setting, simulator, matcher, chosen, method,
                             (setting.num_images, *observation.input_shape), lower, upper, prior,
-                            update_transform, mode, notes)
+                            update_transform, mode, notes, parametrization or Parametrization())
 
 
 def _labels(observation: Observation, setting: ResolvedSetting, simulator: ClientSimulator, choice: str,
@@ -142,7 +178,7 @@ def _labels(observation: Observation, setting: ResolvedSetting, simulator: Clien
 def _expected_probs(simulator: ClientSimulator, shape: tuple[int, ...], seed: int) -> Tensor:
     """Mean softmax of the model on random inputs: the attacker's estimate of ``p̄``."""
     gen = torch_generator(seed, "inversion", "expected_probs")
-    x = torch.randn(shape, generator=gen)
+    x = torch.randn(shape, generator=gen).to(simulator.w0.device)
     return simulator.forward(simulator.w0.detach(), x).softmax(dim=1).mean(dim=0)
 
 

@@ -18,12 +18,21 @@ attacker cannot know how, which is an approximation of every unrolling attack.
 
 The targets are hard labels ``[B]`` (int64) or class probabilities ``[B, K]`` (DLG's
 softmaxed dummy labels): ``F.cross_entropy`` — the honest client's loss — takes both.
+
+The unknown parts of the client's model enter as two optional arguments (see
+``variables``): ``masks`` ``{site: [mask per local step]}`` are replayed into the
+model's dropout sites by ``fl_core.models.dropout.dropout_masks(given=...)`` (one
+forward per local step, so the ``k``-th mask of a site is used in step ``k``; only in
+train mode, where dropout is active), and ``params`` ``{name: tensor}`` replace named
+parameters of the model as ``functional_call`` state overrides.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +40,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from fl_core.local_step import optimizer_step
+from fl_core.models.dropout import dropout_masks
 from fl_core.updates import LocalTraining
 from fl_core.vectors import ParameterLayout, model_to_vector
 
@@ -62,30 +72,69 @@ class ClientSimulator:
     def algorithm(self) -> str:
         return self.training.algorithm
 
-    def __call__(self, x: Tensor, targets: Tensor, create_graph: bool = True, functional: bool = False) -> Tensor:
+    def __call__(self, x: Tensor, targets: Tensor, create_graph: bool = True, functional: bool = False,
+                 masks: Mapping[str, Sequence[Tensor]] | None = None,
+                 params: Mapping[str, Tensor] | None = None) -> Tensor:
         """The simulated update. ``functional=True`` differentiates with ``torch.func.grad``
-        instead of ``torch.autograd.grad``, so the call can run under ``torch.func.vmap``."""
-        if self.training.algorithm == "fedsgd":
-            return self._grad(self.w0, x, targets, create_graph, functional)
-        t = self.training
-        w = self.w0
-        step_state: dict[str, Tensor] = {}
-        for step, idx in enumerate(unrolled_batches(x.shape[0], t), start=1):
-            g = self._grad(w, x[idx], targets[idx], create_graph, functional)
-            w = optimizer_step(w, g, t, step, step_state)
-            if not create_graph and not functional:  # plain evaluation: restart the graph
-                w = w.detach().requires_grad_(True)
-        return w - self.w0
+        instead of ``torch.autograd.grad``, so the call can run under ``torch.func.vmap``.
+        ``masks``/``params``: the client's dropout masks and private parameters (see the
+        module docstring); None leaves the model as observed."""
+        if params:
+            self._check_params(params)
+        context = nullcontext() if masks is None else dropout_masks(self.model, given=masks)
+        with context:
+            if self.training.algorithm == "fedsgd":
+                return self._grad(self.w0, x, targets, create_graph, functional, params)
+            t = self.training
+            w = self.w0
+            step_state: dict[str, Tensor] = {}
+            for step, idx in enumerate(unrolled_batches(x.shape[0], t), start=1):
+                g = self._grad(w, x[idx], targets[idx], create_graph, functional, params)
+                w = optimizer_step(w, g, t, step, step_state)
+                if not create_graph and not functional:  # plain evaluation: restart the graph
+                    w = w.detach().requires_grad_(True)
+            return w - self.w0
 
-    def forward(self, w: Tensor, x: Tensor) -> Tensor:
-        """The model's output with flat parameters ``w`` (differentiable in ``w`` and ``x``)."""
+    def mask_shapes(self, x: Tensor, targets: Tensor) -> dict[str, torch.Size]:
+        """``{site: [steps, *mask]}``: the shape of each active dropout site's masks for a
+        candidate batch shaped like ``x`` (one simulated run with throw-away masks from a
+        private generator), i.e. the shape of a ``mask.<site>`` variable. Empty in eval mode."""
+        generator = torch.Generator(device=x.device).manual_seed(0)
+        with dropout_masks(self.model, generator=generator, record=True) as seen:
+            self(x.detach(), targets.detach(), create_graph=False)
+        shapes: dict[str, torch.Size] = {}
+        for site, masks in seen.items():
+            if len({m.shape for m in masks}) > 1:
+                raise ValueError(f"dropout site {site!r} sees batches of different sizes over the local steps "
+                                 f"({sorted({tuple(m.shape) for m in masks})}); its masks cannot be one variable")
+            shapes[site] = torch.Size([len(masks), *masks[0].shape])
+        return shapes
+
+    def forward(self, w: Tensor, x: Tensor, params: Mapping[str, Tensor] | None = None) -> Tensor:
+        """The model's output with flat parameters ``w`` (differentiable in ``w`` and ``x``),
+        named parameters overridden by ``params``."""
         state = {**self.layout.unflatten(w), **self.frozen, **self.buffers}
+        if params:
+            state.update(params)
         return functional_call(self.model, state, (x,))
 
-    def _grad(self, w: Tensor, x: Tensor, targets: Tensor, create_graph: bool, functional: bool) -> Tensor:
+    def _check_params(self, params: Mapping[str, Tensor]) -> None:
+        known = dict(self.model.named_parameters())
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise ValueError(f"private parameters {unknown} are not parameters of the model; "
+                             f"its parameters are {list(known)}")
+        for name, value in params.items():
+            if value.shape != known[name].shape:
+                raise ValueError(f"private parameter {name!r} has shape {tuple(value.shape)}, "
+                                 f"the model's has {tuple(known[name].shape)}")
+
+    def _grad(self, w: Tensor, x: Tensor, targets: Tensor, create_graph: bool, functional: bool,
+              params: Mapping[str, Tensor] | None = None) -> Tensor:
         if functional:
-            return torch.func.grad(lambda v: F.cross_entropy(self.forward(v, x), targets))(w)
-        (g,) = torch.autograd.grad(F.cross_entropy(self.forward(w, x), targets), w, create_graph=create_graph)
+            return torch.func.grad(lambda v: F.cross_entropy(self.forward(v, x, params), targets))(w)
+        loss = F.cross_entropy(self.forward(w, x, params), targets)
+        (g,) = torch.autograd.grad(loss, w, create_graph=create_graph)
         return g
 
 
