@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.inversion.ig_cifar import ImageResult, _load, _save
-from benchmarks.privacy_utility.table import Plan, _plan_part
-from benchmarks.unit_cache import UnitCache
+from benchmarks.harness.units import UnitCache
+from benchmarks.reproductions.inversion.ig_cifar import ImageResult, _load, _save
+from benchmarks.reproductions.privacy_utility.table import Plan, _plan_part
 
 
 def test_ig_image_result_round_trips_through_a_weights_only_load(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.cli import main
+from benchmarks.harness.cli import main
 from benchmarks.harness.report import write_report
 from benchmarks.harness.runner import run_suite
 from benchmarks.harness.store import Store

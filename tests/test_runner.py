@@ -54,7 +54,7 @@ def _count_rows(db: Path) -> int:
 
 
 def _fedarena(*args: str) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.cli", *args]
+    return [sys.executable, "-m", "benchmarks.harness.cli", *args]
 
 
 def test_sigkill_mid_suite_then_resume_runs_each_once_with_same_metrics(tmp_path: Path) -> None:

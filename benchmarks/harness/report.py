@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.figures import GridRow, reconstruction_grid
+from benchmarks.figures import report as figs
+from benchmarks.figures.plots import GridRow, reconstruction_grid
 
-from . import report_figures as figs
 from .atomic import write_atomic
 from .report_render import Document, Figure, Heading, Paragraph, Table, to_html, to_markdown
 from .store import RunRecord, Store

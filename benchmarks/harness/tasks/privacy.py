@@ -19,13 +19,12 @@ from typing import Any
 import torch
 
 from attacks.registry import INVERSION_ATTACKS
-from benchmarks.figures import loss_curves
-from benchmarks.privacy_metrics import to_unit
+from benchmarks.figures.plots import loss_curves
+from benchmarks.metrics.privacy import score_privacy, summarize_privacy, to_unit
 from defenses.privacy import attacker_view, prepare_model
 from fl_core import Simulation, ThreatModel, UploadEvent, make_observation, train_client
 
 from ..params import build_component
-from ..scoring import score_privacy, summarize_privacy
 from .common import (
     build_defense,
     build_global_model,

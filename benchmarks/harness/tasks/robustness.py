@@ -1,9 +1,9 @@
 """The robustness task: a federation with malicious and unreliable clients, under a defense.
 
-The poisoned federation is built by ``benchmarks.robustness.federation`` (seeded roles:
+The poisoned federation is built by ``benchmarks.harness.tasks.federation`` (seeded roles:
 each attack group takes its count of clients, then the unreliable ones; one colluding
 ``Adversary`` per group, its behaviour the poisoning attack built by registry name) and
-scored by ``benchmarks.robustness.metrics`` (accuracy, attack success rate of targeted
+scored by ``benchmarks.metrics.robustness`` (accuracy, attack success rate of targeted
 attacks, detection precision/recall per role). The defense, an aggregator or a privacy
 defense, is built by name here; a privacy defense brings its trainer and transforms.
 """
@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.robustness.federation import AttackGroup, UnreliableSpec, build_federation, summarize
-from benchmarks.robustness.metrics import detection_scores
+from benchmarks.harness.tasks.federation import AttackGroup, UnreliableSpec, build_federation, summarize
+from benchmarks.metrics.robustness import detection_scores
 from defenses.privacy import prepare_model
 from fl_core import Simulation, train_client
 

@@ -16,7 +16,7 @@ Settings (each row: model, data pipeline, local batches, IG iterations):
   first pass of the attacker's unrolled schedule is right (a limit of every unrolling
   attack, shown rather than hidden).
 
-    python -m benchmarks.inversion.fedavg_inversion [--scale 1.0] [--quick]
+    python -m benchmarks.reproductions.inversion.fedavg_inversion [--scale 1.0] [--quick]
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from dataclasses import dataclass
 import torch
 
 from attacks.inversion import InvertingGradients
+from benchmarks.figures.plots import GridRow, loss_curves, reconstruction_grid
+from benchmarks.metrics.privacy import to_unit
 from fl_core.data import Normalization
 from fl_core.models import build_model
 from fl_core.threat import ThreatModel
 from fl_core.updates import LocalTraining
 
-from ..figures import GridRow, loss_curves, reconstruction_grid
-from ..privacy_metrics import to_unit
 from .common import FIGURES, PIXELS, Stopwatch, cifar10_test, fmt, header, log, observe, score, write_result
 
 
@@ -54,7 +54,7 @@ SETTINGS = (
     Setting("LeNet, [0, 1] pixels, batches of 2 × 5 steps (client reshuffles)", "lenet", {}, PIXELS, 2, 1500),
 )
 
-MODULE = "benchmarks.inversion.fedavg_inversion"
+MODULE = "benchmarks.reproductions.inversion.fedavg_inversion"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,8 +13,8 @@ are in). So a long run never loses finished images, a killed run resumes where i
 stopped, and disjoint image ranges can run in separate processes: a last invocation with
 the full range then only assembles the table and figures. ``--fresh`` ignores the cache.
 
-    python -m benchmarks.inversion.ig_cifar [--images 0-7] [--iterations 2000] [--quick]
-    python -m benchmarks.inversion.ig_cifar --images 0-1 --iterations 8000
+    python -m benchmarks.reproductions.inversion.ig_cifar [--images 0-7] [--iterations 2000] [--quick]
+    python -m benchmarks.reproductions.inversion.ig_cifar --images 0-1 --iterations 8000
 """
 
 from __future__ import annotations
@@ -28,17 +28,17 @@ from pathlib import Path
 import torch
 
 from attacks.inversion import InvertingGradients
+from benchmarks.figures.plots import GridRow, loss_curves, reconstruction_grid
+from benchmarks.harness.atomic import write_atomic
+from benchmarks.harness.units import CACHE_ROOT
+from benchmarks.metrics.privacy import to_unit
 from fl_core.models import build_model
 from fl_core.updates import LocalTraining
 
-from ..figures import GridRow, loss_curves, reconstruction_grid
-from ..harness.atomic import write_atomic
-from ..privacy_metrics import to_unit
-from ..unit_cache import CACHE_ROOT
 from .common import FIGURES, Stopwatch, cifar10_test, fmt, header, log, observe, score, write_result
 from .dlg_cifar import parse_images
 
-MODULE = "benchmarks.inversion.ig_cifar"
+MODULE = "benchmarks.reproductions.inversion.ig_cifar"
 CACHE = CACHE_ROOT / "ig_cifar"
 
 

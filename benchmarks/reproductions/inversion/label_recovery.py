@@ -7,7 +7,7 @@ labels through the same code path the attacks use (``build_problem``). Reported:
 label accuracy (multiset overlap, ``Σ_c min(n̂_c, n_c) / 8``) and the fraction of
 batches recovered exactly. Untrained models, eval mode.
 
-    python -m benchmarks.inversion.label_recovery [--batches 50] [--quick]
+    python -m benchmarks.reproductions.inversion.label_recovery [--batches 50] [--quick]
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ import torch
 
 from attacks.inversion.base import Assumptions
 from attacks.inversion.problem import build_problem
+from benchmarks.metrics.privacy import label_accuracy
 from fl_core.datasets import load_dataset
 from fl_core.models import build_model
 from fl_core.updates import LocalTraining
 
-from ..privacy_metrics import label_accuracy
 from .common import Stopwatch, header, log, observe, write_result
 
-MODULE = "benchmarks.inversion.label_recovery"
+MODULE = "benchmarks.reproductions.inversion.label_recovery"
 METHODS = {  # name in the table -> (recovery method, estimate of the mean softmax)
     "yin (distinct labels)": ("yin", "model"),
     "llg (Wainakh et al.)": ("llg", "model"),

@@ -19,15 +19,14 @@ mud_hog (paper defaults), plus fedavg without attack (the same clients, the woul
 attackers behave honestly, the unreliable clients stay). Reported per run: final test
 accuracy, attack success rate of the multi-label flip (test samples of classes 1–3
 predicted as 7), detection precision/recall of the final round (see
-``benchmarks.robustness.metrics``). Results are rewritten after every run.
+``benchmarks.metrics.robustness``). Results are rewritten after every run.
 
-    python -m benchmarks.robustness.bench_mud_hog_mnist [--rounds 40] [--clients 40] [--seed 0] [--quick]
+    python -m benchmarks.reproductions.robustness.bench_mud_hog_mnist [--rounds 40] [--clients 40] [--seed 0] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,17 +34,19 @@ from typing import Any
 import torch
 
 import defenses  # noqa: F401  (registers every aggregator)
+from benchmarks.harness.tasks.federation import AttackGroup, UnreliableSpec, build_federation, run_federation, summarize
+from benchmarks.harness.units import CACHE_ROOT, UnitCache, digest, unit_key
+from benchmarks.metrics.robustness import attack_success_rate
+from benchmarks.reproductions import RESULTS as REPRO_RESULTS
+from benchmarks.reproductions import command
 from defenses.aggregation.krum import resolve_f
 from defenses.registry import AGGREGATORS
 from fl_core import FederationConfig, LocalTraining
 from fl_core.models import build_model
 
-from ..unit_cache import CACHE_ROOT, UnitCache, digest, unit_key
 from .common import fmt, load_mnist, machine_line, today, write_lines
-from .federation import AttackGroup, UnreliableSpec, build_federation, run_federation, summarize
-from .metrics import attack_success_rate
 
-RESULTS = Path(__file__).resolve().parents[1] / "results" / "mud_hog_mnist.md"
+RESULTS = REPRO_RESULTS / "mud_hog_mnist.md"
 AGGREGATOR_ORDER = ("fedavg", "median", "trimmed_mean", "krum", "multi_krum", "geometric_median", "foolsgold",
                     "mud_hog")
 ROLES = ("sign_flip", "additive_noise", "multi_label_flip", "unreliable", "honest")
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         "# MUD-HoG's hardest mix on MNIST",
         "",
-        f"- command: `python -m benchmarks.robustness.bench_mud_hog_mnist {' '.join(argv or sys.argv[1:])}`".rstrip(),
+        f"- command: `{command('benchmarks.reproductions.robustness.bench_mud_hog_mnist', argv)}`",
         f"- machine: {machine_line()}",
         f"- date: {today()}",
         f"- federation: {args.clients} clients, Dirichlet α = 0.9, {len(train)} training images, lenet5 (28×28), "

@@ -4,7 +4,7 @@ Privacy: CIFAR-10 test images 0–3, one image per client, batch 1, FedSGD (the 
 uploads one gradient of its one image at the initial model; DP-SGD's Poisson sampling
 has rate 1 here, so the image is always used). The attacked client computes that
 gradient with its model in eval mode, the setting of the Inverting Gradients paper and
-of FedArena's IG benchmark (``benchmarks/inversion/ig_cifar.py``); the mode matters
+of FedArena's IG benchmark (``benchmarks/reproductions/inversion/ig_cifar.py``); the mode matters
 only for the ConvNet's BatchNorm, which DP-SGD replaces by GroupNorm. In train mode,
 BatchNorm at batch 1 normalises with the one image's own statistics and IG-16 reached
 only 11.6 dB undefended in a first run of this table (``--client-model-mode train``).
@@ -26,7 +26,7 @@ test accuracy after the last round. ε (δ = 1e-5) for the DP rows: the worst cl
 the MNIST federation (RDP accountant over all its steps) and the attacked upload (one
 full-batch step).
 
-    python -m benchmarks.privacy_utility.table [--quick] [--rows none,pruning_10] [--threads 2]
+    python -m benchmarks.reproductions.privacy_utility.table [--quick] [--rows none,pruning_10] [--threads 2]
 
 ``--quick`` checks the whole pipeline in minutes (1 image, few attack iterations, 2
 MNIST rounds on 10 % of the data); its numbers say nothing about the defenses.
@@ -48,7 +48,6 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -59,8 +58,9 @@ import torch
 
 from attacks.registry import INVERSION_ATTACKS
 from benchmarks.harness.atomic import write_atomic
-from benchmarks.harness.scoring import score_privacy
-from benchmarks.unit_cache import CACHE_ROOT, UnitCache, digest
+from benchmarks.harness.units import CACHE_ROOT, UnitCache, digest
+from benchmarks.metrics.privacy import score_privacy
+from benchmarks.reproductions import RESULTS, command
 from defenses import PRIVACY_DEFENSES, ClientDefense
 from defenses.privacy import attacker_view, prepare_model
 from fl_core import (
@@ -81,7 +81,6 @@ from fl_core import (
 )
 from fl_core.datasets import DatasetSizeWarning
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 CACHE = CACHE_ROOT / "privacy_utility"
 DELTA = 1e-5
 
@@ -179,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     cache = UnitCache(CACHE, enabled=not args.fresh)
-    command = "python -m benchmarks.privacy_utility.table " + " ".join(argv if argv is not None else sys.argv[1:])
+    command_line = command("benchmarks.reproductions.privacy_utility.table", argv)
     results: dict[str, dict[str, Any]] = {}
     cifar = None if args.skip_attacks else _cifar_images(plan.images)
     mnist: list[tuple[ImageDataset, ImageDataset]] = []  # loaded on first use: cached rows need no data
@@ -198,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         if cifar is not None:
             entry["attacks"] = {spec.key: privacy(row, spec, plan, cifar, cache) for spec in plan.attacks()}
         results[row.key] = entry
-        _write(out, rows, results, plan, command.rstrip(), time.perf_counter() - start,
+        _write(out, rows, results, plan, command_line, time.perf_counter() - start,
                partial or n < len(rows))
     total = time.perf_counter() - start
     print(f"wrote {out} ({total:.0f} s this invocation)")

@@ -16,7 +16,7 @@ from typing import Any
 
 from benchmarks.harness.atomic import write_atomic
 
-CACHE_ROOT = Path(__file__).resolve().parents[1] / "runs" / "bench_cache"
+CACHE_ROOT = Path(__file__).resolve().parents[2] / "runs" / "bench_cache"
 
 
 class UnitCache:

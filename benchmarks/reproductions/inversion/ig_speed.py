@@ -9,7 +9,7 @@ busy machine slows both alike; the ratio of the medians is reported (acceptance 
 Also timed: restarts batched with ``torch.func.vmap`` against the same restarts run one
 after another, per restart.
 
-    python -m benchmarks.inversion.ig_speed [--width 64] [--batch 1] [--rounds 5] [--iters 20] [--quick]
+    python -m benchmarks.reproductions.inversion.ig_speed [--width 64] [--batch 1] [--rounds 5] [--iters 20] [--quick]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from fl_core.updates import LocalTraining
 
 from .common import cifar10_test, header, log, observe, write_result
 
-MODULE = "benchmarks.inversion.ig_speed"
+MODULE = "benchmarks.reproductions.inversion.ig_speed"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,13 +12,12 @@ which reaches ≥ 97 % within 20 rounds without attack. Reported: final test acc
 (and, for each attack, the drop from the attack-free run). Results are rewritten after
 every run.
 
-    python -m benchmarks.robustness.bench_alie_ipm [--rounds 20] [--clients 20] [--seed 0] [--quick]
+    python -m benchmarks.reproductions.robustness.bench_alie_ipm [--rounds 20] [--clients 20] [--seed 0] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,15 +26,17 @@ import torch
 
 import defenses  # noqa: F401  (registers every aggregator)
 from attacks.poisoning import alie_z
+from benchmarks.harness.tasks.federation import AttackGroup, build_federation, run_federation
+from benchmarks.harness.units import CACHE_ROOT, UnitCache, digest, unit_key
+from benchmarks.reproductions import RESULTS as REPRO_RESULTS
+from benchmarks.reproductions import command
 from defenses.registry import AGGREGATORS
 from fl_core import FederationConfig, LocalTraining
 from fl_core.models import build_model
 
-from ..unit_cache import CACHE_ROOT, UnitCache, digest, unit_key
 from .common import fmt, load_mnist, machine_line, today, write_lines
-from .federation import AttackGroup, build_federation, run_federation
 
-RESULTS = Path(__file__).resolve().parents[1] / "results" / "alie_ipm.md"
+RESULTS = REPRO_RESULTS / "alie_ipm.md"
 ATTACKS = ("alie", "ipm")
 
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         "# ALIE and IPM against every aggregator (MNIST)",
         "",
-        f"- command: `python -m benchmarks.robustness.bench_alie_ipm {' '.join(argv or sys.argv[1:])}`".rstrip(),
+        f"- command: `{command('benchmarks.reproductions.robustness.bench_alie_ipm', argv)}`",
         f"- machine: {machine_line()}",
         f"- date: {today()}",
         f"- federation: {args.clients} clients, {f} colluding attackers ({f / args.clients:.0%}), Dirichlet "

@@ -1,0 +1,17 @@
+"""Paper-table reproductions: thin drivers over the harness's tasks and metrics.
+
+Each script writes one committed table under ``benchmarks/results/`` (``RESULTS``) and
+states the command that produced it. The harness never imports this package; a
+reproduction reuses the harness's task code and metrics rather than re-implementing them.
+"""
+
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def command(module: str, argv: list[str] | None) -> str:
+    """The command line a table states it was produced by (``python -m MODULE ARGS``)."""
+    import sys
+
+    return " ".join(["python -m", module, *(argv if argv is not None else sys.argv[1:])])
