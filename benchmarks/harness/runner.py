@@ -6,6 +6,12 @@ spawned processes) and ``ray_backend.RayBackend`` (``--ray ADDRESS``, one task p
 Whatever the backend, the driver alone writes: artefacts first (atomically, under
 ``DIR/artefacts/<run_id>/``), then the run's row in one transaction. Killing the driver
 therefore loses at most the runs in flight; re-running executes exactly those.
+
+A stored run is skipped only if the same code wrote it (``provenance``): resuming into a
+store that holds this suite's runs from other code stops before any run with
+``ProvenanceError``; ``fresh=True`` (``--fresh``) recomputes every run instead. The
+device (``--device``) is handed to every task; it is neither part of the run id nor of
+the configuration, and each stored run records the device it ran on.
 """
 
 from __future__ import annotations
@@ -26,10 +32,15 @@ from tqdm.auto import tqdm
 
 from .atomic import clean_temporaries, write_atomic
 from .execute import execute_run
+from .provenance import Provenance, current_provenance, mismatch_message
 from .store import RunResult, Store
 from .suite import RunSpec, Suite
 
 ARTEFACTS = "artefacts"
+
+
+class ProvenanceError(RuntimeError):
+    """The output folder holds runs of this suite computed by other code."""
 
 
 class Backend(Protocol):
@@ -55,17 +66,26 @@ class RunSummary:
 
 
 def run_suite(suite: Suite, out: str | Path, *, workers: int = 1, ray_address: str | None = None,
-              retry_failed: bool = False, progress: bool = True, backend: Backend | None = None) -> RunSummary:
-    """Execute every run of ``suite`` not yet in ``out``'s store; record each one as it finishes."""
+              retry_failed: bool = False, progress: bool = True, backend: Backend | None = None,
+              fresh: bool = False, device: str = "cpu", provenance: Provenance | None = None) -> RunSummary:
+    """Execute every run of ``suite`` not yet in ``out``'s store; record each one as it finishes.
+
+    Raises ``ProvenanceError`` (before running or writing anything) when runs it would
+    skip were written by other code than ``provenance`` (default: the running code's),
+    unless ``fresh``, which recomputes every run of the suite.
+    """
     out = Path(out)
-    if backend is None:  # first, so a missing Ray or a bad worker count fails before anything is written
-        backend = make_backend(workers, ray_address, progress)
+    provenance = provenance or current_provenance()
     store = Store.in_folder(out)
     try:
+        done = {} if fresh else store.statuses(r.run_id for r in suite.runs)
+        finished = ("ok",) if retry_failed else ("ok", "failed")
+        skipped = [r.run_id for r in suite.runs if done.get(r.run_id) in finished]
+        _refuse_stale(store, skipped, provenance)
+        if backend is None:  # before writing, so a missing Ray or a bad worker count fails with nothing written
+            backend = make_backend(workers, ray_address, progress, device)
         store.register_suite(suite)
         clean_temporaries(out / ARTEFACTS) if (out / ARTEFACTS).exists() else None
-        done = store.statuses(r.run_id for r in suite.runs)
-        finished = ("ok",) if retry_failed else ("ok", "failed")
         pending = [r for r in suite.runs if done.get(r.run_id) not in finished]
         summary = RunSummary(suite.name, out, len(suite.runs), len(suite.runs) - len(pending))
         if not pending:
@@ -75,7 +95,7 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int = 1, ray_address: s
                    disable=not progress, dynamic_ncols=True)
         try:
             for spec, result in backend.run(pending):
-                store.record(spec, result, save_artefacts(out, spec.run_id, result.artefacts))
+                store.record(spec, result, save_artefacts(out, spec.run_id, result.artefacts), provenance)
                 if result.status == "ok":
                     summary.ok += 1
                 else:
@@ -94,14 +114,27 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int = 1, ray_address: s
         store.close()
 
 
-def make_backend(workers: int = 1, ray_address: str | None = None, progress: bool = True) -> Backend:
+def _refuse_stale(store: Store, skipped: Sequence[str], provenance: Provenance) -> None:
+    stale = store.stale_runs(skipped, provenance)
+    if not stale:
+        return
+    n = sum(len(ids) for ids in stale.values())
+    stored = next(iter(stale))  # the first provenance (of the smallest run id)
+    others = f" (and {len(stale) - 1} other code versions)" if len(stale) > 1 else ""
+    raise ProvenanceError(mismatch_message(
+        f"{store.path} ({n} of the suite's stored runs, e.g. {stale[stored][0]}){others}", stored, provenance,
+        "resume with --fresh to recompute, or choose a new --out"))
+
+
+def make_backend(workers: int = 1, ray_address: str | None = None, progress: bool = True,
+                 device: str = "cpu") -> Backend:
     if ray_address:
         from .ray_backend import RayBackend
 
-        return RayBackend(ray_address)
+        return RayBackend(ray_address, device=device)
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
-    return InlineBackend(progress) if workers == 1 else ProcessBackend(workers)
+    return InlineBackend(progress, device) if workers == 1 else ProcessBackend(workers, device=device)
 
 
 def save_artefacts(out: Path, run_id: str, artefacts: dict[str, bytes]) -> dict[str, str]:
@@ -119,12 +152,12 @@ def save_artefacts(out: Path, run_id: str, artefacts: dict[str, bytes]) -> dict[
 class InlineBackend:
     """Runs one after another in this process, with the runs' own progress bars."""
 
-    def __init__(self, progress: bool = True) -> None:
-        self.progress = progress
+    def __init__(self, progress: bool = True, device: str = "cpu") -> None:
+        self.progress, self.device = progress, device
 
     def run(self, specs: Sequence[RunSpec]) -> Iterator[tuple[RunSpec, RunResult]]:
         for spec in specs:
-            yield spec, execute_run(spec, progress=self.progress)
+            yield spec, execute_run(spec, progress=self.progress, device=self.device)
 
     def close(self) -> None:
         pass
@@ -139,8 +172,8 @@ class ProcessBackend:
     ``cpu_count // workers`` torch threads and dies with the driver (Linux).
     """
 
-    def __init__(self, workers: int, threads: int | None = None) -> None:
-        self.workers = workers
+    def __init__(self, workers: int, threads: int | None = None, device: str = "cpu") -> None:
+        self.workers, self.device = workers, device
         self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
         self._pool: cf.ProcessPoolExecutor | None = None
 
@@ -155,7 +188,7 @@ class ProcessBackend:
         while queue or in_flight:
             while queue and len(in_flight) < self.workers:
                 spec = queue.pop()
-                in_flight[self._pool.submit(execute_run, spec, False, self.threads)] = spec
+                in_flight[self._pool.submit(execute_run, spec, False, self.threads, self.device)] = spec
             done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
             broken = False
             for future in done:

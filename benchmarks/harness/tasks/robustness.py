@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from benchmarks.harness.tasks.federation import AttackGroup, UnreliableSpec, build_federation, summarize
 from benchmarks.metrics.robustness import detection_scores
 from defenses.privacy import prepare_model
@@ -25,9 +27,9 @@ from .common import build_defense, build_global_model, defense_epsilon, federati
 HISTORY = "history.json"
 
 
-def run_robustness(config: dict[str, Any], workdir: Path,
-                   progress: bool = False) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Execute one robustness run; returns (metrics, artefact files)."""
+def run_robustness(config: dict[str, Any], workdir: Path, progress: bool = False,
+                   device: torch.device | None = None) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Execute one robustness run on ``device`` (default CPU); returns (metrics, artefact files)."""
     seed = config["seed"]
     fed = config["federation"]
     train = load_data(config["dataset"], seed)
@@ -43,7 +45,7 @@ def run_robustness(config: dict[str, Any], workdir: Path,
     federation = build_federation(train, fed["clients"], seed, groups, unreliable, fed["partition"]["name"],
                                   fed["partition"]["params"])
     defense, aggregator = build_defense(config["defense"], fed, seed)
-    model = prepare_model(defense, build_global_model(config["model"], train, seed))
+    model = prepare_model(defense, build_global_model(config["model"], train, seed)).to(device or "cpu")
     sim = Simulation(model, federation.clients, federation_config(fed, seed), test, aggregator,
                      trainer=defense.trainer or train_client, adversaries=federation.adversaries,
                      transforms=defense.transforms, progress=progress)

@@ -32,7 +32,7 @@ full-batch step).
 MNIST rounds on 10 % of the data); its numbers say nothing about the defenses.
 
 Every finished unit (one row's MNIST run; one attack on one image in one attacker mode)
-is cached as JSON under ``runs/bench_cache/privacy_utility/``, keyed by everything that
+is cached in the unit store (``benchmarks.harness.units``, benchmark ``privacy_utility``), keyed by everything that
 changes it, and the table is rewritten after every row. A killed run resumes where it
 stopped, and row subsets can run in separate processes (``--rows``, one thread each);
 a last invocation without ``--rows`` then assembles the full table from the cache.
@@ -56,13 +56,13 @@ from typing import Any
 
 import torch
 
-from attacks.registry import INVERSION_ATTACKS
 from benchmarks.harness.atomic import write_atomic
-from benchmarks.harness.units import CACHE_ROOT, UnitCache, digest
-from benchmarks.metrics.privacy import score_privacy
-from benchmarks.reproductions import RESULTS, command
+from benchmarks.harness.device import add_device_option
+from benchmarks.harness.tasks.privacy import Uploads, attacked_uploads, invert_upload
+from benchmarks.harness.units import UnitCache, digest
+from benchmarks.reproductions import RESULTS, command, run_script
 from defenses import PRIVACY_DEFENSES, ClientDefense
-from defenses.privacy import attacker_view, prepare_model
+from defenses.privacy import prepare_model
 from fl_core import (
     Client,
     FederationConfig,
@@ -70,18 +70,15 @@ from fl_core import (
     LocalTraining,
     Simulation,
     ThreatModel,
-    UploadEvent,
     build_model,
     derive_seed,
     load_dataset,
-    make_observation,
     mode_dependent,
     partition,
     train_client,
 )
 from fl_core.datasets import DatasetSizeWarning
 
-CACHE = CACHE_ROOT / "privacy_utility"
 DELTA = 1e-5
 
 
@@ -162,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="override the plan (the attacked client's model mode; default eval)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--fresh", action="store_true", help="recompute units even if cached")
+    add_device_option(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -177,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DatasetSizeWarning)
 
     start = time.perf_counter()
-    cache = UnitCache(CACHE, enabled=not args.fresh)
+    cache = UnitCache("privacy_utility", fresh=args.fresh)
     command_line = command("benchmarks.reproductions.privacy_utility.table", argv)
     results: dict[str, dict[str, Any]] = {}
     cifar = None if args.skip_attacks else _cifar_images(plan.images)
@@ -191,11 +189,12 @@ def main(argv: list[str] | None = None) -> int:
             if entry["utility"] is None:
                 if not mnist:
                     mnist.append(_mnist(plan))
-                entry["utility"] = cache.put(key, utility(row, plan, *mnist[0]))
+                entry["utility"] = cache.put(key, utility(row, plan, *mnist[0], device=args.device))
             print(f"[{row.key}] MNIST accuracy {entry['utility']['accuracy']:.4f} "
                   f"({entry['utility']['seconds']:.0f} s)", flush=True)
         if cifar is not None:
-            entry["attacks"] = {spec.key: privacy(row, spec, plan, cifar, cache) for spec in plan.attacks()}
+            entry["attacks"] = {spec.key: privacy(row, spec, plan, cifar, cache, args.device)
+                                for spec in plan.attacks()}
         results[row.key] = entry
         _write(out, rows, results, plan, command_line, time.perf_counter() - start,
                partial or n < len(rows))
@@ -211,12 +210,13 @@ def _plan_part(plan: Plan, *fields: str) -> str:
 
 # -- utility: FedAvg on MNIST -------------------------------------------------------------
 
-def utility(row: DefenseRow, plan: Plan, train: ImageDataset, test: ImageDataset) -> dict[str, Any]:
+def utility(row: DefenseRow, plan: Plan, train: ImageDataset, test: ImageDataset,
+            device: torch.device | str = "cpu") -> dict[str, Any]:
     """Final test accuracy of FedAvg with the defense installed, and ε for DP rows."""
     defense = _defense(row)
     parts = partition("iid", train.labels, plan.mnist_clients, plan.seed)
     clients = [Client(i, train.subset(idx)) for i, idx in enumerate(parts)]
-    model = prepare_model(defense, build_model("lenet5", 10, train.input_shape, seed=plan.seed))
+    model = prepare_model(defense, build_model("lenet5", 10, train.input_shape, seed=plan.seed)).to(device)
     cfg = FederationConfig(rounds=plan.mnist_rounds, local=LocalTraining(lr=plan.lr, epochs=1,
                                                                           batch_size=plan.batch_size),
                            seed=plan.seed, eval_every=plan.mnist_rounds)
@@ -230,12 +230,14 @@ def utility(row: DefenseRow, plan: Plan, train: ImageDataset, test: ImageDataset
 
 # -- privacy: the two inversion attacks -----------------------------------------------------
 
-def privacy(row: DefenseRow, spec: AttackSpec, plan: Plan, cifar: ImageDataset, cache: UnitCache) -> dict[str, Any]:
-    """Per-image scores of the naive (and, where it applies, adaptive) attacker."""
+def privacy(row: DefenseRow, spec: AttackSpec, plan: Plan, cifar: ImageDataset, cache: UnitCache,
+            device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Per-image scores of the naive (and, where it applies, adaptive) attacker: the harness's
+    privacy task code (``attacked_uploads``, ``invert_upload``) on this table's client layout."""
     defense = _defense(row)
     model = prepare_model(defense, build_model(spec.model, 10, cifar.input_shape, seed=plan.seed,
-                                               **spec.model_options))
-    events = _uploads(model, defense, cifar, plan)  # one cheap round: ε and every upload
+                                               **spec.model_options)).to(device)
+    uploads = _uploads(model, defense, cifar, plan)  # one cheap round: ε and every upload
     # the client's model mode changes the upload only for a model with BatchNorm or dropout
     mode_part = f"_{plan.client_model_mode}" if mode_dependent(model) else ""
     modes = ("naive", "adaptive") if row.adaptive else ("naive",)
@@ -243,7 +245,7 @@ def privacy(row: DefenseRow, spec: AttackSpec, plan: Plan, cifar: ImageDataset, 
     iterations = plan.dlg_iterations if spec.key == "dlg" else plan.ig_iterations
     for mode in modes:
         per_image = []
-        for index, event in zip(plan.images, events, strict=True):
+        for index, event in zip(plan.images, uploads.events, strict=True):
             key = (f"{spec.key}_{row.key}_{mode}_image{index}_"
                    + _plan_part(plan, "images", "seed") + f"_it{iterations}{mode_part}")
             cached = cache.get(key)
@@ -251,14 +253,10 @@ def privacy(row: DefenseRow, spec: AttackSpec, plan: Plan, cifar: ImageDataset, 
                 per_image.append(cached)
                 print(f"[{row.key}] {spec.key} {mode} image {index}: cached, psnr {cached.get('psnr')}", flush=True)
                 continue
-            obs = make_observation(model, event.state.params, event.update, event.private, event.training,
-                                   ThreatModel(), cifar.normalization, cifar.num_classes)
-            settings = dict(spec.settings, seed=derive_seed(plan.seed, "inversion", index))
-            if mode == "adaptive":
-                settings["update_transform"] = attacker_view(defense, event.update.vector)
-            rec = INVERSION_ATTACKS.build(spec.attack, **settings).reconstruct(obs)
-            scored = score_privacy(rec.images, event.private.inputs, cifar.normalization, rec.labels,
-                                   event.private.labels)
+            attack = {"name": spec.attack, "params": spec.settings, "adaptive": mode == "adaptive"}
+            inv = invert_upload(event, uploads.template, ThreatModel(), cifar, attack, defense,
+                                derive_seed(plan.seed, "inversion", index))
+            rec, scored = inv.reconstruction, inv.scores
             scores = {k: _float(v) for k, v in scored.means().items()}
             per_image.append(cache.put(key, {"image": index, **scores, "lpips_note": scored.lpips_note,
                                              "seconds": rec.wall_time,
@@ -270,16 +268,14 @@ def privacy(row: DefenseRow, spec: AttackSpec, plan: Plan, cifar: ImageDataset, 
     return out
 
 
-def _uploads(model: torch.nn.Module, defense: ClientDefense, cifar: ImageDataset, plan: Plan) -> list[UploadEvent]:
-    """One FedSGD round, one image per client, through the defense; the server's view of each upload."""
+def _uploads(model: torch.nn.Module, defense: ClientDefense, cifar: ImageDataset, plan: Plan) -> Uploads:
+    """One FedSGD round, one image per client (client i holds image ``plan.images[i]``), through
+    the defense; the server's view of every upload."""
     clients = [Client(i, cifar.subset([i])) for i in range(len(cifar))]
-    events: list[UploadEvent] = []
     training = LocalTraining(algorithm="fedsgd", batch_size=1, model_mode=plan.client_model_mode)
     cfg = FederationConfig(rounds=1, local=training, seed=plan.seed)
-    Simulation(copy.deepcopy(model), clients, cfg, None, defense.aggregator,  # the server steps its own copy
-               trainer=defense.trainer or train_client, transforms=defense.transforms, observers=[events.append],
-               progress=False).run_round(0)
-    return events
+    return attacked_uploads(copy.deepcopy(model), clients, cfg, defense, defense.aggregator,  # the server steps
+                            attack_round=0, attacked={c.client_id for c in clients})  # its own copy
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -415,4 +411,4 @@ def _write(out: Path, rows: list[DefenseRow], results: dict[str, dict[str, Any]]
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_script(main))

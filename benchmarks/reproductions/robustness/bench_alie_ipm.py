@@ -27,9 +27,9 @@ import torch
 import defenses  # noqa: F401  (registers every aggregator)
 from attacks.poisoning import alie_z
 from benchmarks.harness.tasks.federation import AttackGroup, build_federation, run_federation
-from benchmarks.harness.units import CACHE_ROOT, UnitCache, digest, unit_key
+from benchmarks.harness.units import UnitCache, digest, unit_key
 from benchmarks.reproductions import RESULTS as REPRO_RESULTS
-from benchmarks.reproductions import command
+from benchmarks.reproductions import command, run_script
 from defenses.registry import AGGREGATORS
 from fl_core import FederationConfig, LocalTraining
 from fl_core.models import build_model
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     # Every finished run is cached (keyed by the settings below), so a killed run resumes
     # and aggregator subsets (--aggregators) can run in parallel processes; a last
     # invocation over all of them then only writes the table.
-    cache = UnitCache(CACHE_ROOT / "alie_ipm", enabled=not args.fresh)
+    cache = UnitCache("alie_ipm", fresh=args.fresh)
     setting = digest({k: v for k, v in vars(args).items() if k not in ("threads", "aggregators", "out", "fresh")})
 
     def run(label: str, fed: Any, aggregator: Any) -> float | None:
@@ -142,4 +142,4 @@ def table(names: list[str], results: dict[tuple[str, str], float | None], baseli
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_script(main))

@@ -35,10 +35,10 @@ import torch
 
 import defenses  # noqa: F401  (registers every aggregator)
 from benchmarks.harness.tasks.federation import AttackGroup, UnreliableSpec, build_federation, run_federation, summarize
-from benchmarks.harness.units import CACHE_ROOT, UnitCache, digest, unit_key
+from benchmarks.harness.units import UnitCache, digest, unit_key
 from benchmarks.metrics.robustness import attack_success_rate
 from benchmarks.reproductions import RESULTS as REPRO_RESULTS
-from benchmarks.reproductions import command
+from benchmarks.reproductions import command, run_script
 from defenses.aggregation.krum import resolve_f
 from defenses.registry import AGGREGATORS
 from fl_core import FederationConfig, LocalTraining
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         runs.append((name, attacked, name))
     # Every finished run is cached (keyed by the settings), so a killed run resumes and
     # aggregator subsets can run in parallel processes; a last full invocation assembles.
-    cache = UnitCache(CACHE_ROOT / "mud_hog_mnist", enabled=not args.fresh)
+    cache = UnitCache("mud_hog_mnist", fresh=args.fresh)
     setting = digest({k: v for k, v in vars(args).items()
                       if k not in ("threads", "aggregators", "out", "fresh", "no_baseline")})
     total_start = time.perf_counter()
@@ -195,4 +195,4 @@ def verdict(rows: list[dict[str, Any]]) -> list[str]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_script(main))
