@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<suite name>)")
     p.add_argument("--ray", metavar="ADDRESS", help="distribute runs over a Ray cluster (pip install 'fedarena[ray]')")
     p.add_argument("--retry-failed", action="store_true", help="run again the runs stored as failed")
+    p.add_argument("--fresh", action="store_true",
+                   help="recompute every run, even those DIR's store already has (e.g. written by other code)")
+    p.add_argument("--device", type=_device, default="cpu", metavar="DEVICE",
+                   help="where runs build their model and data: cpu, cuda, cuda:N or auto (CUDA when present); "
+                        "default cpu. Not part of the run id")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--report", action="store_true", help="write DIR/report.md and report.html afterwards")
     p.set_defaults(handler=_cmd_run)
@@ -85,7 +90,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    from benchmarks.harness.runner import run_suite
+    from benchmarks.harness.runner import ProvenanceError, run_suite
     from benchmarks.harness.suite import SuiteError, load_suite
     from benchmarks.harness.suites import resolve_suite_path
 
@@ -95,11 +100,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path("runs") / suite.name
-    print(f"suite {suite.name}: {len(suite.runs)} runs -> {out}", file=sys.stderr)
+    print(f"suite {suite.name}: {len(suite.runs)} runs -> {out} (device {args.device})", file=sys.stderr)
     try:
         summary = run_suite(suite, out, workers=args.workers, ray_address=args.ray,
-                            retry_failed=args.retry_failed, progress=not args.no_progress)
-    except RayUnavailableError as exc:
+                            retry_failed=args.retry_failed, progress=not args.no_progress, fresh=args.fresh,
+                            device=args.device)
+    except (RayUnavailableError, ProvenanceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -139,6 +145,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
         return 2
     print(format_run(record, folder, as_json=args.json))
     return 0
+
+
+def _device(text: str) -> str:
+    from benchmarks.harness.device import device_argument  # imports torch: only when --device is given
+
+    return device_argument(text)
 
 
 def _positive_int(text: str) -> int:
