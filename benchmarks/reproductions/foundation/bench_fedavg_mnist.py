@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.harness.atomic import write_atomic
+from benchmarks.harness.device import add_device_option
 from benchmarks.reproductions import RESULTS, command
 from fl_core import Client, FederationConfig, LocalTraining, Simulation
 from fl_core.datasets import load_dataset
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", choices=("accuracy", "speed", "both"), default="both")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for fedavg_mnist*.md")
+    add_device_option(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -74,7 +76,7 @@ def write(path: Path, lines: list[str]) -> None:
 def accuracy_run(train, test, args) -> list[str]:
     parts = partition("dirichlet", train.labels, args.clients, args.seed, alpha=args.alpha)
     clients = [Client(i, train.subset(idx)) for i, idx in enumerate(parts)]
-    model = build_model("lenet5", 10, train.input_shape, seed=args.seed)
+    model = build_model("lenet5", 10, train.input_shape, seed=args.seed).to(args.device)
     local = LocalTraining(lr=args.lr, epochs=args.local_epochs, batch_size=32)
     cfg = FederationConfig(rounds=args.rounds, local=local, seed=args.seed)
     sim = Simulation(model, clients, cfg, test, progress=True)

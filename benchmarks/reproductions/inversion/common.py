@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from benchmarks.harness.atomic import write_atomic
-from benchmarks.metrics.lpips import LPIPS, LPIPSUnavailable, load_lpips
-from benchmarks.metrics.privacy import PrivacyScores, score_reconstruction
+from benchmarks.metrics.privacy import PrivacyScores, score_privacy
 from benchmarks.reproductions import RESULTS, command
 from fl_core.client import GlobalState, train_client
 from fl_core.data import ImageDataset, Normalization
@@ -49,18 +48,10 @@ def observe(model: nn.Module, data: ImageDataset, training: LocalTraining,
     return obs, private
 
 
-_LPIPS: list[LPIPS | LPIPSUnavailable] = []
-
-
-def lpips_model() -> LPIPS | LPIPSUnavailable:
-    if not _LPIPS:
-        _LPIPS.append(load_lpips())
-    return _LPIPS[0]
-
-
 def score(images: torch.Tensor, labels: torch.Tensor, private: PrivateData,
           normalization: Normalization) -> PrivacyScores:
-    return score_reconstruction(images, private.inputs, normalization, labels, private.labels, lpips_model())
+    """The privacy task's scoring (``benchmarks.metrics.privacy.score_privacy``) of one attacked batch."""
+    return score_privacy(images, private.inputs, normalization, labels, private.labels)
 
 
 def fmt(value: float | None, digits: int = 2) -> str:

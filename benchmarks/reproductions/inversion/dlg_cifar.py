@@ -19,6 +19,7 @@ import torch
 import attacks  # noqa: F401  (registers the attacks)
 from attacks.registry import INVERSION_ATTACKS
 from benchmarks.figures.plots import GridRow, loss_curves, reconstruction_grid
+from benchmarks.harness.device import add_device_option
 from benchmarks.metrics.privacy import to_unit
 from fl_core.models import build_model
 from fl_core.updates import LocalTraining
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads (1: the tiny LeNet gains nothing from more on a shared CPU)")
     parser.add_argument("--quick", action="store_true", help="2 images, 30 steps: a smoke run")
     parser.add_argument("--name", default=None, help="result file name (default dlg_cifar[_quick])")
+    add_device_option(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     images = parse_images(args.images)
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         images, args.iterations = images[:2], min(args.iterations, 30)
     name = args.name or ("dlg_cifar_quick" if args.quick else "dlg_cifar")
 
-    model = build_model("lenet", 10, (3, 32, 32), seed=args.seed)
+    model = build_model("lenet", 10, (3, 32, 32), seed=args.seed).to(args.device)
     attack = INVERSION_ATTACKS.build("dlg", iterations=args.iterations, restarts=args.restarts, seed=args.seed)
     training = LocalTraining(algorithm="fedsgd", batch_size=1, model_mode="eval")
     rows, recs, truths, traces = [], [], [], {}

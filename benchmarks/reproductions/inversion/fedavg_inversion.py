@@ -29,6 +29,7 @@ import torch
 
 from attacks.inversion import InvertingGradients
 from benchmarks.figures.plots import GridRow, loss_curves, reconstruction_grid
+from benchmarks.harness.device import add_device_option
 from benchmarks.metrics.privacy import to_unit
 from fl_core.data import Normalization
 from fl_core.models import build_model
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="20 iterations per run")
+    add_device_option(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows, grids, traces, truths = [], {}, {}, {}
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, st in enumerate(SETTINGS):
             iterations = 20 if args.quick else max(1, round(st.iterations * args.scale))
             data = cifar10_test(range(4), st.normalization)
-            model = build_model(st.model, 10, (3, 32, 32), seed=args.seed, **st.options)
+            model = build_model(st.model, 10, (3, 32, 32), seed=args.seed, **st.options).to(args.device)
             training = LocalTraining(algorithm="fedavg", lr=args.lr, steps=5, batch_size=st.batch_size,
                                      model_mode="eval")
             obs, private = observe(model, data, training, ThreatModel(labels_known=True), seed=args.seed)

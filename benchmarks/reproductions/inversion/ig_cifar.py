@@ -29,6 +29,7 @@ import torch
 
 from attacks.inversion import InvertingGradients
 from benchmarks.figures.plots import GridRow, loss_curves, reconstruction_grid
+from benchmarks.harness.device import add_device_option
 from benchmarks.harness.units import UnitCache
 from benchmarks.metrics.privacy import to_unit
 from benchmarks.reproductions import run_script
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 images, 50 iterations")
     parser.add_argument("--fresh", action="store_true", help="recompute images even if cached")
     parser.add_argument("--name", default=None, help="result name (default ig_cifar_<iterations>[_quick])")
+    add_device_option(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     images = parse_images(args.images)
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = UnitCache("ig_cifar", fresh=args.fresh)
     setting = f"w{args.width}_tv{args.tv:g}_r{args.restarts}_s{args.seed}_it{args.iterations}"
 
-    model = build_model("convnet", 10, (3, 32, 32), seed=args.seed, width=args.width)
+    model = build_model("convnet", 10, (3, 32, 32), seed=args.seed, width=args.width).to(args.device)
     training = LocalTraining(algorithm="fedsgd", batch_size=1, model_mode="eval")
     attack = InvertingGradients(iterations=args.iterations, tv_weight=args.tv, restarts=args.restarts,
                                 seed=args.seed)

@@ -26,6 +26,7 @@ import torch
 
 import defenses  # noqa: F401  (registers every aggregator)
 from attacks.poisoning import alie_z
+from benchmarks.harness.device import add_device_option
 from benchmarks.harness.tasks.federation import AttackGroup, build_federation, run_federation
 from benchmarks.harness.units import UnitCache, digest, unit_key
 from benchmarks.reproductions import RESULTS as REPRO_RESULTS
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="smoke run: 3 rounds on 4,000 training images, three aggregators")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--fresh", action="store_true", help="recompute runs even if cached")
+    add_device_option(parser)
     args = parser.parse_args(argv)
     names = args.aggregators or AGGREGATORS.names()
     if args.quick:
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             "ipm": build_federation(train, args.clients, args.seed,
                                     [AttackGroup("ipm", f, {"epsilon": args.ipm_epsilon})], **partition)}
     clean = build_federation(train, args.clients, args.seed, **partition)
-    model = build_model("lenet5", train.num_classes, train.input_shape, seed=args.seed)
+    model = build_model("lenet5", train.num_classes, train.input_shape, seed=args.seed).to(args.device)
     local = LocalTraining(lr=args.lr, epochs=args.local_epochs, batch_size=args.batch_size, momentum=args.momentum)
     config = FederationConfig(rounds=args.rounds, local=local, seed=args.seed)
     params = aggregator_params(f, args.clients)
@@ -96,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     # and aggregator subsets (--aggregators) can run in parallel processes; a last
     # invocation over all of them then only writes the table.
     cache = UnitCache("alie_ipm", fresh=args.fresh)
-    setting = digest({k: v for k, v in vars(args).items() if k not in ("threads", "aggregators", "out", "fresh")})
+    setting = digest({k: v for k, v in vars(args).items()
+                      if k not in ("threads", "aggregators", "out", "fresh", "device")})
 
     def run(label: str, fed: Any, aggregator: Any) -> float | None:
         key = unit_key(label, setting)

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 import defenses  # noqa: F401  (registers every aggregator)
+from benchmarks.harness.device import add_device_option
 from benchmarks.harness.tasks.federation import AttackGroup, UnreliableSpec, build_federation, run_federation, summarize
 from benchmarks.harness.units import UnitCache, digest, unit_key
 from benchmarks.metrics.robustness import attack_success_rate
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="smoke run: 6 rounds on 6,000 training images, fedavg and mud_hog only")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--fresh", action="store_true", help="recompute runs even if cached")
+    add_device_option(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.train_size = min(args.rounds, 6), args.train_size or 6000
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     clean = build_federation(train, args.clients, args.seed, [AttackGroup(g.name, g.clients, g.params) for g in groups],
                              unreliable, **partition)
     clean.adversaries = []  # same roles and data, nobody attacks
-    model = build_model("lenet5", train.num_classes, train.input_shape, seed=args.seed)
+    model = build_model("lenet5", train.num_classes, train.input_shape, seed=args.seed).to(args.device)
     local = LocalTraining(lr=args.lr, epochs=args.local_epochs, batch_size=args.batch_size, momentum=args.momentum)
     config = FederationConfig(rounds=args.rounds, local=local, seed=args.seed)
     krum_cap = resolve_f("krum", None, args.clients, multiplier=2)  # the largest f Krum admits
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     # aggregator subsets can run in parallel processes; a last full invocation assembles.
     cache = UnitCache("mud_hog_mnist", fresh=args.fresh)
     setting = digest({k: v for k, v in vars(args).items()
-                      if k not in ("threads", "aggregators", "out", "fresh", "no_baseline")})
+                      if k not in ("threads", "aggregators", "out", "fresh", "no_baseline", "device")})
     total_start = time.perf_counter()
     for label, fed, agg_name in runs:
         key = unit_key(label, setting)
