@@ -13,12 +13,15 @@ Two attacks sized for a 2-core CPU: DLG on the sigmoid LeNet (its defaults: 300 
 steps, label by iDLG) and Inverting Gradients on the IG ConvNet of width 16 (1,000
 iterations, its other defaults). DLG runs L-BFGS with the strong-Wolfe line search:
 without it (the reference code's setting) L-BFGS at lr 1 diverged on image 0 of this
-LeNet (PSNR 5.7 undefended), with it DLG is near-perfect undefended (PSNR 37.8), which the issue presumes. The
-attacked upload goes through the defense exactly as in a federation (a one-round
-``Simulation`` with an observer) and the attack receives an ``Observation`` from
-``make_observation``. Naive attacker everywhere; adaptive attacker (the defense's
-``attacker_view`` as the attack's ``update_transform``) for the deterministic
-transforms (clipping, pruning, quantization). Scores are means over the images.
+LeNet (PSNR 5.7 undefended), with it DLG is near-perfect undefended (PSNR 37.8), which
+the issue presumes. The attacked upload goes through the defense exactly as in a
+federation and the attack receives an ``Observation``: the harness's privacy task code
+does both (``benchmarks.harness.tasks.privacy.attacked_uploads`` and ``invert_upload``:
+a one-round ``Simulation`` with an observer, ``make_observation``, the attack by registry
+name, ``score_privacy``); this script only lays out the clients (client i holds image i).
+Naive attacker everywhere; adaptive attacker (the defense's ``attacker_view`` as the
+attack's ``update_transform``) for the deterministic transforms (clipping, pruning,
+quantization). Scores are means over the images.
 
 Utility: FedAvg on MNIST, ``lenet5``, 20 IID clients, 20 rounds, every client every
 round, 1 local epoch of SGD (lr 0.05, batch 64), with the same defense installed;
@@ -32,11 +35,13 @@ full-batch step).
 MNIST rounds on 10 % of the data); its numbers say nothing about the defenses.
 
 Every finished unit (one row's MNIST run; one attack on one image in one attacker mode)
-is cached in the unit store (``benchmarks.harness.units``, benchmark ``privacy_utility``), keyed by everything that
-changes it, and the table is rewritten after every row. A killed run resumes where it
+is cached in the unit store (``benchmarks.harness.units``: ``runs/bench_cache/results.sqlite``,
+benchmark ``privacy_utility``), keyed by everything that changes it, with the code's
+provenance, and the table is rewritten after every row. A killed run resumes where it
 stopped, and row subsets can run in separate processes (``--rows``, one thread each);
 a last invocation without ``--rows`` then assembles the full table from the cache.
-``--fresh`` ignores the cache.
+``--fresh`` ignores the cache; a unit cached by other code stops the script (re-run with
+``--fresh``). ``--device`` chooses where models are built (not part of the cache keys).
 """
 
 from __future__ import annotations
