@@ -171,3 +171,18 @@ def test_current_provenance_names_this_checkout() -> None:
         head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True,
                               text=True).stdout.strip()
         assert prov.commit == head and prov.dirty == (prov.changes is not None)
+
+
+def test_cli_run_refuses_a_store_of_other_code_and_fresh_recomputes(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    suite_file = tmp_path / "one.yaml"
+    suite_file.write_text(ONE_RUN)
+    out = tmp_path / "out"
+    run_suite(parse_suite(ONE_RUN), out, progress=False, provenance=B)
+    assert main(["run", str(suite_file), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and "commit def456def456" in err and "resume with --fresh" in err
+    assert main(["run", str(suite_file), "--out", str(out), "--no-progress", "--fresh", "--device", "auto"]) == 0
+    assert _provenances(out) == [current_provenance()]
+    assert main(["run", str(suite_file), "--out", str(out), "--no-progress"]) == 0
+    assert "0 ok, 0 failed, 1 already done" in capsys.readouterr().err
