@@ -76,14 +76,17 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int = 1, ray_address: s
     """
     out = Path(out)
     provenance = provenance or current_provenance()
+    if backend is None:  # first, so a missing Ray or a bad worker count fails before anything is written
+        backend = make_backend(workers, ray_address, progress, device)
     store = Store.in_folder(out)
     try:
         done = {} if fresh else store.statuses(r.run_id for r in suite.runs)
         finished = ("ok",) if retry_failed else ("ok", "failed")
-        skipped = [r.run_id for r in suite.runs if done.get(r.run_id) in finished]
-        _refuse_stale(store, skipped, provenance)
-        if backend is None:  # before writing, so a missing Ray or a bad worker count fails with nothing written
-            backend = make_backend(workers, ray_address, progress, device)
+        try:
+            _refuse_stale(store, [r.run_id for r in suite.runs if done.get(r.run_id) in finished], provenance)
+        except ProvenanceError:
+            backend.close()
+            raise
         store.register_suite(suite)
         clean_temporaries(out / ARTEFACTS) if (out / ARTEFACTS).exists() else None
         pending = [r for r in suite.runs if done.get(r.run_id) not in finished]
