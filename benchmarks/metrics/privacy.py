@@ -136,9 +136,11 @@ def score_reconstruction(
 
     Both batches are in normalised model space (``normalization`` undoes it; pass None
     for pixels already in [0, 1]). ``lpips``: a loaded model, an ``LPIPSUnavailable``
-    (reported as such), or None to try ``load_lpips()`` from the data root.
+    (reported as such), or None to try ``load_lpips()`` from the data root. Scored on the
+    CPU whatever device the attack ran on: cheap, and the same images give the same numbers
+    on every machine.
     """
-    x, y = to_unit(reconstruction, normalization), to_unit(truth, normalization)
+    x, y = to_unit(reconstruction.detach().cpu(), normalization), to_unit(truth.detach().cpu(), normalization)
     order = match_order(x, y)
     x = x[order]
     if lpips is None:
@@ -149,7 +151,7 @@ def score_reconstruction(
         lp, note = lpips.distance(x, y).tolist(), ""
     acc = None
     if predicted_labels is not None and true_labels is not None:
-        acc = label_accuracy(predicted_labels.long(), true_labels.long())
+        acc = label_accuracy(predicted_labels.detach().cpu().long(), true_labels.detach().cpu().long())
     return PrivacyScores(psnr(x, y).tolist(), ssim(x, y).tolist(), mse(x, y).tolist(), lp, order, acc, note)
 
 

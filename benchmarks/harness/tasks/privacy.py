@@ -148,8 +148,8 @@ def run_privacy(config: dict[str, Any], workdir: Path, progress: bool = False,
         if inv.adaptive_view is not None:
             views.append(inv.adaptive_view)
         scores.append(score)
-        truths.append(to_unit(event.private.inputs, norm).cpu())
-        recons.append(to_unit(rec.images.detach(), norm)[score.order].cpu())
+        truths.append(to_unit(event.private.inputs.cpu(), norm))
+        recons.append(to_unit(rec.images.detach().cpu(), norm)[score.order])
         traces[f"client {cid}"] = rec.loss_trace
         records.append({"client": cid, **rec.record()})
     metrics = summarize_privacy(scores)
