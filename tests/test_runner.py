@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks.harness.ray_backend import RayBackend, RayUnavailableError, import_ray
+from benchmarks.harness.engines.ray import RayBackend, RayUnavailableError, import_ray
 from benchmarks.harness.runner import run_suite
 from benchmarks.harness.store import Store
 from benchmarks.harness.suite import parse_suite

@@ -81,7 +81,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from benchmarks.harness.ray_backend import RayUnavailableError, import_ray
+    from benchmarks.harness.engines.ray import RayUnavailableError, import_ray
 
     try:
         if args.ray:  # before the (slow) suite validation: a missing extra is said at once

@@ -13,10 +13,10 @@ from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from .store import RunResult
+from ..store import RunResult
 
 if TYPE_CHECKING:
-    from .suite import RunSpec
+    from ..suite import RunSpec
 
 
 class RayUnavailableError(RuntimeError):
@@ -42,7 +42,7 @@ class RayBackend:
         if not self.ray.is_initialized():
             self.ray.init(address=address)
         self.threads, self.device = threads, device
-        from .execute import execute_run  # torch and the registries: only once Ray is there
+        from ..execute import execute_run  # torch and the registries: only once Ray is there
 
         self._remote = self.ray.remote(num_cpus=num_cpus)(execute_run)
         self._pending: list[Any] = []
