@@ -47,12 +47,16 @@ def digits_fedavg(rounds: int = 15, num_clients: int = 10, seed: int = 0, verbos
 def run_quick_suite(out: Path, workers: int, progress: bool = True) -> Path:
     """Run the shipped ``quick`` suite into ``out`` and write its report; returns report.html."""
     from benchmarks.harness.report import write_report
-    from benchmarks.harness.runner import run_suite
+    from benchmarks.harness.runner import ProvenanceError, run_suite
     from benchmarks.harness.suite import load_suite
     from benchmarks.harness.suites import resolve_suite_path
 
     suite = load_suite(resolve_suite_path("quick"))
-    summary = run_suite(suite, out, workers=workers, progress=progress)
+    try:
+        summary = run_suite(suite, out, workers=workers, progress=progress)
+    except ProvenanceError as exc:  # the demo's own folder, from an earlier checkout: recompute it
+        print(f"{exc}\nrecomputing the demo's runs (as with --fresh)")
+        summary = run_suite(suite, out, workers=workers, progress=progress, fresh=True)
     print(f"suite quick: {summary.ok} runs done now, {summary.skipped} already done, {summary.failed} failed "
           f"(of {summary.planned})")
     paths = write_report(out)

@@ -11,7 +11,7 @@ import pytest
 
 import fl_core
 from attacks.registry import INVERSION_ATTACKS, POISONING_ATTACKS
-from benchmarks.cli import main
+from benchmarks.harness.cli import main
 from defenses.registry import AGGREGATORS, PRIVACY_DEFENSES
 from fl_core.datasets import DATASETS
 from fl_core.models import MODELS
@@ -20,11 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_version_is_fast_and_matches_the_package() -> None:
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.cli", "--version"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.harness.cli", "--version"], capture_output=True, text=True,
                           cwd=ROOT, check=True)
     assert proc.stdout.strip() == f"fedarena {fl_core.__version__}"
     # --version must not pay for torch and the registries
-    probe = "import sys, benchmarks.cli; print('torch' in sys.modules)"
+    probe = "import sys, benchmarks.harness.cli; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT,
                           check=True).stdout.strip() == "False"
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.figures import GridRow, loss_curves, reconstruction_grid
+from benchmarks.figures.plots import GridRow, loss_curves, reconstruction_grid
 
 
 def test_reconstruction_grid_has_a_row_per_attack(tmp_path) -> None:

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import defenses  # noqa: F401
-from benchmarks.robustness.federation import AttackGroup, build_federation, run_federation, summarize
-from benchmarks.robustness.metrics import detection_scores, predicted_labels
+from benchmarks.harness.tasks.federation import AttackGroup, build_federation, run_federation, summarize
+from benchmarks.metrics.robustness import detection_scores, predicted_labels
 from defenses.mud_hog import MudHoG, largest_gap_split
 from fl_core import FederationConfig, LocalTraining
 from fl_core.datasets import load_dataset

@@ -216,7 +216,7 @@ def test_colluding_ipm_group_runs_in_a_simulation() -> None:
     assert sim.history.roles[0] == "ipm"
 
 
-# ------------------------------------------------------------------ attack success rate (benchmarks.robustness.metrics)
+# ------------------------------------------------------------------ attack success rate (benchmarks.metrics.robustness)
 
 
 class _Always(torch.nn.Module):
@@ -244,7 +244,7 @@ class _TriggerDetector(torch.nn.Module):
 
 
 def test_attack_success_rates_count_exactly_the_targeted_samples() -> None:
-    from benchmarks.robustness.metrics import attack_success_rate, backdoor_asr, label_flip_asr
+    from benchmarks.metrics.robustness import attack_success_rate, backdoor_asr, label_flip_asr
 
     data = synthetic_images(n=40, classes=4)
     assert label_flip_asr(_Always(3, 4), data, {1: 3}) == 1.0

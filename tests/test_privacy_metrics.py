@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.lpips import CHANNELS, LPIPS, LPIPSUnavailable, load_lpips
-from benchmarks.privacy_metrics import (
+from benchmarks.metrics.lpips import CHANNELS, LPIPS, LPIPSUnavailable, load_lpips
+from benchmarks.metrics.privacy import (
     label_accuracy,
     match_order,
     mse,

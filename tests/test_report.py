@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.cli import main
+from benchmarks.harness.cli import main
 from benchmarks.harness.report import write_report
 from benchmarks.harness.runner import run_suite
 from benchmarks.harness.store import Store
@@ -68,6 +68,9 @@ def test_report_tables_and_figures(folder: Path) -> None:
     cell = f"{100 * statistics.fmean(accs):.1f}% ± {100 * statistics.stdev(accs):.1f}"
     assert re.search(rf"\| sign_flip\(scale=3\)×1 \| [^|]+ \| [^|]+ \| {re.escape(cell)} \|", md), cell
     assert "### Failed runs" in md and "indices [99999] are out of range" in md
+    from benchmarks.harness.provenance import current_provenance
+
+    assert f"Computed by {current_provenance().describe()}, on cpu (" in md  # which code and device wrote the runs
     figures = re.findall(r"!\[[^\]]*\]\((report_files/[^)]+\.png)\)", md)
     kinds = {Path(f).name.split("_")[2] for f in figures}
     assert kinds == {"reconstructions", "accuracy", "detection", "privacy"}, figures

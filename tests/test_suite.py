@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.cli import main
 from benchmarks.harness import grid
+from benchmarks.harness.cli import main
 from benchmarks.harness.components import Components, default_components
 from benchmarks.harness.ids import canonical_json, run_id
 from benchmarks.harness.suite import SuiteError, load_suite, parse_suite

@@ -29,8 +29,8 @@ from .tasks import task_function
 MAX_WARNINGS = 20
 
 
-def execute_run(spec: RunSpec, progress: bool = False, threads: int | None = None) -> RunResult:
-    """Run ``spec`` and return its metrics and artefacts (or its error)."""
+def execute_run(spec: RunSpec, progress: bool = False, threads: int | None = None, device: str = "cpu") -> RunResult:
+    """Run ``spec`` on ``device`` and return its metrics and artefacts (or its error)."""
     if threads is not None:
         torch.set_num_threads(max(1, threads))
     started = time.time()
@@ -45,12 +45,12 @@ def execute_run(spec: RunSpec, progress: bool = False, threads: int | None = Non
         with warnings.catch_warnings(record=True) as caught, \
                 tempfile.TemporaryDirectory(prefix=f"fedarena-{spec.run_id}-") as tmp:
             warnings.simplefilter("always")
-            metrics, files = task_function(spec.config["task"])(spec.config, Path(tmp), progress)
+            metrics, files = task_function(spec.config["task"])(spec.config, Path(tmp), progress, torch.device(device))
             artefacts = {name: Path(path).read_bytes() for name, path in files.items()}
         notes = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
         if notes:
             metrics["warnings"] = notes[:MAX_WARNINGS]
-        return RunResult(spec.run_id, "ok", metrics, artefacts, None, started, time.time(), worker)
+        return RunResult(spec.run_id, "ok", metrics, artefacts, None, started, time.time(), worker, device)
     except Exception as exc:  # a failing run is a result, not a crash of the suite
         error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
-        return RunResult(spec.run_id, "failed", {}, {}, error, started, time.time(), worker)
+        return RunResult(spec.run_id, "failed", {}, {}, error, started, time.time(), worker, device)

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.figures import GridRow, reconstruction_grid
+from benchmarks.figures import report as figs
+from benchmarks.figures.plots import GridRow, reconstruction_grid
 
-from . import report_figures as figs
 from .atomic import write_atomic
 from .report_render import Document, Figure, Heading, Paragraph, Table, to_html, to_markdown
 from .store import RunRecord, Store
@@ -71,11 +71,24 @@ def build_report(store: Store, folder: Path) -> Document:
         overview.append([s["suite"], str(s["planned"]), str(ok), str(len(runs) - ok), str(s["planned"] - len(runs)),
                          _duration(sum(r.seconds or 0.0 for r in runs))])
     doc.add(Table(["suite", "runs", "ok", "failed", "pending", "run time"], overview))
+    doc.add(Paragraph(_code_line(list(records.values()))))
     for s in suites:
         planned = store.planned(s["suite"])
         runs = [records[rid] for rid, _, _ in planned if rid in records]
         _suite_section(doc, s, runs, folder)
     return doc
+
+
+def _code_line(runs: list[RunRecord]) -> str:
+    """Which code and devices computed the stored runs (several versions: a store resumed with --fresh)."""
+    versions: dict[str, int] = {}
+    devices: dict[str, int] = {}
+    for r in runs:
+        key = r.provenance.describe() if r.provenance else "code that recorded no provenance"
+        versions[key] = versions.get(key, 0) + 1
+        devices[r.device or "unrecorded"] = devices.get(r.device or "unrecorded", 0) + 1
+    code = "; ".join(f"{v} ({n} runs)" for v, n in versions.items()) if len(versions) > 1 else next(iter(versions), "-")
+    return f"Computed by {code}, on {', '.join(f'{d} ({n})' for d, n in sorted(devices.items())) or '-'}."
 
 
 def _suite_section(doc: Document, suite: dict[str, Any], runs: list[RunRecord], folder: Path) -> None:

@@ -49,6 +49,8 @@ def format_run(record: RunRecord, folder: Path, as_json: bool = False) -> str:
         f"block: {record.meta.get('block_label')}" + (f" [{record.meta['setting']}]" if record.meta.get("setting")
                                                         else ""),
         f"time: {record.seconds:.1f} s on {record.worker}" if record.seconds is not None else "time: -",
+        f"code: {record.provenance.describe() if record.provenance else 'not recorded (stored by an older FedArena)'}",
+        f"device: {record.device or 'not recorded'}",
         "",
         "metrics:",
         *(f"  {k}: {_fmt(v)}" for k, v in sorted(metrics.items())),

@@ -4,6 +4,12 @@ Only the driver process writes (workers return results), so there is a single wr
 A run's row is written in one ``INSERT OR REPLACE`` inside a transaction with
 ``synchronous=FULL``: after a crash the row is either there completely or not at all,
 which is what lets ``fedarena run`` resume by skipping the ids already stored.
+
+Every run row and every cached unit records its ``Provenance`` (the code that computed
+it); ``stale_runs`` and ``UnitCache`` refuse to reuse results written by other code.
+The ``units`` table is the one cache of the reproduction scripts (``harness.units``):
+one row per finished unit, written in one transaction like a run, so several script
+processes (disjoint shards) may write to the same file (WAL, busy timeout).
 """
 
 from __future__ import annotations
@@ -18,12 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .ids import canonical_json
+from .provenance import Provenance, current_provenance
 
 if TYPE_CHECKING:  # the store itself needs neither torch nor the registries
     from .suite import RunSpec, Suite
 
 STORE_NAME = "results.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs.provenance, runs.device, the units table
 STATUSES = ("ok", "failed")
 
 _SCHEMA = """
@@ -40,7 +47,9 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at  REAL,
     finished_at REAL,
     seconds     REAL,
-    worker      TEXT
+    worker      TEXT,
+    provenance  TEXT,
+    device      TEXT
 );
 CREATE TABLE IF NOT EXISTS suites (
     suite       TEXT PRIMARY KEY,
@@ -57,8 +66,21 @@ CREATE TABLE IF NOT EXISTS suite_runs (
     meta     TEXT NOT NULL,
     PRIMARY KEY (suite, run_id)
 );
+CREATE TABLE IF NOT EXISTS units (
+    benchmark   TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    data        BLOB,
+    provenance  TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    PRIMARY KEY (benchmark, key)
+);
 CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_RUN_COLUMNS = ("run_id, suite, task, status, config, meta, metrics, artefacts, error, started_at, finished_at, "
+                "seconds, worker, provenance, device")
+# Columns added after schema version 1, for stores written before them (NULL: unknown).
+_ADDED_RUN_COLUMNS = {"provenance": "TEXT", "device": "TEXT"}
 
 
 @dataclass
@@ -73,6 +95,7 @@ class RunResult:
     started_at: float = 0.0
     finished_at: float = 0.0
     worker: str = ""
+    device: str = ""
 
     @property
     def seconds(self) -> float:
@@ -96,6 +119,8 @@ class RunRecord:
     finished_at: float | None
     seconds: float | None
     worker: str | None
+    provenance: Provenance | None = None  # None: stored by a FedArena that recorded none
+    device: str | None = None
 
 
 class Store:
@@ -111,7 +136,11 @@ class Store:
             for statement in _SCHEMA.strip().split(";"):
                 if statement.strip():
                     c.execute(statement)
-            c.execute("INSERT OR IGNORE INTO info VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            have = {row[1] for row in c.execute("PRAGMA table_info(runs)")}
+            for column, kind in _ADDED_RUN_COLUMNS.items():
+                if column not in have:
+                    c.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+            c.execute("INSERT OR REPLACE INTO info VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     @classmethod
     def in_folder(cls, folder: str | Path) -> Store:
@@ -154,18 +183,45 @@ class Store:
                           [(suite.name, i, r.run_id, canonical_json(r.config), json.dumps(r.meta))
                            for i, r in enumerate(suite.runs)])
 
-    def record(self, spec: RunSpec, result: RunResult, artefacts: dict[str, str]) -> None:
-        """Write one finished run in a single transaction (replacing an earlier attempt)."""
+    def record(self, spec: RunSpec, result: RunResult, artefacts: dict[str, str],
+               provenance: Provenance | None = None) -> None:
+        """Write one finished run in a single transaction (replacing an earlier attempt);
+        ``provenance`` defaults to the running code's."""
         if result.status not in STATUSES:
             raise ValueError(f"run status must be one of {STATUSES}, got {result.status!r}")
         row = (spec.run_id, spec.suite, spec.config["task"], result.status, canonical_json(spec.config),
                json.dumps(spec.meta, sort_keys=True), json.dumps(_finite(result.metrics), sort_keys=True),
                json.dumps(artefacts, sort_keys=True), result.error, result.started_at, result.finished_at,
-               result.seconds, result.worker)
+               result.seconds, result.worker, _provenance_json(provenance or current_provenance()),
+               result.device or None)
         with self.transaction() as c:
-            c.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            c.execute(f"INSERT OR REPLACE INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 15)})", row)
+
+    def put_unit(self, benchmark: str, key: str, value: Any, data: bytes | None = None,
+                 provenance: Provenance | None = None) -> None:
+        """Store one finished unit of a reproduction script (JSON ``value``, optional binary ``data``)."""
+        row = (benchmark, key, json.dumps(value, default=str), data,
+               _provenance_json(provenance or current_provenance()), time.time())
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO units VALUES (?, ?, ?, ?, ?, ?)", row)
 
     # -- reading
+
+    def stale_runs(self, run_ids: Iterable[str], current: Provenance) -> dict[Provenance | None, list[str]]:
+        """Stored runs among ``run_ids`` written by other code than ``current``, by their provenance."""
+        wanted = set(run_ids)
+        out: dict[Provenance | None, list[str]] = {}
+        for rid, prov in self._conn.execute("SELECT run_id, provenance FROM runs ORDER BY run_id").fetchall():
+            stored = _provenance(prov)
+            if rid in wanted and stored != current:
+                out.setdefault(stored, []).append(rid)
+        return out
+
+    def unit(self, benchmark: str, key: str) -> tuple[Any, bytes | None, Provenance | None] | None:
+        """(value, data, provenance) of a stored unit, or None."""
+        row = self._conn.execute("SELECT value, data, provenance FROM units WHERE benchmark = ? AND key = ?",
+                                 (benchmark, key)).fetchone()
+        return None if row is None else (json.loads(row[0]), row[1], _provenance(row[2]))
 
     def statuses(self, run_ids: Iterable[str] | None = None) -> dict[str, str]:
         """``{run_id: status}`` of stored runs (all of them, or those among ``run_ids``)."""
@@ -175,7 +231,8 @@ class Store:
 
     def runs(self, suite: str | None = None, status: str | None = None) -> list[RunRecord]:
         """Stored runs, in the order their suite lists them (then by finish time)."""
-        query = ("SELECT r.*, COALESCE(s.position, 1e18) AS pos FROM runs r "
+        columns = ", ".join(f"r.{c.strip()}" for c in _RUN_COLUMNS.split(","))
+        query = (f"SELECT {columns}, COALESCE(s.position, 1e18) AS pos FROM runs r "
                  "LEFT JOIN suite_runs s ON s.run_id = r.run_id AND s.suite = r.suite")
         where, args = [], []
         if suite is not None:
@@ -192,7 +249,7 @@ class Store:
 
     def get(self, run_id_or_prefix: str) -> RunRecord:
         """The run with this id, or the only one whose id starts with it."""
-        rows = self._conn.execute("SELECT *, 0 FROM runs WHERE run_id LIKE ? ESCAPE '\\'",
+        rows = self._conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id LIKE ? ESCAPE '\\'",
                                   (_like_prefix(run_id_or_prefix),)).fetchall()
         if not rows:
             raise KeyError(f"no run {run_id_or_prefix!r} in {self.path}")
@@ -219,9 +276,18 @@ class Store:
 
 def _record(row: tuple[Any, ...]) -> RunRecord:
     (run_id, suite, task, status, config, meta, metrics, artefacts, error, started, finished, seconds,
-     worker) = row[:13]
+     worker, provenance, device) = row[:15]
     return RunRecord(run_id, suite, task, status, json.loads(config), json.loads(meta), json.loads(metrics),
-                     json.loads(artefacts), error, started, finished, seconds, worker)
+                     json.loads(artefacts), error, started, finished, seconds, worker, _provenance(provenance),
+                     device)
+
+
+def _provenance_json(provenance: Provenance) -> str:
+    return json.dumps(provenance.as_dict(), sort_keys=True)
+
+
+def _provenance(text: str | None) -> Provenance | None:
+    return None if text is None else Provenance.from_dict(json.loads(text))
 
 
 def _finite(obj: Any) -> Any:

@@ -43,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.robustness.federation import UnreliableSpec
+from benchmarks.harness.tasks.federation import UnreliableSpec
 from fl_core.threat import ThreatModel
 from fl_core.updates import LocalTraining
 

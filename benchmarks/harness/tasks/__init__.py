@@ -6,7 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-TaskFn = Callable[[dict[str, Any], Path, bool], tuple[dict[str, Any], dict[str, Path]]]
+import torch
+
+# (config, workdir, progress, device) -> (metrics, artefact files); the device is not part of the config.
+TaskFn = Callable[[dict[str, Any], Path, bool, torch.device], tuple[dict[str, Any], dict[str, Path]]]
 
 
 def task_function(task: str) -> TaskFn:

@@ -7,25 +7,44 @@ an observer turns each attacked client's upload in that round into an ``Observat
 grants); the attack reconstructs; the private batch the client really used is kept
 apart and only used for scoring. An *adaptive* attacker receives the defense's
 deterministic part (``defenses.privacy.attacker_view``) as ``update_transform``.
+
+The two steps are public building blocks, ``attacked_uploads`` and ``invert_upload``, so
+a reproduction script with its own client layout (the privacy-utility table) runs the
+same code path instead of re-implementing it.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
 from attacks.registry import INVERSION_ATTACKS
-from benchmarks.figures import loss_curves
-from benchmarks.privacy_metrics import to_unit
+from benchmarks.figures.plots import loss_curves
+from benchmarks.metrics.privacy import PrivacyScores, score_privacy, summarize_privacy, to_unit
 from defenses.privacy import attacker_view, defense_epsilon, prepare_model
-from fl_core import Simulation, ThreatModel, UploadEvent, make_observation, train_client
+from defenses.registry import ClientDefense
+from fl_core import (
+    Client,
+    FederationConfig,
+    ImageDataset,
+    Simulation,
+    ThreatModel,
+    UploadEvent,
+    make_observation,
+    train_client,
+)
+from fl_core.aggregation import Aggregator
+
+if TYPE_CHECKING:
+    from attacks.inversion.base import Reconstruction
 
 from ..params import build_component
-from ..scoring import score_privacy, summarize_privacy
 from .common import (
     build_defense,
     build_global_model,
@@ -39,62 +58,104 @@ RECONSTRUCTION = "reconstruction.pt"
 LOSS_CURVES = "loss.png"
 
 
-def run_privacy(config: dict[str, Any], workdir: Path,
-                progress: bool = False) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Execute one privacy run; returns (metrics, artefact files)."""
-    seed = config["seed"]
-    fed = config["federation"]
-    data = load_data(config["dataset"], seed)
-    defense, aggregator = build_defense(config["defense"], fed, seed)
-    model = prepare_model(defense, build_global_model(config["model"], data, seed))
-    clients = split_clients(data, fed, seed)
-    attack_round = config["attack_round"]
-    attacked = set(config["attacked_clients"])
+@dataclass
+class Uploads:
+    """What the curious server saw in the attack round: the model the clients started from
+    (before that round's step) and each attacked client's upload event (ground truth apart)."""
+
+    template: nn.Module
+    events: list[UploadEvent]
+    fl_seconds: float
+
+
+@dataclass
+class Inversion:
+    """One attacked upload: the attack's reconstruction and its scores against the private batch.
+    ``adaptive_view``: for an adaptive attacker, whether the defense had a deterministic part to
+    replay (None for a naive one)."""
+
+    reconstruction: Reconstruction
+    scores: PrivacyScores
+    adaptive_view: bool | None
+
+
+def attacked_uploads(model: nn.Module, clients: list[Client], config: FederationConfig, defense: ClientDefense,
+                     aggregator: Aggregator | None, attack_round: int, attacked: set[int],
+                     progress: bool = False) -> Uploads:
+    """Run the federation (the defense installed: its trainer, upload transforms, aggregator)
+    through ``attack_round``; an observer keeps the uploads of the ``attacked`` clients in it."""
     events: list[UploadEvent] = []
 
     def observe(event: UploadEvent) -> None:
         if event.round == attack_round and event.update.client_id in attacked:
             events.append(event)
 
-    sim = Simulation(model, clients, federation_config(fed, seed, rounds=attack_round + 1), None, aggregator,
-                     trainer=defense.trainer or train_client, transforms=defense.transforms, observers=[observe],
-                     progress=progress)
+    sim = Simulation(model, clients, config, None, aggregator, trainer=defense.trainer or train_client,
+                     transforms=defense.transforms, observers=[observe], progress=progress)
     start = time.perf_counter()
     for r in range(attack_round + 1):
         if r == attack_round:  # the model the attacked clients start from, before this round's step
             template = _snapshot(sim)
         sim.history.rounds.append(sim.run_round(r))
-    fl_seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start
     if not events:
         raise RuntimeError(f"none of the attacked clients {sorted(attacked)} uploaded in round {attack_round} "
                            "(not sampled); attack another round or sample every client")
+    return Uploads(template, events, seconds)
+
+
+def invert_upload(event: UploadEvent, template: nn.Module, threat: ThreatModel, data: ImageDataset,
+                  attack: dict[str, Any], defense: ClientDefense, seed: int) -> Inversion:
+    """The attack (``{name, params, adaptive}``, built by registry name with ``seed``) reconstructs
+    from the ``Observation`` the threat model grants; scored against the client's private batch."""
+    obs = make_observation(template, event.state.params, event.update, event.private, event.training, threat,
+                           data.normalization, data.num_classes)
+    context: dict[str, Any] = {"seed": seed}
+    view = None
+    if attack.get("adaptive"):  # None when the defense has no deterministic part to replay
+        context["update_transform"] = attacker_view(defense, event.update.vector)
+        view = context["update_transform"] is not None
+    rec = build_component(INVERSION_ATTACKS, attack["name"], attack["params"], context).reconstruct(obs)
+    score = score_privacy(rec.images.detach(), event.private.inputs, data.normalization, rec.labels,
+                          event.private.labels)
+    return Inversion(rec, score, view)
+
+
+def run_privacy(config: dict[str, Any], workdir: Path, progress: bool = False,
+                device: torch.device | None = None) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Execute one privacy run on ``device`` (default CPU); returns (metrics, artefact files)."""
+    seed = config["seed"]
+    fed = config["federation"]
+    data = load_data(config["dataset"], seed)
+    defense, aggregator = build_defense(config["defense"], fed, seed)
+    model = prepare_model(defense, build_global_model(config["model"], data, seed)).to(device or "cpu")
+    clients = split_clients(data, fed, seed)
+    uploads = attacked_uploads(model, clients, federation_config(fed, seed, rounds=config["attack_round"] + 1),
+                               defense, aggregator, config["attack_round"], set(config["attacked_clients"]),
+                               progress)
 
     threat = ThreatModel(**config["threat_model"])
     attack_cfg = config["attack"]
     norm = data.normalization
     scores, truths, recons, traces, records = [], [], [], {}, []
     views = []
-    for event in events:
+    for event in uploads.events:
         cid = event.update.client_id
-        obs = make_observation(template, event.state.params, event.update, event.private, event.training, threat,
-                               norm, data.num_classes)
-        context: dict[str, Any] = {"seed": component_seed(seed, "inversion", cid)}
-        if attack_cfg.get("adaptive"):  # None when the defense has no deterministic part to replay
-            context["update_transform"] = attacker_view(defense, event.update.vector)
-            views.append(context["update_transform"] is not None)
-        attack = build_component(INVERSION_ATTACKS, attack_cfg["name"], attack_cfg["params"], context)
-        rec = attack.reconstruct(obs)
-        score = score_privacy(rec.images.detach(), event.private.inputs, norm, rec.labels, event.private.labels)
+        inv = invert_upload(event, uploads.template, threat, data, attack_cfg, defense,
+                            component_seed(seed, "inversion", cid))
+        rec, score = inv.reconstruction, inv.scores
+        if inv.adaptive_view is not None:
+            views.append(inv.adaptive_view)
         scores.append(score)
-        truths.append(to_unit(event.private.inputs, norm))
-        recons.append(to_unit(rec.images.detach(), norm)[score.order])
+        truths.append(to_unit(event.private.inputs.cpu(), norm))
+        recons.append(to_unit(rec.images.detach().cpu(), norm)[score.order])
         traces[f"client {cid}"] = rec.loss_trace
         records.append({"client": cid, **rec.record()})
     metrics = summarize_privacy(scores)
     metrics.update({
         "attack_seconds": sum(r["wall_time"] for r in records),
-        "fl_seconds": fl_seconds,
-        "attacked_clients": [e.update.client_id for e in events],
+        "fl_seconds": uploads.fl_seconds,
+        "attacked_clients": [e.update.client_id for e in uploads.events],
         "images_per_client": [len(s.psnr) for s in scores],
         "threat_model": threat.flags(),
         "adaptive": bool(attack_cfg.get("adaptive")),

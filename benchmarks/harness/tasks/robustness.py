@@ -1,9 +1,9 @@
 """The robustness task: a federation with malicious and unreliable clients, under a defense.
 
-The poisoned federation is built by ``benchmarks.robustness.federation`` (seeded roles:
+The poisoned federation is built by ``benchmarks.harness.tasks.federation`` (seeded roles:
 each attack group takes its count of clients, then the unreliable ones; one colluding
 ``Adversary`` per group, its behaviour the poisoning attack built by registry name) and
-scored by ``benchmarks.robustness.metrics`` (accuracy, attack success rate of targeted
+scored by ``benchmarks.metrics.robustness`` (accuracy, attack success rate of targeted
 attacks, detection precision/recall per role). The defense, an aggregator or a privacy
 defense, is built by name here; a privacy defense brings its trainer and transforms.
 """
@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.robustness.federation import AttackGroup, UnreliableSpec, build_federation, summarize
-from benchmarks.robustness.metrics import detection_scores
+import torch
+
+from benchmarks.harness.tasks.federation import AttackGroup, UnreliableSpec, build_federation, summarize
+from benchmarks.metrics.robustness import detection_scores
 from defenses.privacy import defense_epsilon, prepare_model
 from fl_core import Simulation, train_client
 
@@ -25,9 +27,9 @@ from .common import build_defense, build_global_model, federation_config, load_d
 HISTORY = "history.json"
 
 
-def run_robustness(config: dict[str, Any], workdir: Path,
-                   progress: bool = False) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Execute one robustness run; returns (metrics, artefact files)."""
+def run_robustness(config: dict[str, Any], workdir: Path, progress: bool = False,
+                   device: torch.device | None = None) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Execute one robustness run on ``device`` (default CPU); returns (metrics, artefact files)."""
     seed = config["seed"]
     fed = config["federation"]
     train = load_data(config["dataset"], seed)
@@ -43,7 +45,7 @@ def run_robustness(config: dict[str, Any], workdir: Path,
     federation = build_federation(train, fed["clients"], seed, groups, unreliable, fed["partition"]["name"],
                                   fed["partition"]["params"])
     defense, aggregator = build_defense(config["defense"], fed, seed)
-    model = prepare_model(defense, build_global_model(config["model"], train, seed))
+    model = prepare_model(defense, build_global_model(config["model"], train, seed)).to(device or "cpu")
     sim = Simulation(model, federation.clients, federation_config(fed, seed), test, aggregator,
                      trainer=defense.trainer or train_client, adversaries=federation.adversaries,
                      transforms=defense.transforms, progress=progress)

@@ -7,7 +7,7 @@ labels through the same code path the attacks use (``build_problem``). Reported:
 label accuracy (multiset overlap, ``Σ_c min(n̂_c, n_c) / 8``) and the fraction of
 batches recovered exactly. Untrained models, eval mode.
 
-    python -m benchmarks.inversion.label_recovery [--batches 50] [--quick]
+    python -m benchmarks.reproductions.inversion.label_recovery [--batches 50] [--quick]
 """
 
 from __future__ import annotations
@@ -19,14 +19,15 @@ import torch
 
 from attacks.inversion.base import Assumptions
 from attacks.inversion.problem import build_problem
+from benchmarks.harness.device import add_device_option
+from benchmarks.metrics.privacy import label_accuracy
 from fl_core.datasets import load_dataset
 from fl_core.models import build_model
 from fl_core.updates import LocalTraining
 
-from ..privacy_metrics import label_accuracy
 from .common import Stopwatch, header, log, observe, write_result
 
-MODULE = "benchmarks.inversion.label_recovery"
+MODULE = "benchmarks.reproductions.inversion.label_recovery"
 METHODS = {  # name in the table -> (recovery method, estimate of the mean softmax)
     "yin (distinct labels)": ("yin", "model"),
     "llg (Wainakh et al.)": ("llg", "model"),
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="5 batches")
+    add_device_option(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     count = 5 if args.quick else args.batches
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[tuple[str, str], list[float]] = {}
     with Stopwatch() as total:
         for title, name, kw, training in settings:
-            model = build_model(name, 10, (3, 32, 32), seed=args.seed, **kw)
+            model = build_model(name, 10, (3, 32, 32), seed=args.seed, **kw).to(args.device)
             for b, idx in enumerate(index_batches):
                 obs, private = observe(model, data.subset(idx), training, seed=b)
                 for method_name, (method, probs) in METHODS.items():

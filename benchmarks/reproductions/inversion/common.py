@@ -7,7 +7,6 @@ import dataclasses
 import datetime as dt
 import os
 import platform
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,8 @@ import torch
 from torch import nn
 
 from benchmarks.harness.atomic import write_atomic
+from benchmarks.metrics.privacy import PrivacyScores, score_privacy
+from benchmarks.reproductions import RESULTS, command
 from fl_core.client import GlobalState, train_client
 from fl_core.data import ImageDataset, Normalization
 from fl_core.datasets import load_dataset
@@ -24,10 +25,6 @@ from fl_core.threat import Observation, ThreatModel, make_observation
 from fl_core.updates import LocalTraining, PrivateData
 from fl_core.vectors import model_to_vector
 
-from ..lpips import LPIPS, LPIPSUnavailable, load_lpips
-from ..privacy_metrics import PrivacyScores, score_reconstruction
-
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 FIGURES = RESULTS / "figures"
 # DLG's reference feeds the model ToTensor() pixels in [0, 1], without normalisation.
 PIXELS = Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
@@ -51,18 +48,10 @@ def observe(model: nn.Module, data: ImageDataset, training: LocalTraining,
     return obs, private
 
 
-_LPIPS: list[LPIPS | LPIPSUnavailable] = []
-
-
-def lpips_model() -> LPIPS | LPIPSUnavailable:
-    if not _LPIPS:
-        _LPIPS.append(load_lpips())
-    return _LPIPS[0]
-
-
 def score(images: torch.Tensor, labels: torch.Tensor, private: PrivateData,
           normalization: Normalization) -> PrivacyScores:
-    return score_reconstruction(images, private.inputs, normalization, labels, private.labels, lpips_model())
+    """The privacy task's scoring (``benchmarks.metrics.privacy.score_privacy``) of one attacked batch."""
+    return score_privacy(images, private.inputs, normalization, labels, private.labels)
 
 
 def fmt(value: float | None, digits: int = 2) -> str:
@@ -70,10 +59,9 @@ def fmt(value: float | None, digits: int = 2) -> str:
 
 
 def header(title: str, module: str, argv: Sequence[str] | None) -> list[str]:
-    command = f"python -m {module} {' '.join(sys.argv[1:] if argv is None else argv)}".strip()
     return [
         f"# {title}", "",
-        f"- command: `{command}`",
+        f"- command: `{command(module, list(argv) if argv is not None else None)}`",
         f"- machine: {os.cpu_count()} CPU cores (shared with other jobs while this ran), "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}",
         f"- date: {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}", "",

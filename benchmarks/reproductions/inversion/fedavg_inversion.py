@@ -16,7 +16,7 @@ Settings (each row: model, data pipeline, local batches, IG iterations):
   first pass of the attacker's unrolled schedule is right (a limit of every unrolling
   attack, shown rather than hidden).
 
-    python -m benchmarks.inversion.fedavg_inversion [--scale 1.0] [--quick]
+    python -m benchmarks.reproductions.inversion.fedavg_inversion [--scale 1.0] [--quick]
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ from dataclasses import dataclass
 import torch
 
 from attacks.inversion import InvertingGradients
+from benchmarks.figures.plots import GridRow, loss_curves, reconstruction_grid
+from benchmarks.harness.device import add_device_option
+from benchmarks.metrics.privacy import to_unit
 from fl_core.data import Normalization
 from fl_core.models import build_model
 from fl_core.threat import ThreatModel
 from fl_core.updates import LocalTraining
 
-from ..figures import GridRow, loss_curves, reconstruction_grid
-from ..privacy_metrics import to_unit
 from .common import FIGURES, PIXELS, Stopwatch, cifar10_test, fmt, header, log, observe, score, write_result
 
 
@@ -54,7 +55,7 @@ SETTINGS = (
     Setting("LeNet, [0, 1] pixels, batches of 2 × 5 steps (client reshuffles)", "lenet", {}, PIXELS, 2, 1500),
 )
 
-MODULE = "benchmarks.inversion.fedavg_inversion"
+MODULE = "benchmarks.reproductions.inversion.fedavg_inversion"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="20 iterations per run")
+    add_device_option(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows, grids, traces, truths = [], {}, {}, {}
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, st in enumerate(SETTINGS):
             iterations = 20 if args.quick else max(1, round(st.iterations * args.scale))
             data = cifar10_test(range(4), st.normalization)
-            model = build_model(st.model, 10, (3, 32, 32), seed=args.seed, **st.options)
+            model = build_model(st.model, 10, (3, 32, 32), seed=args.seed, **st.options).to(args.device)
             training = LocalTraining(algorithm="fedavg", lr=args.lr, steps=5, batch_size=st.batch_size,
                                      model_mode="eval")
             obs, private = observe(model, data, training, ThreatModel(labels_known=True), seed=args.seed)

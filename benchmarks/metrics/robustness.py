@@ -114,7 +114,7 @@ def label_flip_asr(model: nn.Module, test_set: ImageDataset, targets: Mapping[in
         return None
     subset = test_set.subset(idx)
     target = torch.tensor([targets[int(c)] for c in subset.labels])
-    return float((predictions(model, subset, batch_size) == target).float().mean())
+    return float((predictions(model, subset, batch_size).cpu() == target).float().mean())
 
 
 def backdoor_asr(model: nn.Module, test_set: ImageDataset, backdoor: Any, batch_size: int = 1000) -> float | None:
@@ -128,7 +128,7 @@ def backdoor_asr(model: nn.Module, test_set: ImageDataset, backdoor: Any, batch_
     clean = test_set.subset(idx)
     triggered = ImageDataset(clean.name, backdoor.apply_trigger(clean.images), clean.labels, clean.num_classes,
                              clean.normalization, clean.classes)
-    return float((predictions(model, triggered, batch_size) == backdoor.target).float().mean())
+    return float((predictions(model, triggered, batch_size).cpu() == backdoor.target).float().mean())
 
 
 def attack_success_rate(model: nn.Module, test_set: ImageDataset, attack: Any) -> float | None:

@@ -20,13 +20,12 @@ import torch
 from torch import nn
 
 from attacks.registry import POISONING_ATTACKS
+from benchmarks.metrics.robustness import attack_success_rate, detection_scores, flatten_scores
 from fl_core import Adversary, Client, FederationConfig, History, ImageDataset, Simulation
 from fl_core.aggregation import Aggregator
 from fl_core.corruptions import corrupt
 from fl_core.partition import partition
 from fl_core.seeding import derive_seed, torch_generator
-
-from .metrics import attack_success_rate, detection_scores, flatten_scores
 
 
 @dataclass(frozen=True)

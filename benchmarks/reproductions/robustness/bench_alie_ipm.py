@@ -12,13 +12,12 @@ which reaches ≥ 97 % within 20 rounds without attack. Reported: final test acc
 (and, for each attack, the drop from the attack-free run). Results are rewritten after
 every run.
 
-    python -m benchmarks.robustness.bench_alie_ipm [--rounds 20] [--clients 20] [--seed 0] [--quick]
+    python -m benchmarks.reproductions.robustness.bench_alie_ipm [--rounds 20] [--clients 20] [--seed 0] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,15 +26,18 @@ import torch
 
 import defenses  # noqa: F401  (registers every aggregator)
 from attacks.poisoning import alie_z
+from benchmarks.harness.device import add_device_option
+from benchmarks.harness.tasks.federation import AttackGroup, build_federation, run_federation
+from benchmarks.harness.units import UnitCache, digest, unit_key
+from benchmarks.reproductions import RESULTS as REPRO_RESULTS
+from benchmarks.reproductions import command, run_script
 from defenses.registry import AGGREGATORS
 from fl_core import FederationConfig, LocalTraining
 from fl_core.models import build_model
 
-from ..unit_cache import CACHE_ROOT, UnitCache, digest, unit_key
 from .common import fmt, load_mnist, machine_line, today, write_lines
-from .federation import AttackGroup, build_federation, run_federation
 
-RESULTS = Path(__file__).resolve().parents[1] / "results" / "alie_ipm.md"
+RESULTS = REPRO_RESULTS / "alie_ipm.md"
 ATTACKS = ("alie", "ipm")
 
 
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="smoke run: 3 rounds on 4,000 training images, three aggregators")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--fresh", action="store_true", help="recompute runs even if cached")
+    add_device_option(parser)
     args = parser.parse_args(argv)
     names = args.aggregators or AGGREGATORS.names()
     if args.quick:
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             "ipm": build_federation(train, args.clients, args.seed,
                                     [AttackGroup("ipm", f, {"epsilon": args.ipm_epsilon})], **partition)}
     clean = build_federation(train, args.clients, args.seed, **partition)
-    model = build_model("lenet5", train.num_classes, train.input_shape, seed=args.seed)
+    model = build_model("lenet5", train.num_classes, train.input_shape, seed=args.seed).to(args.device)
     local = LocalTraining(lr=args.lr, epochs=args.local_epochs, batch_size=args.batch_size, momentum=args.momentum)
     config = FederationConfig(rounds=args.rounds, local=local, seed=args.seed)
     params = aggregator_params(f, args.clients)
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         "# ALIE and IPM against every aggregator (MNIST)",
         "",
-        f"- command: `python -m benchmarks.robustness.bench_alie_ipm {' '.join(argv or sys.argv[1:])}`".rstrip(),
+        f"- command: `{command('benchmarks.reproductions.robustness.bench_alie_ipm', argv)}`",
         f"- machine: {machine_line()}",
         f"- date: {today()}",
         f"- federation: {args.clients} clients, {f} colluding attackers ({f / args.clients:.0%}), Dirichlet "
@@ -94,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     # Every finished run is cached (keyed by the settings below), so a killed run resumes
     # and aggregator subsets (--aggregators) can run in parallel processes; a last
     # invocation over all of them then only writes the table.
-    cache = UnitCache(CACHE_ROOT / "alie_ipm", enabled=not args.fresh)
-    setting = digest({k: v for k, v in vars(args).items() if k not in ("threads", "aggregators", "out", "fresh")})
+    cache = UnitCache("alie_ipm", fresh=args.fresh)
+    setting = digest({k: v for k, v in vars(args).items()
+                      if k not in ("threads", "aggregators", "out", "fresh", "device")})
 
     def run(label: str, fed: Any, aggregator: Any) -> float | None:
         key = unit_key(label, setting)
@@ -141,4 +145,4 @@ def table(names: list[str], results: dict[tuple[str, str], float | None], baseli
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_script(main))

@@ -19,15 +19,14 @@ mud_hog (paper defaults), plus fedavg without attack (the same clients, the woul
 attackers behave honestly, the unreliable clients stay). Reported per run: final test
 accuracy, attack success rate of the multi-label flip (test samples of classes 1–3
 predicted as 7), detection precision/recall of the final round (see
-``benchmarks.robustness.metrics``). Results are rewritten after every run.
+``benchmarks.metrics.robustness``). Results are rewritten after every run.
 
-    python -m benchmarks.robustness.bench_mud_hog_mnist [--rounds 40] [--clients 40] [--seed 0] [--quick]
+    python -m benchmarks.reproductions.robustness.bench_mud_hog_mnist [--rounds 40] [--clients 40] [--seed 0] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,17 +34,20 @@ from typing import Any
 import torch
 
 import defenses  # noqa: F401  (registers every aggregator)
+from benchmarks.harness.device import add_device_option
+from benchmarks.harness.tasks.federation import AttackGroup, UnreliableSpec, build_federation, run_federation, summarize
+from benchmarks.harness.units import UnitCache, digest, unit_key
+from benchmarks.metrics.robustness import attack_success_rate
+from benchmarks.reproductions import RESULTS as REPRO_RESULTS
+from benchmarks.reproductions import command, run_script
 from defenses.aggregation.krum import resolve_f
 from defenses.registry import AGGREGATORS
 from fl_core import FederationConfig, LocalTraining
 from fl_core.models import build_model
 
-from ..unit_cache import CACHE_ROOT, UnitCache, digest, unit_key
 from .common import fmt, load_mnist, machine_line, today, write_lines
-from .federation import AttackGroup, UnreliableSpec, build_federation, run_federation, summarize
-from .metrics import attack_success_rate
 
-RESULTS = Path(__file__).resolve().parents[1] / "results" / "mud_hog_mnist.md"
+RESULTS = REPRO_RESULTS / "mud_hog_mnist.md"
 AGGREGATOR_ORDER = ("fedavg", "median", "trimmed_mean", "krum", "multi_krum", "geometric_median", "foolsgold",
                     "mud_hog")
 ROLES = ("sign_flip", "additive_noise", "multi_label_flip", "unreliable", "honest")
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="smoke run: 6 rounds on 6,000 training images, fedavg and mud_hog only")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--fresh", action="store_true", help="recompute runs even if cached")
+    add_device_option(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.train_size = min(args.rounds, 6), args.train_size or 6000
@@ -90,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     clean = build_federation(train, args.clients, args.seed, [AttackGroup(g.name, g.clients, g.params) for g in groups],
                              unreliable, **partition)
     clean.adversaries = []  # same roles and data, nobody attacks
-    model = build_model("lenet5", train.num_classes, train.input_shape, seed=args.seed)
+    model = build_model("lenet5", train.num_classes, train.input_shape, seed=args.seed).to(args.device)
     local = LocalTraining(lr=args.lr, epochs=args.local_epochs, batch_size=args.batch_size, momentum=args.momentum)
     config = FederationConfig(rounds=args.rounds, local=local, seed=args.seed)
     krum_cap = resolve_f("krum", None, args.clients, multiplier=2)  # the largest f Krum admits
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         "# MUD-HoG's hardest mix on MNIST",
         "",
-        f"- command: `python -m benchmarks.robustness.bench_mud_hog_mnist {' '.join(argv or sys.argv[1:])}`".rstrip(),
+        f"- command: `{command('benchmarks.reproductions.robustness.bench_mud_hog_mnist', argv)}`",
         f"- machine: {machine_line()}",
         f"- date: {today()}",
         f"- federation: {args.clients} clients, Dirichlet α = 0.9, {len(train)} training images, lenet5 (28×28), "
@@ -126,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         runs.append((name, attacked, name))
     # Every finished run is cached (keyed by the settings), so a killed run resumes and
     # aggregator subsets can run in parallel processes; a last full invocation assembles.
-    cache = UnitCache(CACHE_ROOT / "mud_hog_mnist", enabled=not args.fresh)
+    cache = UnitCache("mud_hog_mnist", fresh=args.fresh)
     setting = digest({k: v for k, v in vars(args).items()
-                      if k not in ("threads", "aggregators", "out", "fresh", "no_baseline")})
+                      if k not in ("threads", "aggregators", "out", "fresh", "no_baseline", "device")})
     total_start = time.perf_counter()
     for label, fed, agg_name in runs:
         key = unit_key(label, setting)
@@ -194,4 +197,4 @@ def verdict(rows: list[dict[str, Any]]) -> list[str]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_script(main))

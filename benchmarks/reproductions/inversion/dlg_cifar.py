@@ -6,7 +6,7 @@ weights uniform in ±0.5, pixels in [0, 1] fed without normalisation (the refere
 is not granted: the attack recovers it with iDLG. The issue's acceptance: mean PSNR
 ≥ 40 dB over images 0–7.
 
-    python -m benchmarks.inversion.dlg_cifar [--images 0-7] [--iterations 300] [--restarts 1] [--quick]
+    python -m benchmarks.reproductions.inversion.dlg_cifar [--images 0-7] [--iterations 300] [--restarts 1] [--quick]
 """
 
 from __future__ import annotations
@@ -18,14 +18,15 @@ import torch
 
 import attacks  # noqa: F401  (registers the attacks)
 from attacks.registry import INVERSION_ATTACKS
+from benchmarks.figures.plots import GridRow, loss_curves, reconstruction_grid
+from benchmarks.harness.device import add_device_option
+from benchmarks.metrics.privacy import to_unit
 from fl_core.models import build_model
 from fl_core.updates import LocalTraining
 
-from ..figures import GridRow, loss_curves, reconstruction_grid
-from ..privacy_metrics import to_unit
 from .common import FIGURES, PIXELS, Stopwatch, cifar10_test, fmt, header, log, observe, score, write_result
 
-MODULE = "benchmarks.inversion.dlg_cifar"
+MODULE = "benchmarks.reproductions.inversion.dlg_cifar"
 
 
 def parse_images(text: str) -> list[int]:
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads (1: the tiny LeNet gains nothing from more on a shared CPU)")
     parser.add_argument("--quick", action="store_true", help="2 images, 30 steps: a smoke run")
     parser.add_argument("--name", default=None, help="result file name (default dlg_cifar[_quick])")
+    add_device_option(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     images = parse_images(args.images)
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         images, args.iterations = images[:2], min(args.iterations, 30)
     name = args.name or ("dlg_cifar_quick" if args.quick else "dlg_cifar")
 
-    model = build_model("lenet", 10, (3, 32, 32), seed=args.seed)
+    model = build_model("lenet", 10, (3, 32, 32), seed=args.seed).to(args.device)
     attack = INVERSION_ATTACKS.build("dlg", iterations=args.iterations, restarts=args.restarts, seed=args.seed)
     training = LocalTraining(algorithm="fedsgd", batch_size=1, model_mode="eval")
     rows, recs, truths, traces = [], [], [], {}

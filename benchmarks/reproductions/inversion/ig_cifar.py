@@ -6,15 +6,16 @@ by iDLG, exact for one image); cosine matching, TV 0.1, signed Adam lr 0.1 with 
 3/8, 5/8, 7/8, boxed, 1 restart. Acceptance: mean PSNR ≥ 18 dB over images 0–7 at 2000
 iterations; images 0–1 at 8000 iterations show the trend.
 
-Every finished image is cached (scores, reconstruction, loss trace) under
-``runs/bench_cache/ig_cifar/<setting>/``, keyed by everything that changes the result, and
-the result file is rewritten after every image (marked partial until all requested images
-are in). So a long run never loses finished images, a killed run resumes where it
+Every finished image is cached (scores, reconstruction, loss trace) in the unit store
+(``benchmarks.harness.units``, benchmark ``ig_cifar``), keyed by everything that changes
+the result, and the result file is rewritten after every image (marked partial until all
+requested images are in). So a long run never loses finished images, a killed run resumes where it
 stopped, and disjoint image ranges can run in separate processes: a last invocation with
-the full range then only assembles the table and figures. ``--fresh`` ignores the cache.
+the full range then only assembles the table and figures. ``--fresh`` ignores the cache; a
+unit cached by other code stops the script (see ``benchmarks.harness.provenance``).
 
-    python -m benchmarks.inversion.ig_cifar [--images 0-7] [--iterations 2000] [--quick]
-    python -m benchmarks.inversion.ig_cifar --images 0-1 --iterations 8000
+    python -m benchmarks.reproductions.inversion.ig_cifar [--images 0-7] [--iterations 2000] [--quick]
+    python -m benchmarks.reproductions.inversion.ig_cifar --images 0-1 --iterations 8000
 """
 
 from __future__ import annotations
@@ -23,23 +24,22 @@ import argparse
 import io
 import statistics
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
 from attacks.inversion import InvertingGradients
+from benchmarks.figures.plots import GridRow, loss_curves, reconstruction_grid
+from benchmarks.harness.device import add_device_option
+from benchmarks.harness.units import UnitCache
+from benchmarks.metrics.privacy import to_unit
+from benchmarks.reproductions import run_script
 from fl_core.models import build_model
 from fl_core.updates import LocalTraining
 
-from ..figures import GridRow, loss_curves, reconstruction_grid
-from ..harness.atomic import write_atomic
-from ..privacy_metrics import to_unit
-from ..unit_cache import CACHE_ROOT
 from .common import FIGURES, Stopwatch, cifar10_test, fmt, header, log, observe, score, write_result
 from .dlg_cifar import parse_images
 
-MODULE = "benchmarks.inversion.ig_cifar"
-CACHE = CACHE_ROOT / "ig_cifar"
+MODULE = "benchmarks.reproductions.inversion.ig_cifar"
 
 
 @dataclass
@@ -72,24 +72,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 images, 50 iterations")
     parser.add_argument("--fresh", action="store_true", help="recompute images even if cached")
     parser.add_argument("--name", default=None, help="result name (default ig_cifar_<iterations>[_quick])")
+    add_device_option(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     images = parse_images(args.images)
     if args.quick:
         images, args.iterations = images[:2], min(args.iterations, 50)
     name = args.name or f"ig_cifar_{args.iterations}" + ("_quick" if args.quick else "")
-    cache = CACHE / f"w{args.width}_tv{args.tv:g}_r{args.restarts}_s{args.seed}_it{args.iterations}"
+    cache = UnitCache("ig_cifar", fresh=args.fresh)
+    setting = f"w{args.width}_tv{args.tv:g}_r{args.restarts}_s{args.seed}_it{args.iterations}"
 
-    model = build_model("convnet", 10, (3, 32, 32), seed=args.seed, width=args.width)
+    model = build_model("convnet", 10, (3, 32, 32), seed=args.seed, width=args.width).to(args.device)
     training = LocalTraining(algorithm="fedsgd", batch_size=1, model_mode="eval")
     attack = InvertingGradients(iterations=args.iterations, tv_weight=args.tv, restarts=args.restarts,
                                 seed=args.seed)
     results: list[ImageResult] = []
     for n, idx in enumerate(images, start=1):
-        result = None if args.fresh else _load(cache / f"image_{idx}.pt")
+        result = _load(cache, f"{setting}/image_{idx}")
         if result is None:
             result = _attack_one(attack, model, training, idx)
-            _save(cache / f"image_{idx}.pt", result)
+            _save(cache, f"{setting}/image_{idx}", result)
         log(f"image {idx}: PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.3f}, LPIPS {fmt(result.lpips, 3)}, "
             f"label {result.label} (true {result.true_label}), {result.seconds:.0f} s "
             f"({result.seconds / args.iterations * 1e3:.0f} ms/iteration)")
@@ -115,16 +117,15 @@ def _attack_one(attack: InvertingGradients, model: torch.nn.Module, training: Lo
         trace=[float(v) for v in rec.loss_trace])
 
 
-def _save(path: Path, result: ImageResult) -> None:
+def _save(cache: UnitCache, key: str, result: ImageResult) -> None:
     buffer = io.BytesIO()
     torch.save(asdict(result), buffer)
-    write_atomic(path, buffer.getvalue())  # a killed run leaves no half-written entry
+    cache.put_data(key, buffer.getvalue())  # one transaction: a killed run leaves no half-written entry
 
 
-def _load(path: Path) -> ImageResult | None:
-    if not path.exists():
-        return None
-    return ImageResult(**torch.load(path, weights_only=True))
+def _load(cache: UnitCache, key: str) -> ImageResult | None:
+    data = cache.get_data(key)
+    return None if data is None else ImageResult(**torch.load(io.BytesIO(data), weights_only=True))
 
 
 def _report(args: argparse.Namespace, argv: list[str] | None, results: list[ImageResult], name: str,
@@ -165,4 +166,4 @@ def _report(args: argparse.Namespace, argv: list[str] | None, results: list[Imag
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_script(main))

@@ -16,7 +16,7 @@ and the median. Calls go through ``Aggregator.__call__`` (non-finite rows screen
 stateful rules keep their state across calls; ``mud_hog`` runs with ``warmup_rounds=0``
 so every call does the full detection.
 
-    python -m benchmarks.robustness.bench_aggregators [--n 100] [--d 1000000] [--repeats 10] [--quick]
+    python -m benchmarks.reproductions.robustness.bench_aggregators [--n 100] [--d 1000000] [--repeats 10] [--quick]
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import gc
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +36,8 @@ import torch
 
 import defenses  # noqa: F401  (registers every aggregator)
 from benchmarks.harness.atomic import write_atomic
+from benchmarks.reproductions import RESULTS as REPRO_RESULTS
+from benchmarks.reproductions import command
 from defenses.aggregation import coordinate_sort
 from defenses.aggregation.coordinate import median_band
 from defenses.aggregation.krum import recursive_krum, resolve_f, trimmed_around_median
@@ -44,7 +45,7 @@ from defenses.aggregation.native import available, band_network
 from defenses.registry import AGGREGATORS
 from fl_core.geometry import pairwise_sq_distances
 
-RESULTS = Path(__file__).resolve().parents[1] / "results" / "aggregator_speed.md"
+RESULTS = REPRO_RESULTS / "aggregator_speed.md"
 GRAM, SORT = "floor: Gram distance matrix", "floor: coordinate sort (np.sort)"
 BULYAN_NUMPY = "reference: bulyan, NumPy sort path"
 GRAM_BOUND = ("krum", "multi_krum", "bulyan")
@@ -127,7 +128,7 @@ def report(times: dict[str, list[float]], args: argparse.Namespace, argv: list[s
     lines = [
         f"# Aggregator speed (n = {args.n}, d = {args.d:,})",
         "",
-        f"- command: `python -m benchmarks.robustness.bench_aggregators {' '.join(argv or sys.argv[1:])}`".rstrip(),
+        f"- command: `{command('benchmarks.reproductions.robustness.bench_aggregators', argv)}`",
         f"- machine: {os.cpu_count()} CPU cores ({cpu}), shared with other jobs; torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), NumPy {np.__version__}, {platform.python_implementation()} "
         f"{platform.python_version()}",

@@ -9,7 +9,7 @@ busy machine slows both alike; the ratio of the medians is reported (acceptance 
 Also timed: restarts batched with ``torch.func.vmap`` against the same restarts run one
 after another, per restart.
 
-    python -m benchmarks.inversion.ig_speed [--width 64] [--batch 1] [--rounds 5] [--iters 20] [--quick]
+    python -m benchmarks.reproductions.inversion.ig_speed [--width 64] [--batch 1] [--rounds 5] [--iters 20] [--quick]
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ import torch.nn.functional as F
 
 from attacks.inversion import InvertingGradients
 from attacks.inversion.problem import build_problem
+from benchmarks.harness.device import add_device_option
 from fl_core.models import build_model
 from fl_core.updates import LocalTraining
 
 from .common import cifar10_test, header, log, observe, write_result
 
-MODULE = "benchmarks.inversion.ig_speed"
+MODULE = "benchmarks.reproductions.inversion.ig_speed"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,12 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restarts", type=int, default=4, help="restarts for the vmap comparison")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="width 16, 2 rounds of 5 iterations")
+    add_device_option(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.width, args.rounds, args.iters = 16, 2, 5
     torch.set_num_threads(args.threads)
 
-    model = build_model("convnet", 10, (3, 32, 32), seed=0, width=args.width)
+    model = build_model("convnet", 10, (3, 32, 32), seed=0, width=args.width).to(args.device)
     training = LocalTraining(algorithm="fedsgd", batch_size=args.batch, model_mode="eval")
     obs, private = observe(model, cifar10_test(range(args.batch)), training)
     attack = InvertingGradients(iterations=args.iters, restarts=args.restarts, seed=0)

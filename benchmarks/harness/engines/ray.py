@@ -13,10 +13,10 @@ from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from .store import RunResult
+from ..store import RunResult
 
 if TYPE_CHECKING:
-    from .suite import RunSpec
+    from ..suite import RunSpec
 
 
 class RayUnavailableError(RuntimeError):
@@ -36,18 +36,19 @@ def import_ray() -> ModuleType:
 class RayBackend:
     """Submits every run as a task (``num_cpus`` each) and yields results as they finish."""
 
-    def __init__(self, address: str, *, num_cpus: float = 1.0, threads: int = 1, ray: Any = None) -> None:
+    def __init__(self, address: str, *, num_cpus: float = 1.0, threads: int = 1, ray: Any = None,
+                 device: str = "cpu") -> None:
         self.ray = ray if ray is not None else import_ray()
         if not self.ray.is_initialized():
             self.ray.init(address=address)
-        self.threads = threads
-        from .execute import execute_run  # torch and the registries: only once Ray is there
+        self.threads, self.device = threads, device
+        from ..execute import execute_run  # torch and the registries: only once Ray is there
 
         self._remote = self.ray.remote(num_cpus=num_cpus)(execute_run)
         self._pending: list[Any] = []
 
     def run(self, specs: Sequence[RunSpec]) -> Iterator[tuple[RunSpec, RunResult]]:
-        refs = {self._remote.remote(spec, False, self.threads): spec for spec in specs}
+        refs = {self._remote.remote(spec, False, self.threads, self.device): spec for spec in specs}
         self._pending = list(refs)
         while refs:
             done, _ = self.ray.wait(list(refs), num_returns=1)

@@ -13,7 +13,7 @@ gradient does not reveal the order of the images in its batch.
   ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
   data_range=1)``. Images smaller than 11 pixels use the largest odd window that fits
   (scikit-image refuses them).
-- LPIPS: ``benchmarks.lpips`` (AlexNet, v0.1 heads); ``None`` with a reason when the
+- LPIPS: ``benchmarks.metrics.lpips`` (AlexNet, v0.1 heads); ``None`` with a reason when the
   weights are missing, never a made-up number.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -135,9 +136,11 @@ def score_reconstruction(
 
     Both batches are in normalised model space (``normalization`` undoes it; pass None
     for pixels already in [0, 1]). ``lpips``: a loaded model, an ``LPIPSUnavailable``
-    (reported as such), or None to try ``load_lpips()`` from the data root.
+    (reported as such), or None to try ``load_lpips()`` from the data root. Scored on the
+    CPU whatever device the attack ran on: cheap, and the same images give the same numbers
+    on every machine.
     """
-    x, y = to_unit(reconstruction, normalization), to_unit(truth, normalization)
+    x, y = to_unit(reconstruction.detach().cpu(), normalization), to_unit(truth.detach().cpu(), normalization)
     order = match_order(x, y)
     x = x[order]
     if lpips is None:
@@ -148,7 +151,7 @@ def score_reconstruction(
         lp, note = lpips.distance(x, y).tolist(), ""
     acc = None
     if predicted_labels is not None and true_labels is not None:
-        acc = label_accuracy(predicted_labels.long(), true_labels.long())
+        acc = label_accuracy(predicted_labels.detach().cpu().long(), true_labels.detach().cpu().long())
     return PrivacyScores(psnr(x, y).tolist(), ssim(x, y).tolist(), mse(x, y).tolist(), lp, order, acc, note)
 
 
@@ -180,3 +183,55 @@ def _check_pair(x: Tensor, y: Tensor) -> None:
 
 def _mean(values: list[float]) -> float:
     return float(sum(values) / len(values)) if values else math.nan
+
+
+# -- scoring one attacked upload, summarising a run (the privacy task's and the scripts' one door)
+
+@cache
+def _lpips() -> LPIPS | LPIPSUnavailable:
+    """Loaded once per process: every run of a worker shares it."""
+    return load_lpips()
+
+
+def score_privacy(reconstruction: Tensor, truth: Tensor, normalization: Normalization,
+                  predicted_labels: Tensor | None, true_labels: Tensor) -> PrivacyScores:
+    """Hungarian-matched PSNR/SSIM/MSE/LPIPS and label accuracy of one attacked upload.
+
+    Images too small for LPIPS-AlexNet (e.g. 8×8 digits) get LPIPS reported as
+    unavailable with the reason, never a made-up number.
+    """
+    if predicted_labels is not None and predicted_labels.shape != true_labels.shape:
+        predicted_labels = None  # a different batch size: no label multiset to compare
+    lpips = _lpips()
+    try:
+        return score_reconstruction(reconstruction, truth, normalization, predicted_labels, true_labels, lpips)
+    except RuntimeError as exc:
+        if isinstance(lpips, LPIPSUnavailable):
+            raise
+        h, w = truth.shape[-2:]
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        why = "too small for AlexNet's pooling layers" if "output size" in message.lower() else message[:160]
+        reason = LPIPSUnavailable(f"LPIPS-AlexNet cannot score {h}×{w} images: {why}")
+        return score_reconstruction(reconstruction, truth, normalization, predicted_labels, true_labels, reason)
+
+
+def summarize_privacy(scores: list[PrivacyScores]) -> dict[str, Any]:
+    """Means over every attacked image of the run (pooled over clients), plus per-image lists."""
+    def pooled(name: str) -> float | None:
+        values = [v for s in scores for v in (getattr(s, name) or [])]
+        finite = [v for v in values if math.isfinite(v)]
+        if name == "psnr" and len(finite) < len(values):  # a perfect image has infinite PSNR
+            return math.inf
+        return sum(finite) / len(finite) if finite else None
+
+    labels = [(s.label_accuracy, len(s.psnr)) for s in scores if s.label_accuracy is not None]
+    notes = sorted({s.lpips_note for s in scores if s.lpips_note})
+    return {
+        "psnr": pooled("psnr"), "ssim": pooled("ssim"), "mse": pooled("mse"),
+        "lpips": None if any(s.lpips is None for s in scores) else pooled("lpips"),
+        "label_accuracy": sum(a * n for a, n in labels) / sum(n for _, n in labels) if labels else None,
+        "lpips_note": "; ".join(notes),
+        "psnr_per_image": [v for s in scores for v in s.psnr],
+        "ssim_per_image": [v for s in scores for v in s.ssim],
+        "images": sum(len(s.psnr) for s in scores),
+    }

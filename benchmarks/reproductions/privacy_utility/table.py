@@ -4,7 +4,7 @@ Privacy: CIFAR-10 test images 0–3, one image per client, batch 1, FedSGD (the 
 uploads one gradient of its one image at the initial model; DP-SGD's Poisson sampling
 has rate 1 here, so the image is always used). The attacked client computes that
 gradient with its model in eval mode, the setting of the Inverting Gradients paper and
-of FedArena's IG benchmark (``benchmarks/inversion/ig_cifar.py``); the mode matters
+of FedArena's IG benchmark (``benchmarks/reproductions/inversion/ig_cifar.py``); the mode matters
 only for the ConvNet's BatchNorm, which DP-SGD replaces by GroupNorm. In train mode,
 BatchNorm at batch 1 normalises with the one image's own statistics and IG-16 reached
 only 11.6 dB undefended in a first run of this table (``--client-model-mode train``).
@@ -13,12 +13,15 @@ Two attacks sized for a 2-core CPU: DLG on the sigmoid LeNet (its defaults: 300 
 steps, label by iDLG) and Inverting Gradients on the IG ConvNet of width 16 (1,000
 iterations, its other defaults). DLG runs L-BFGS with the strong-Wolfe line search:
 without it (the reference code's setting) L-BFGS at lr 1 diverged on image 0 of this
-LeNet (PSNR 5.7 undefended), with it DLG is near-perfect undefended (PSNR 37.8), which the issue presumes. The
-attacked upload goes through the defense exactly as in a federation (a one-round
-``Simulation`` with an observer) and the attack receives an ``Observation`` from
-``make_observation``. Naive attacker everywhere; adaptive attacker (the defense's
-``attacker_view`` as the attack's ``update_transform``) for the deterministic
-transforms (clipping, pruning, quantization). Scores are means over the images.
+LeNet (PSNR 5.7 undefended), with it DLG is near-perfect undefended (PSNR 37.8), which
+the issue presumes. The attacked upload goes through the defense exactly as in a
+federation and the attack receives an ``Observation``: the harness's privacy task code
+does both (``benchmarks.harness.tasks.privacy.attacked_uploads`` and ``invert_upload``:
+a one-round ``Simulation`` with an observer, ``make_observation``, the attack by registry
+name, ``score_privacy``); this script only lays out the clients (client i holds image i).
+Naive attacker everywhere; adaptive attacker (the defense's ``attacker_view`` as the
+attack's ``update_transform``) for the deterministic transforms (clipping, pruning,
+quantization). Scores are means over the images.
 
 Utility: FedAvg on MNIST, ``lenet5``, 20 IID clients, 20 rounds, every client every
 round, 1 local epoch of SGD (lr 0.05, batch 64), with the same defense installed;
@@ -26,17 +29,19 @@ test accuracy after the last round. ε (δ = 1e-5) for the DP rows: the worst cl
 the MNIST federation (RDP accountant over all its steps) and the attacked upload (one
 full-batch step).
 
-    python -m benchmarks.privacy_utility.table [--quick] [--rows none,pruning_10] [--threads 2]
+    python -m benchmarks.reproductions.privacy_utility.table [--quick] [--rows none,pruning_10] [--threads 2]
 
 ``--quick`` checks the whole pipeline in minutes (1 image, few attack iterations, 2
 MNIST rounds on 10 % of the data); its numbers say nothing about the defenses.
 
 Every finished unit (one row's MNIST run; one attack on one image in one attacker mode)
-is cached as JSON under ``runs/bench_cache/privacy_utility/``, keyed by everything that
-changes it, and the table is rewritten after every row. A killed run resumes where it
+is cached in the unit store (``benchmarks.harness.units``: ``runs/bench_cache/results.sqlite``,
+benchmark ``privacy_utility``), keyed by everything that changes it, with the code's
+provenance, and the table is rewritten after every row. A killed run resumes where it
 stopped, and row subsets can run in separate processes (``--rows``, one thread each);
 a last invocation without ``--rows`` then assembles the full table from the cache.
-``--fresh`` ignores the cache.
+``--fresh`` ignores the cache; a unit cached by other code stops the script (re-run with
+``--fresh``). ``--device`` chooses where models are built (not part of the cache keys).
 """
 
 from __future__ import annotations
@@ -48,7 +53,6 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -57,12 +61,13 @@ from typing import Any
 
 import torch
 
-from attacks.registry import INVERSION_ATTACKS
 from benchmarks.harness.atomic import write_atomic
-from benchmarks.harness.scoring import score_privacy
-from benchmarks.unit_cache import CACHE_ROOT, UnitCache, digest
+from benchmarks.harness.device import add_device_option
+from benchmarks.harness.tasks.privacy import Uploads, attacked_uploads, invert_upload
+from benchmarks.harness.units import UnitCache, digest
+from benchmarks.reproductions import RESULTS, command, run_script
 from defenses import PRIVACY_DEFENSES, ClientDefense
-from defenses.privacy import attacker_view, defense_epsilon, prepare_model
+from defenses.privacy import defense_epsilon, prepare_model
 from fl_core import (
     Client,
     FederationConfig,
@@ -70,19 +75,15 @@ from fl_core import (
     LocalTraining,
     Simulation,
     ThreatModel,
-    UploadEvent,
     build_model,
     derive_seed,
     load_dataset,
-    make_observation,
     mode_dependent,
     partition,
     train_client,
 )
 from fl_core.datasets import DatasetSizeWarning
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"
-CACHE = CACHE_ROOT / "privacy_utility"
 DELTA = 1e-5
 
 
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="override the plan (the attacked client's model mode; default eval)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--fresh", action="store_true", help="recompute units even if cached")
+    add_device_option(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -178,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DatasetSizeWarning)
 
     start = time.perf_counter()
-    cache = UnitCache(CACHE, enabled=not args.fresh)
-    command = "python -m benchmarks.privacy_utility.table " + " ".join(argv if argv is not None else sys.argv[1:])
+    cache = UnitCache("privacy_utility", fresh=args.fresh)
+    command_line = command("benchmarks.reproductions.privacy_utility.table", argv)
     results: dict[str, dict[str, Any]] = {}
     cifar = None if args.skip_attacks else _cifar_images(plan.images)
     mnist: list[tuple[ImageDataset, ImageDataset]] = []  # loaded on first use: cached rows need no data
@@ -192,13 +194,14 @@ def main(argv: list[str] | None = None) -> int:
             if entry["utility"] is None:
                 if not mnist:
                     mnist.append(_mnist(plan))
-                entry["utility"] = cache.put(key, utility(row, plan, *mnist[0]))
+                entry["utility"] = cache.put(key, utility(row, plan, *mnist[0], device=args.device))
             print(f"[{row.key}] MNIST accuracy {entry['utility']['accuracy']:.4f} "
                   f"({entry['utility']['seconds']:.0f} s)", flush=True)
         if cifar is not None:
-            entry["attacks"] = {spec.key: privacy(row, spec, plan, cifar, cache) for spec in plan.attacks()}
+            entry["attacks"] = {spec.key: privacy(row, spec, plan, cifar, cache, args.device)
+                                for spec in plan.attacks()}
         results[row.key] = entry
-        _write(out, rows, results, plan, command.rstrip(), time.perf_counter() - start,
+        _write(out, rows, results, plan, command_line, time.perf_counter() - start,
                partial or n < len(rows))
     total = time.perf_counter() - start
     print(f"wrote {out} ({total:.0f} s this invocation)")
@@ -212,12 +215,13 @@ def _plan_part(plan: Plan, *fields: str) -> str:
 
 # -- utility: FedAvg on MNIST -------------------------------------------------------------
 
-def utility(row: DefenseRow, plan: Plan, train: ImageDataset, test: ImageDataset) -> dict[str, Any]:
+def utility(row: DefenseRow, plan: Plan, train: ImageDataset, test: ImageDataset,
+            device: torch.device | str = "cpu") -> dict[str, Any]:
     """Final test accuracy of FedAvg with the defense installed, and ε for DP rows."""
     defense = _defense(row)
     parts = partition("iid", train.labels, plan.mnist_clients, plan.seed)
     clients = [Client(i, train.subset(idx)) for i, idx in enumerate(parts)]
-    model = prepare_model(defense, build_model("lenet5", 10, train.input_shape, seed=plan.seed))
+    model = prepare_model(defense, build_model("lenet5", 10, train.input_shape, seed=plan.seed)).to(device)
     cfg = FederationConfig(rounds=plan.mnist_rounds, local=LocalTraining(lr=plan.lr, epochs=1,
                                                                           batch_size=plan.batch_size),
                            seed=plan.seed, eval_every=plan.mnist_rounds)
@@ -231,12 +235,14 @@ def utility(row: DefenseRow, plan: Plan, train: ImageDataset, test: ImageDataset
 
 # -- privacy: the two inversion attacks -----------------------------------------------------
 
-def privacy(row: DefenseRow, spec: AttackSpec, plan: Plan, cifar: ImageDataset, cache: UnitCache) -> dict[str, Any]:
-    """Per-image scores of the naive (and, where it applies, adaptive) attacker."""
+def privacy(row: DefenseRow, spec: AttackSpec, plan: Plan, cifar: ImageDataset, cache: UnitCache,
+            device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Per-image scores of the naive (and, where it applies, adaptive) attacker: the harness's
+    privacy task code (``attacked_uploads``, ``invert_upload``) on this table's client layout."""
     defense = _defense(row)
     model = prepare_model(defense, build_model(spec.model, 10, cifar.input_shape, seed=plan.seed,
-                                               **spec.model_options))
-    events = _uploads(model, defense, cifar, plan)  # one cheap round: ε and every upload
+                                               **spec.model_options)).to(device)
+    uploads = _uploads(model, defense, cifar, plan)  # one cheap round: ε and every upload
     # the client's model mode changes the upload only for a model with BatchNorm or dropout
     mode_part = f"_{plan.client_model_mode}" if mode_dependent(model) else ""
     modes = ("naive", "adaptive") if row.adaptive else ("naive",)
@@ -244,7 +250,7 @@ def privacy(row: DefenseRow, spec: AttackSpec, plan: Plan, cifar: ImageDataset, 
     iterations = plan.dlg_iterations if spec.key == "dlg" else plan.ig_iterations
     for mode in modes:
         per_image = []
-        for index, event in zip(plan.images, events, strict=True):
+        for index, event in zip(plan.images, uploads.events, strict=True):
             key = (f"{spec.key}_{row.key}_{mode}_image{index}_"
                    + _plan_part(plan, "images", "seed") + f"_it{iterations}{mode_part}")
             cached = cache.get(key)
@@ -252,14 +258,10 @@ def privacy(row: DefenseRow, spec: AttackSpec, plan: Plan, cifar: ImageDataset, 
                 per_image.append(cached)
                 print(f"[{row.key}] {spec.key} {mode} image {index}: cached, psnr {cached.get('psnr')}", flush=True)
                 continue
-            obs = make_observation(model, event.state.params, event.update, event.private, event.training,
-                                   ThreatModel(), cifar.normalization, cifar.num_classes)
-            settings = dict(spec.settings, seed=derive_seed(plan.seed, "inversion", index))
-            if mode == "adaptive":
-                settings["update_transform"] = attacker_view(defense, event.update.vector)
-            rec = INVERSION_ATTACKS.build(spec.attack, **settings).reconstruct(obs)
-            scored = score_privacy(rec.images, event.private.inputs, cifar.normalization, rec.labels,
-                                   event.private.labels)
+            attack = {"name": spec.attack, "params": spec.settings, "adaptive": mode == "adaptive"}
+            inv = invert_upload(event, uploads.template, ThreatModel(), cifar, attack, defense,
+                                derive_seed(plan.seed, "inversion", index))
+            rec, scored = inv.reconstruction, inv.scores
             scores = {k: _float(v) for k, v in scored.means().items()}
             per_image.append(cache.put(key, {"image": index, **scores, "lpips_note": scored.lpips_note,
                                              "seconds": rec.wall_time,
@@ -271,16 +273,14 @@ def privacy(row: DefenseRow, spec: AttackSpec, plan: Plan, cifar: ImageDataset, 
     return out
 
 
-def _uploads(model: torch.nn.Module, defense: ClientDefense, cifar: ImageDataset, plan: Plan) -> list[UploadEvent]:
-    """One FedSGD round, one image per client, through the defense; the server's view of each upload."""
+def _uploads(model: torch.nn.Module, defense: ClientDefense, cifar: ImageDataset, plan: Plan) -> Uploads:
+    """One FedSGD round, one image per client (client i holds image ``plan.images[i]``), through
+    the defense; the server's view of every upload."""
     clients = [Client(i, cifar.subset([i])) for i in range(len(cifar))]
-    events: list[UploadEvent] = []
     training = LocalTraining(algorithm="fedsgd", batch_size=1, model_mode=plan.client_model_mode)
     cfg = FederationConfig(rounds=1, local=training, seed=plan.seed)
-    Simulation(copy.deepcopy(model), clients, cfg, None, defense.aggregator,  # the server steps its own copy
-               trainer=defense.trainer or train_client, transforms=defense.transforms, observers=[events.append],
-               progress=False).run_round(0)
-    return events
+    return attacked_uploads(copy.deepcopy(model), clients, cfg, defense, defense.aggregator,  # the server steps
+                            attack_round=0, attacked={c.client_id for c in clients})  # its own copy
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -403,4 +403,4 @@ def _write(out: Path, rows: list[DefenseRow], results: dict[str, dict[str, Any]]
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_script(main))

@@ -7,7 +7,7 @@ Speed: one FedAvg round of 100 clients × 600 images (``lenet5``, 1 local epoch,
 fresh model per client, load the global weights, train, average the state dicts),
 both timed in this one run, so the ratio is meaningful on a shared machine.
 
-    python -m benchmarks.foundation.bench_fedavg_mnist [--part both|accuracy|speed] [--threads 1]
+    python -m benchmarks.reproductions.foundation.bench_fedavg_mnist [--part both|accuracy|speed] [--threads 1]
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import datetime as dt
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -26,12 +25,12 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.harness.atomic import write_atomic
+from benchmarks.harness.device import add_device_option
+from benchmarks.reproductions import RESULTS, command
 from fl_core import Client, FederationConfig, LocalTraining, Simulation
 from fl_core.datasets import load_dataset
 from fl_core.models import build_model
 from fl_core.partition import partition
-
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,13 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", choices=("accuracy", "speed", "both"), default="both")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for fedavg_mnist*.md")
+    add_device_option(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     train, test = load_dataset("mnist", "train"), load_dataset("mnist", "test")
     header = [
-        f"- command: `python -m benchmarks.foundation.bench_fedavg_mnist {' '.join(argv or sys.argv[1:])}`".rstrip(),
+        f"- command: `{command('benchmarks.reproductions.foundation.bench_fedavg_mnist', argv)}`",
         f"- machine: {os.cpu_count()} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"{platform.processor() or platform.machine()}",
         f"- date: {dt.date.today().isoformat()}",
@@ -76,7 +76,7 @@ def write(path: Path, lines: list[str]) -> None:
 def accuracy_run(train, test, args) -> list[str]:
     parts = partition("dirichlet", train.labels, args.clients, args.seed, alpha=args.alpha)
     clients = [Client(i, train.subset(idx)) for i, idx in enumerate(parts)]
-    model = build_model("lenet5", 10, train.input_shape, seed=args.seed)
+    model = build_model("lenet5", 10, train.input_shape, seed=args.seed).to(args.device)
     local = LocalTraining(lr=args.lr, epochs=args.local_epochs, batch_size=32)
     cfg = FederationConfig(rounds=args.rounds, local=local, seed=args.seed)
     sim = Simulation(model, clients, cfg, test, progress=True)

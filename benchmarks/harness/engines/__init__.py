@@ -1,0 +1,33 @@
+"""Engines: where runs execute. ``local`` (inline, or ``--workers N`` spawned processes) and
+``ray`` (``--ray ADDRESS``, one task per run). Each yields ``(spec, result)`` as runs
+finish; only the driver (``runner.run_suite``) writes artefacts and the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+from ..store import RunResult
+from ..suite import RunSpec
+
+
+class Backend(Protocol):
+    """Executes runs somewhere and yields each ``(spec, result)`` as soon as it is done."""
+
+    def run(self, specs: Sequence[RunSpec]) -> Iterator[tuple[RunSpec, RunResult]]: ...
+
+    def close(self) -> None: ...
+
+
+def make_backend(workers: int = 1, ray_address: str | None = None, progress: bool = True,
+                 device: str = "cpu") -> Backend:
+    if ray_address:
+        from .ray import RayBackend
+
+        return RayBackend(ray_address, device=device)
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    from .local import InlineBackend, ProcessBackend
+
+    return InlineBackend(progress, device) if workers == 1 else ProcessBackend(workers, device=device)

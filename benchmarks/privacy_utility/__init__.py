@@ -1,1 +1,0 @@
-"""Privacy–utility table of issue 5 (``python -m benchmarks.privacy_utility.table``)."""
