@@ -119,7 +119,10 @@ def _as_prior(g: SplitGenerator) -> SplitGenerator:
 
 @GENERATORS.register("dcgan_faces64")
 def dcgan_faces64(root: str | Path | None = None) -> SplitGenerator:
-    """DCGAN, 64×64 RGB faces (trained on synthetic DigiFace-1M), z (100, 1, 1); MANIFEST ``weights/dcgan-digiface1m-64``."""
+    """DCGAN, 64×64 RGB faces (synthetic DigiFace-1M), z (100, 1, 1); MANIFEST ``weights/dcgan-digiface1m-64``.
+
+    A prior for faces outside its training distribution (real CelebA-HQ faces, issue 16).
+    """
     path = weights_path(*FACES64_FILE, root=root)
     what = "generator dcgan_faces64"
     blob = read_weights(path, what)
