@@ -11,6 +11,15 @@ Generators are priors, not trained here: they are built in eval mode (batch norm
 running statistics, as the GIFD reference does with ``G.eval()``), so an image depends only on
 its own latent, never on the other images of the batch, and their parameters do not require
 gradients (an attack that tunes them, GIAS-style, turns that on explicitly).
+
+Facts from the GIFD reference (ffhibnese/GIFD_Gradient_Inversion_Attack, read, not copied) for
+the attack built on this: latents start as ``randn``; after every Adam step its
+``SphericalOptimizer`` rescales each latent back to its initial l2 norm, the norm taken over
+dims >= 2 (for a StyleGAN ``[N, 18, 512]`` latent: per style vector). For a DCGAN latent
+``[N, 100, 1, 1]`` that convention would be per entry (only signs could change), so the norm
+should be taken per image over ``latent_shape``. Generator outputs go to the model as
+``((x + 1) / 2 - mean) / std`` (``to_model_input``); large generators are area-pooled to the
+model's size. Feature deviations are kept in an l1 ball (``attacks.inversion.l1_ball``).
 """
 
 from __future__ import annotations

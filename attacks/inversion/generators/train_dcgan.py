@@ -273,10 +273,13 @@ def time_batches(cfg: TrainConfig, k: int, root: str | Path | None = None,
     full = [b for b in batches if b[0].shape[0] == cfg.batch_size]
     if len(full) < k + 1:
         raise ValueError(f"only {len(full)} full batches of {cfg.batch_size}; ask for fewer than {k} timed")
-    trainer.step(*full[0])
+    dev = trainer.device
+    trainer.step(full[0][0].to(dev), full[0][1].to(dev))
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
     t0 = time.perf_counter()
     for real, noise in full[1:k + 1]:
-        trainer.step(real, noise)
+        trainer.step(real.to(dev), noise.to(dev))  # .item() on the losses syncs every step
     per_batch = (time.perf_counter() - t0) / k
     return {"images": images.shape[0], "batches_per_epoch": len(batches), "seconds_per_batch": per_batch,
             "seconds_per_epoch": per_batch * len(batches)}
