@@ -164,7 +164,7 @@ def load_trained_dcgan(name: str, root: str | Path | None = None) -> SplitGenera
     return _as_prior(g)
 
 
-_TRAINED_NAME = re.compile(r"^dcgan_[a-z0-9][a-z0-9-]*_\d+$")
+TRAINED_NAME = re.compile(r"^dcgan_[a-z0-9][a-z0-9_-]*_\d+$")  # dcgan_<dataset>_<size>
 
 
 def trained_generator_names(root: str | Path | None = None) -> list[str]:
@@ -172,7 +172,7 @@ def trained_generator_names(root: str | Path | None = None) -> list[str]:
     folder = data_root(root) / "weights"
     if not folder.is_dir():
         return []
-    return sorted(p.parent.name for p in folder.glob(f"*/{TRAINED_FILE}") if _TRAINED_NAME.match(p.parent.name))
+    return sorted(p.parent.name for p in folder.glob(f"*/{TRAINED_FILE}") if TRAINED_NAME.match(p.parent.name))
 
 
 def build_generator(name: str, root: str | Path | None = None,
@@ -183,7 +183,7 @@ def build_generator(name: str, root: str | Path | None = None,
     """
     if name in GENERATORS:
         g = GENERATORS.build(name, root=root)
-    elif _TRAINED_NAME.match(name):
+    elif TRAINED_NAME.match(name):
         g = load_trained_dcgan(name, root=root)
     else:
         trained = trained_generator_names(root)

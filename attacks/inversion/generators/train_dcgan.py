@@ -42,7 +42,7 @@ from fl_core.data_root import CorruptDataError, weights_path
 from fl_core.datasets import load_dataset
 from fl_core.seeding import torch_generator
 
-from .models import _TRAINED_NAME, DCGAN_SIZES, TRAINED_FILE, TRAINED_FORMAT, DCGANGenerator
+from .models import TRAINED_NAME, DCGAN_SIZES, TRAINED_FILE, TRAINED_FORMAT, DCGANGenerator
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = "fedarena-dcgan-checkpoint/1"
@@ -233,7 +233,7 @@ def default_out(cfg: TrainConfig, root: str | Path | None) -> Path:
 def train(cfg: TrainConfig, epochs: int, out: Path, root: str | Path | None = None,
           device: str | torch.device = "cpu", progress: bool = True) -> list[dict[str, float]]:
     """Train (or resume) to ``epochs`` finished epochs in ``out``; returns the per-epoch history."""
-    if not _TRAINED_NAME.match(out.name):
+    if not TRAINED_NAME.match(out.name):
         raise ValueError(f"--out folder name {out.name!r} must look like dcgan_<dataset>_<size> "
                          f"(e.g. dcgan_{cfg.dataset}_{cfg.size}) so build_generator can load it by name")
     if epochs < 1:
