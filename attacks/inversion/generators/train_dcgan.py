@@ -42,7 +42,7 @@ from fl_core.data_root import CorruptDataError, weights_path
 from fl_core.datasets import load_dataset
 from fl_core.seeding import torch_generator
 
-from .models import TRAINED_NAME, DCGAN_SIZES, TRAINED_FILE, TRAINED_FORMAT, DCGANGenerator
+from .models import DCGAN_SIZES, TRAINED_FILE, TRAINED_FORMAT, TRAINED_NAME, DCGANGenerator
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = "fedarena-dcgan-checkpoint/1"
