@@ -33,12 +33,14 @@ import copy
 import math
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from fl_core.client import min_batch_size, pass_bounds
 from fl_core.local_step import optimizer_step
 from fl_core.models.dropout import dropout_masks
 from fl_core.updates import LocalTraining
@@ -61,6 +63,7 @@ class ClientSimulator:
             p.requires_grad_(False)
         self.mode = mode
         self.training = training
+        self.min_batch = min_batch_size(model, replace(training, model_mode=mode))
         self.layout = ParameterLayout.of(model)
         # A leaf that requires grad, so autograd can differentiate the loss w.r.t. it;
         # it never receives .grad (only torch.autograd.grad is used on it).
@@ -88,7 +91,7 @@ class ClientSimulator:
             t = self.training
             w = self.w0
             step_state: dict[str, Tensor] = {}
-            for step, idx in enumerate(unrolled_batches(x.shape[0], t), start=1):
+            for step, idx in enumerate(unrolled_batches(x.shape[0], t, self.min_batch), start=1):
                 g = self._grad(w, x[idx], targets[idx], create_graph, functional, params)
                 w = optimizer_step(w, g, t, step, step_state)
                 if not create_graph and not functional:  # plain evaluation: restart the graph
@@ -138,10 +141,12 @@ class ClientSimulator:
         return g
 
 
-def unrolled_batches(n: int, training: LocalTraining) -> list[slice]:
+def unrolled_batches(n: int, training: LocalTraining, min_batch: int = 1) -> list[slice]:
     """Batches of the unrolled local training: consecutive slices, ``epochs`` passes or
-    exactly ``steps`` batches (a pass's last batch may be smaller, as on the client)."""
-    per_pass = [slice(s, min(s + training.batch_size, n)) for s in range(0, n, training.batch_size)]
+    exactly ``steps`` batches, cut by the client's own rule (``fl_core.client.pass_bounds``:
+    a pass's last batch may be smaller, and is merged into the one before it when smaller
+    than ``min_batch``, as for BatchNorm in train mode)."""
+    per_pass = [slice(a, b) for a, b in pass_bounds(n, training.batch_size, min_batch)]
     if training.steps is None:
         return per_pass * training.epochs
     reps = math.ceil(training.steps / len(per_pass))
