@@ -10,6 +10,7 @@ private data leaves separately, for the harness only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -76,7 +77,7 @@ def train_client(
     model.train(training.model_mode == "train")
     inputs = data.normalized()
     labels = data.labels
-    min_batch = min_batch_size(model, training)
+    min_batch = min_batch_size(model, training, inputs)
     if training.algorithm == "fedsgd":
         if min(len(data), training.batch_size) < min_batch:
             raise ValueError(f"client {client_id}: a FedSGD batch of {min(len(data), training.batch_size)} sample(s) "
@@ -166,11 +167,35 @@ def pass_bounds(n: int, batch_size: int, min_batch: int = 1) -> list[tuple[int, 
     return bounds
 
 
-def min_batch_size(model: nn.Module, training: LocalTraining) -> int:
-    """2 when ``model`` normalises by batch statistics while training (BatchNorm in train
-    mode, which raises on a batch of one), else 1."""
-    batch_stats = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    return 2 if batch_stats and training.model_mode == "train" else 1
+def min_batch_size(model: nn.Module, training: LocalTraining, example: Tensor) -> int:
+    """2 when ``model`` would normalise one value per channel by batch statistics while
+    training — BatchNorm in train mode on a ``[1, C]`` or ``[1, C, 1, 1]`` input raises
+    ("Expected more than 1 value per channel") — else 1.
+
+    Found exactly by one eval-mode, no-grad forward of one ``example`` sample with hooks
+    that read each BatchNorm layer's input shape (eval mode: the running statistics are
+    not touched). BatchNorm over several spatial positions trains on a batch of one, so
+    such models keep their batches as they were.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns or training.model_mode != "train":
+        return 1
+    single: list[bool] = []
+
+    def hook(_module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        single.append(math.prod(args[0].shape[2:]) == 1)
+
+    handles = [m.register_forward_pre_hook(hook) for m in bns]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example[:1])
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return 2 if any(single) else 1
 
 
 def first_use_order(batches: list[Tensor], n: int) -> Tensor:

@@ -8,6 +8,7 @@ dtype cast; and a BatchNorm model in train mode crashed on a last local batch of
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from attacks.inversion import InvertingGradients
 from attacks.inversion.simulate import unrolled_batches
 from defenses.registry import AGGREGATORS
 from fl_core import ClientUpdate, LocalTraining, Server, ThreatModel, make_observation, train_client
-from fl_core.client import GlobalState, batch_schedule, pass_bounds
+from fl_core.client import GlobalState, batch_schedule, min_batch_size, pass_bounds
 from fl_core.vectors import buffers_to_vector, model_to_vector
 
 from .helpers import synthetic_images, tiny_cnn_bn, tiny_mlp
@@ -92,9 +93,15 @@ def test_an_attack_on_a_model_without_trainable_parameters_is_a_clear_error():
         InvertingGradients(iterations=2).reconstruct(obs)
 
 
+def _bn1d_mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(),
+                               torch.nn.Linear(8, 4))
+
+
 def test_batchnorm_in_train_mode_merges_a_last_batch_of_one():
     data = synthetic_images(5)
-    model = tiny_cnn_bn()
+    model = _bn1d_mlp()
     training = LocalTraining(algorithm="fedavg", lr=0.1, epochs=2, batch_size=2)
     state = GlobalState(model_to_vector(model), buffers_to_vector(model))
     update, _ = train_client(model, state, 0, data, training, torch.Generator().manual_seed(0))
@@ -103,13 +110,19 @@ def test_batchnorm_in_train_mode_merges_a_last_batch_of_one():
     assert [len(b) for b in batch_schedule(5, training, torch.Generator().manual_seed(0), 2)] == [2, 3, 2, 3]
     # the attacker's unrolled simulation cuts the same batches
     assert [(s.start, s.stop) for s in unrolled_batches(5, training, 2)] == [(0, 2), (2, 5)] * 2
-    # other models keep the last batch of one, as before
+    # other models keep the last batch of one, as before: BatchNorm over several spatial
+    # positions trains on one sample, and so do models without BatchNorm or in eval mode
     assert pass_bounds(5, 2) == [(0, 2), (2, 4), (4, 5)]
+    example = data.normalized()
+    assert min_batch_size(tiny_cnn_bn(), training, example) == 1
+    assert min_batch_size(tiny_mlp(), training, example) == 1
+    assert min_batch_size(model, replace(training, model_mode="eval"), example) == 1
+    assert min_batch_size(model, training, example) == 2
 
 
 def test_batchnorm_in_train_mode_with_a_fedsgd_batch_of_one_is_a_clear_error():
     data = synthetic_images(3)
-    model = tiny_cnn_bn()
+    model = _bn1d_mlp()
     state = GlobalState(model_to_vector(model), buffers_to_vector(model))
     with pytest.raises(ValueError, match="BatchNorm model in train mode"):
         train_client(model, state, 0, data, LocalTraining(algorithm="fedsgd", batch_size=1),

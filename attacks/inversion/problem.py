@@ -123,7 +123,8 @@ def build_problem(
     mode = "gradient" if update_kind == "gradient" else ("as_gradient" if update_mode == "as_gradient" else "unroll")
     gradient_like = target
     if update_kind == "delta":
-        min_batch = min_batch_size(observation.model, replace(training, model_mode=setting.model_mode))
+        example = torch.zeros(1, *observation.input_shape, device=target.device)
+        min_batch = min_batch_size(observation.model, replace(training, model_mode=setting.model_mode), example)
         steps = len(unrolled_batches(setting.num_images, training, min_batch))
         gradient_like = -target / (training.lr * steps)
         if mode == "as_gradient":

@@ -63,13 +63,22 @@ class ClientSimulator:
             p.requires_grad_(False)
         self.mode = mode
         self.training = training
-        self.min_batch = min_batch_size(model, replace(training, model_mode=mode))
         self.layout = ParameterLayout.of(model)
         # A leaf that requires grad, so autograd can differentiate the loss w.r.t. it;
         # it never receives .grad (only torch.autograd.grad is used on it).
         self.w0 = model_to_vector(model).requires_grad_(True)
         self.frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
         self.buffers = dict(self.model.named_buffers())
+        self._min_batch: dict[tuple[int, ...], int] = {}
+
+    def min_batch(self, x: Tensor) -> int:
+        """The client's smallest local batch for inputs shaped like ``x``
+        (``fl_core.client.min_batch_size``), found once per input shape."""
+        shape = tuple(x.shape[1:])
+        if shape not in self._min_batch:
+            example = torch.zeros(1, *shape, device=self.w0.device, dtype=self.w0.dtype)
+            self._min_batch[shape] = min_batch_size(self.model, replace(self.training, model_mode=self.mode), example)
+        return self._min_batch[shape]
 
     @property
     def algorithm(self) -> str:
@@ -91,7 +100,7 @@ class ClientSimulator:
             t = self.training
             w = self.w0
             step_state: dict[str, Tensor] = {}
-            for step, idx in enumerate(unrolled_batches(x.shape[0], t, self.min_batch), start=1):
+            for step, idx in enumerate(unrolled_batches(x.shape[0], t, self.min_batch(x)), start=1):
                 g = self._grad(w, x[idx], targets[idx], create_graph, functional, params)
                 w = optimizer_step(w, g, t, step, step_state)
                 if not create_graph and not functional:  # plain evaluation: restart the graph
