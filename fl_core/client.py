@@ -10,6 +10,7 @@ private data leaves separately, for the harness only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -76,7 +77,12 @@ def train_client(
     model.train(training.model_mode == "train")
     inputs = data.normalized()
     labels = data.labels
+    min_batch = min_batch_size(model, training, inputs)
     if training.algorithm == "fedsgd":
+        if min(len(data), training.batch_size) < min_batch:
+            raise ValueError(f"client {client_id}: a FedSGD batch of {min(len(data), training.batch_size)} sample(s) "
+                             "cannot train a BatchNorm model in train mode (it needs more than one sample per "
+                             "batch); use a larger batch_size, eval mode or GroupNorm")
         idx = torch.randperm(len(data), generator=generator)[: training.batch_size]
         x, y = inputs[idx], labels[idx]
         params = [p for p in model.parameters() if p.requires_grad]
@@ -86,7 +92,7 @@ def train_client(
         meta = {"loss": loss.item(), "steps": 1}
         private = PrivateData(x, y)
     else:
-        batches = batch_schedule(len(data), training, generator)
+        batches = batch_schedule(len(data), training, generator, min_batch)
         params = [p for p in model.parameters() if p.requires_grad]
         w, opt_state = state.params, {}
         total = 0.0
@@ -122,21 +128,74 @@ def make_optimizer(model: nn.Module, training: LocalTraining) -> torch.optim.Opt
     return torch.optim.Adam(params, lr=training.lr, weight_decay=training.weight_decay, foreach=True)
 
 
-def batch_schedule(n: int, training: LocalTraining, generator: torch.Generator) -> list[Tensor]:
+def batch_schedule(n: int, training: LocalTraining, generator: torch.Generator,
+                   min_batch: int = 1) -> list[Tensor]:
     """Index batches for FedAvg: ``epochs`` shuffled passes, or exactly ``steps`` batches
-    drawn from consecutive shuffled passes (the last batch of a pass may be smaller)."""
+    drawn from consecutive shuffled passes (the last batch of a pass may be smaller; see
+    ``pass_bounds`` for ``min_batch``)."""
     if n == 0:
         raise ValueError("a client with no data cannot train")
+    bounds = pass_bounds(n, training.batch_size, min_batch)
     batches: list[Tensor] = []
     epochs = training.epochs if training.steps is None else None
     while True:
-        batches.extend(torch.randperm(n, generator=generator).split(training.batch_size))
+        perm = torch.randperm(n, generator=generator)
+        batches.extend(perm[a:b] for a, b in bounds)
         if epochs is not None:
             epochs -= 1
             if epochs == 0:
                 return batches
         elif len(batches) >= training.steps:  # type: ignore[operator]
             return batches[: training.steps]
+
+
+def pass_bounds(n: int, batch_size: int, min_batch: int = 1) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each batch of one pass over ``n`` samples.
+
+    The last batch holds the remainder. When it is smaller than ``min_batch`` (2 for a
+    model that normalises by batch statistics in train mode: BatchNorm cannot normalise
+    one sample) it is merged into the batch before it, so the pass has one batch fewer
+    and one larger one; the client and the attacker's unrolled simulation
+    (``attacks.inversion.simulate.unrolled_batches``) both take their batches from here.
+    """
+    if n < min_batch:
+        raise ValueError(f"{n} sample(s) cannot form a batch of at least {min_batch}: BatchNorm in train "
+                         "mode needs more than one sample per batch (use eval mode, GroupNorm, or more data)")
+    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < min_batch:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
+def min_batch_size(model: nn.Module, training: LocalTraining, example: Tensor) -> int:
+    """2 when ``model`` would normalise one value per channel by batch statistics while
+    training — BatchNorm in train mode on a ``[1, C]`` or ``[1, C, 1, 1]`` input raises
+    ("Expected more than 1 value per channel") — else 1.
+
+    Found exactly by one eval-mode, no-grad forward of one ``example`` sample with hooks
+    that read each BatchNorm layer's input shape (eval mode: the running statistics are
+    not touched). BatchNorm over several spatial positions trains on a batch of one, so
+    such models keep their batches as they were.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns or training.model_mode != "train":
+        return 1
+    single: list[bool] = []
+
+    def hook(_module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        single.append(math.prod(args[0].shape[2:]) == 1)
+
+    handles = [m.register_forward_pre_hook(hook) for m in bns]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example[:1])
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return 2 if any(single) else 1
 
 
 def first_use_order(batches: list[Tensor], n: int) -> Tensor:

@@ -10,8 +10,10 @@ wraps it).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Any
 
 import torch
@@ -22,6 +24,8 @@ from .client import GlobalState
 from .protocol import FedAvgProtocol, FLProtocol
 from .updates import ClientUpdate
 from .vectors import buffers_to_vector, vector_to_buffers
+
+MAX_SAMPLE_COUNT = 2**53
 
 
 @dataclass
@@ -57,51 +61,84 @@ class Server:
 
     def validate(self, update: ClientUpdate) -> str | None:
         """Why ``update`` must be rejected, or None if it is well formed."""
+        return self._check(update)[1]
+
+    def _check(self, update: ClientUpdate) -> tuple[Tensor | None, str | None]:
+        """``(vector in the server's dtype and device, None)`` for a well-formed upload, else
+        ``(None, reason)``. Finiteness is judged after the cast: a float64 update that is
+        finite only in float64 would otherwise turn into ±inf inside the aggregation."""
         v = update.vector
         if not isinstance(v, Tensor):
-            return f"update vector is {type(v).__name__}, not a tensor"
+            return None, f"update vector is {type(v).__name__}, not a tensor"
         if v.dim() != 1 or v.numel() != self.layout.dim:
-            return (f"update has shape {tuple(v.shape)}, expected ({self.layout.dim},) "
-                    f"(the {self.protocol.name} protocol's shared layout)")
+            return None, (f"update has shape {tuple(v.shape)}, expected ({self.layout.dim},) "
+                          f"(the {self.protocol.name} protocol's shared layout)")
         if not v.is_floating_point():
-            return f"update dtype {v.dtype} is not floating point"
-        if not bool(finite_rows(v.unsqueeze(0))[0]):
-            return f"update has {int((~torch.isfinite(v)).sum())} non-finite entries"
+            return None, f"update dtype {v.dtype} is not floating point"
         if update.kind not in ("gradient", "delta"):
-            return f"update kind {update.kind!r} is neither 'gradient' nor 'delta'"
-        if update.num_samples < 0:
-            return f"negative sample count {update.num_samples}"
+            return None, f"update kind {update.kind!r} is neither 'gradient' nor 'delta'"
+        reason = _sample_count_problem(update.num_samples)
+        if reason is not None:
+            return None, reason
+        params = self.state.params
+        cast = v.to(device=params.device, dtype=params.dtype)
+        if not bool(finite_rows(cast.unsqueeze(0))[0]):
+            bad = int((~torch.isfinite(cast)).sum())
+            overflow = cast.dtype != v.dtype and bool(torch.isfinite(v).all())
+            where = f" after the cast from {v.dtype} to {cast.dtype} (its values overflow it)" if overflow else ""
+            return None, f"update has {bad} non-finite entries{where}"
         b = update.buffers
         if b is not None and (self.state.buffers is None or b.shape != self.state.buffers.shape
                               or not bool(torch.isfinite(b).all())):
-            return "malformed or non-finite buffers"
-        return None
+            return None, "malformed or non-finite buffers"
+        return cast, None
 
-    def step(self, updates: Sequence[ClientUpdate], client_lr: float = 1.0) -> StepRecord:
-        """Validate, aggregate the accepted uploads, fold the aggregate into the global state."""
+    def step(self, updates: Sequence[ClientUpdate], client_lr: float = 1.0, kind: str | None = None) -> StepRecord:
+        """Validate, aggregate the accepted uploads, fold the aggregate into the global state.
+
+        ``kind``: the round's update kind (the clients' ``LocalTraining.kind``); uploads of
+        another kind are rejected. When None, the kind most uploads have is the round's
+        (ties: the first upload's). A client id that uploads more than once in a round has
+        every copy rejected (which copy is genuine is unknowable, and one id must not carry
+        two weights). Every rejection is recorded with its reason; the round goes on with
+        the rest.
+        """
         record = StepRecord()
-        accepted: list[ClientUpdate] = []
+        counts_by_id: dict[int, int] = {}
         for u in updates:
-            reason = self.validate(u)
+            counts_by_id[u.client_id] = counts_by_id.get(u.client_id, 0) + 1
+        checked: list[tuple[ClientUpdate, Tensor]] = []
+        for u in updates:
+            if counts_by_id[u.client_id] > 1:
+                record.rejected[u.client_id] = f"client {u.client_id} uploaded {counts_by_id[u.client_id]} " \
+                                               "updates this round; every copy is rejected"
+                continue
+            vector, reason = self._check(u)
             if reason is None:
-                accepted.append(u)
+                checked.append((u, vector))  # type: ignore[arg-type]
             else:
                 record.rejected[u.client_id] = reason
+        round_kind = kind if kind is not None else _majority_kind([u.kind for u, _ in checked])
+        accepted: list[ClientUpdate] = []
+        vectors: list[Tensor] = []
+        for u, vector in checked:
+            if u.kind != round_kind:
+                record.rejected[u.client_id] = f"update kind {u.kind!r} in a {round_kind!r} round"
+            else:
+                accepted.append(u)
+                vectors.append(vector)
         if not accepted:
             record.applied = False
             record.info["reason"] = "no valid update this round"
             return record
-        kinds = {u.kind for u in accepted}
-        if len(kinds) > 1:
-            raise ValueError(f"a round mixes update kinds {sorted(kinds)}")
         params = self.state.params
-        stack = torch.stack([u.vector.to(device=params.device, dtype=params.dtype) for u in accepted])
+        stack = torch.stack(vectors)
         counts = torch.tensor([float(u.num_samples) for u in accepted], device=params.device)
         ids = [u.client_id for u in accepted]
         result = self.aggregator(stack, counts, ids)
         record.weights = dict(zip(ids, result.weights.tolist(), strict=True))
         record.info.update(result.info)
-        new_params = self.protocol.fold(params, result.aggregate, kinds.pop(), self.server_lr, client_lr)
+        new_params = self.protocol.fold(params, result.aggregate, round_kind, self.server_lr, client_lr)
         if not bool(torch.isfinite(new_params).all()):
             record.applied = False
             record.info["reason"] = "aggregate is non-finite; global model left unchanged"
@@ -123,3 +160,26 @@ class Server:
         stack = torch.stack([b.to(self.state.buffers.device) for b, _ in rows])
         counts = torch.tensor([c for _, c in rows], device=stack.device)
         return (counts / counts.sum()) @ stack
+
+
+def _sample_count_problem(num_samples: object) -> str | None:
+    """Why a claimed sample count cannot weight an average: it must be a whole number
+    >= 0 and below 2**53 (beyond that floats cannot even count; a claim of 1e30 would
+    otherwise take the average over). The claim is the client's word: a robust rule
+    should not lean on it, but it must be a count."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, Integral | float):
+        return f"sample count {num_samples!r} ({type(num_samples).__name__}) is not a number"
+    if not math.isfinite(num_samples) or num_samples != int(num_samples):
+        return f"sample count {num_samples!r} is not a whole number"
+    if num_samples < 0:
+        return f"negative sample count {num_samples!r}"
+    if num_samples >= MAX_SAMPLE_COUNT:
+        return f"sample count {num_samples!r} exceeds {MAX_SAMPLE_COUNT:.0e}"
+    return None
+
+
+def _majority_kind(kinds: Sequence[str]) -> str | None:
+    if not kinds:
+        return None
+    tally = {k: kinds.count(k) for k in dict.fromkeys(kinds)}
+    return max(tally, key=lambda k: tally[k])

@@ -249,7 +249,7 @@ class Simulation:
             event = UploadEvent(r, update, private, state, cfg.local, client.role)
             for observer in self.observers:
                 observer(event)
-        step = self.server.step(updates, client_lr=cfg.local.lr)
+        step = self.server.step(updates, client_lr=cfg.local.lr, kind=cfg.local.kind)
         acc = loss = None
         info = dict(step.info)
         if self.test_set is not None and ((r + 1) % cfg.eval_every == 0 or r + 1 == cfg.rounds):

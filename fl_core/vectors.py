@@ -106,6 +106,8 @@ def vector_to_model(vector: Tensor, model: nn.Module) -> None:
     """Copy a flat vector into the model's trainable parameters, in place."""
     params = [p for p in model.parameters() if p.requires_grad]
     check_vector(vector, sum(p.numel() for p in params))
+    if not params:  # a frozen model: nothing to write
+        return
     chunks = torch.split(vector.to(params[0].device), [p.numel() for p in params])
     torch._foreach_copy_(params, [c.view_as(p) for c, p in zip(chunks, params, strict=True)])
 

@@ -213,6 +213,8 @@ def check_observation(observation: Observation) -> Tensor:
     if not isinstance(vector, Tensor) or vector.dim() != 1:
         raise ValueError("observation.update.vector must be a flat tensor")
     dim = sum(p.numel() for p in observation.model.parameters() if p.requires_grad)
+    if dim == 0:
+        raise ValueError("the observed model has no trainable parameters: its update carries nothing to invert")
     if vector.numel() != dim:
         raise ValueError(f"observation.update.vector has {vector.numel()} entries but the model has "
                          f"{dim} trainable parameters")

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from fl_core.client import min_batch_size
 from fl_core.seeding import torch_generator
 from fl_core.threat import Observation
 from fl_core.vectors import ParameterLayout
@@ -122,7 +123,9 @@ def build_problem(
     mode = "gradient" if update_kind == "gradient" else ("as_gradient" if update_mode == "as_gradient" else "unroll")
     gradient_like = target
     if update_kind == "delta":
-        steps = len(unrolled_batches(setting.num_images, training))
+        example = torch.zeros(1, *observation.input_shape, device=target.device)
+        min_batch = min_batch_size(observation.model, replace(training, model_mode=setting.model_mode), example)
+        steps = len(unrolled_batches(setting.num_images, training, min_batch))
         gradient_like = -target / (training.lr * steps)
         if mode == "as_gradient":
             target = gradient_like

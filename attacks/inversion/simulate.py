@@ -33,12 +33,14 @@ import copy
 import math
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from fl_core.client import min_batch_size, pass_bounds
 from fl_core.local_step import optimizer_step
 from fl_core.models.dropout import dropout_masks
 from fl_core.updates import LocalTraining
@@ -67,6 +69,16 @@ class ClientSimulator:
         self.w0 = model_to_vector(model).requires_grad_(True)
         self.frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
         self.buffers = dict(self.model.named_buffers())
+        self._min_batch: dict[tuple[int, ...], int] = {}
+
+    def min_batch(self, x: Tensor) -> int:
+        """The client's smallest local batch for inputs shaped like ``x``
+        (``fl_core.client.min_batch_size``), found once per input shape."""
+        shape = tuple(x.shape[1:])
+        if shape not in self._min_batch:
+            example = torch.zeros(1, *shape, device=self.w0.device, dtype=self.w0.dtype)
+            self._min_batch[shape] = min_batch_size(self.model, replace(self.training, model_mode=self.mode), example)
+        return self._min_batch[shape]
 
     @property
     def algorithm(self) -> str:
@@ -88,7 +100,7 @@ class ClientSimulator:
             t = self.training
             w = self.w0
             step_state: dict[str, Tensor] = {}
-            for step, idx in enumerate(unrolled_batches(x.shape[0], t), start=1):
+            for step, idx in enumerate(unrolled_batches(x.shape[0], t, self.min_batch(x)), start=1):
                 g = self._grad(w, x[idx], targets[idx], create_graph, functional, params)
                 w = optimizer_step(w, g, t, step, step_state)
                 if not create_graph and not functional:  # plain evaluation: restart the graph
@@ -138,10 +150,12 @@ class ClientSimulator:
         return g
 
 
-def unrolled_batches(n: int, training: LocalTraining) -> list[slice]:
+def unrolled_batches(n: int, training: LocalTraining, min_batch: int = 1) -> list[slice]:
     """Batches of the unrolled local training: consecutive slices, ``epochs`` passes or
-    exactly ``steps`` batches (a pass's last batch may be smaller, as on the client)."""
-    per_pass = [slice(s, min(s + training.batch_size, n)) for s in range(0, n, training.batch_size)]
+    exactly ``steps`` batches, cut by the client's own rule (``fl_core.client.pass_bounds``:
+    a pass's last batch may be smaller, and is merged into the one before it when smaller
+    than ``min_batch``, as for BatchNorm in train mode)."""
+    per_pass = [slice(a, b) for a, b in pass_bounds(n, training.batch_size, min_batch)]
     if training.steps is None:
         return per_pass * training.epochs
     reps = math.ceil(training.steps / len(per_pass))
