@@ -28,9 +28,11 @@ OMNISCIENT = frozenset({"alie", "ipm", "min_max", "min_sum"})
 
 def make_server_app(setup: Setup | None = None, aggregator: str = "krum", aggregator_args: dict | None = None,
                     attack: str | None = "sign_flip", attack_args: dict | None = None,
-                    on_round: Callable[[int, ArrayRecord], None] | None = None) -> ServerApp:
+                    on_round: Callable[[int, ArrayRecord], None] | None = None,
+                    on_strategy: Callable[[Strategy], None] | None = None) -> ServerApp:
     """A ServerApp for ``setup`` (None: read it from the run config). ``on_round(r, arrays)``
-    sees the global model before round 1 (r = 0) and after every round."""
+    sees the global model before round 1 (r = 0) and after every round; ``on_strategy``
+    receives the strategy before it starts (tests read its per-round records)."""
     app = ServerApp()
 
     @app.main()
@@ -50,6 +52,8 @@ def make_server_app(setup: Setup | None = None, aggregator: str = "krum", aggreg
             strategy = OmniscientAttack(strategy, att, model, s.malicious_ids, seed=s.seed,
                                         client_id_key=CLIENT_ID_KEY, attack_args=att_args)
         evaluator = make_model(s, test)
+        if on_strategy is not None:
+            on_strategy(strategy)
 
         def central(r: int, arrays: ArrayRecord) -> MetricRecord:
             if on_round is not None:
