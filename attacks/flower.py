@@ -127,6 +127,7 @@ class OmniscientAttack(Strategy):
         if not hasattr(self.attack, "craft"):
             raise TypeError(f"{type(self.attack).__name__} is not a model-poisoning attack (it has no craft)")
         self.codec = ArrayCodec.of(model)
+        self.device = next(model.parameters()).device  # the attack computes where the model lives
         self.malicious = malicious
         self.seed, self.group, self.client_id_key = int(seed), int(group), client_id_key
         self._global: ArrayRecord | None = None
@@ -146,7 +147,7 @@ class OmniscientAttack(Strategy):
         replies = list(replies)
         if self._global is None:
             raise RuntimeError("OmniscientAttack.aggregate_train before configure_train: no global model known")
-        state = self.codec.to_state(self._global)
+        state = self.codec.to_state(self._global, device=self.device)
         rows: list[tuple[int, bool, Message, ClientUpdate]] = []
         for msg in replies:
             if msg.has_error():

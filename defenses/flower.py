@@ -25,7 +25,7 @@ from flwr.supercore import log
 from torch import nn
 
 from fl_core.aggregation import Aggregator
-from fl_core.client import GlobalState, LocalTrainer, load_state
+from fl_core.client import LocalTrainer, load_state
 from fl_core.flower import (
     ARRAYS_KEY,
     METRICS_KEY,
@@ -57,7 +57,8 @@ class FedArenaStrategy(FedAvg):
     ``kind="gradient"`` (FedSGD replies: global + gradient) steps by −server_lr·client_lr.
 
     Each round's ``StepRecord`` (rejected replies with reasons, trust weights, rule info)
-    is in ``records[server_round]``; the metrics carry ``fedarena-ids``,
+    is in ``records[server_round]`` (an error reply is recorded under its node id: it
+    carries no metrics); the metrics carry ``fedarena-ids``,
     ``fedarena-weights`` (aligned), ``fedarena-rejected`` and ``fedarena-applied``.
     """
 
@@ -95,14 +96,13 @@ class FedArenaStrategy(FedAvg):
         return super().configure_train(server_round, arrays, config, grid)
 
     def _sync(self, arrays: ArrayRecord) -> None:
-        state = self.codec.to_state(arrays, dtype=self.server.state.params.dtype)
         current = self.server.state
+        state = self.codec.to_state(arrays, dtype=current.params.dtype, device=current.params.device)
         same_buffers = (state.buffers is None) == (current.buffers is None) and (
             state.buffers is None or torch.equal(state.buffers, current.buffers))  # type: ignore[arg-type]
         if not (torch.equal(state.params, current.params) and same_buffers):
-            self.server.state = GlobalState(state.params.to(current.params.device), None if state.buffers is None
-                                            else state.buffers.to(current.params.device))
-            load_state(self.server.model, self.server.state)
+            self.server.state = state
+            load_state(self.server.model, state)
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:

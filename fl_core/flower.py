@@ -82,16 +82,18 @@ class ArrayCodec:
                 return f"array {name!r} has dtype {arr.dtype}, not floating point"
         return None
 
-    def to_state(self, record: ArrayRecord, dtype: torch.dtype | None = None) -> GlobalState:
-        """The parameters and float buffers in ``record`` (raises ``ValueError`` naming what is wrong)."""
+    def to_state(self, record: ArrayRecord, dtype: torch.dtype | None = None,
+                 device: torch.device | str | None = None) -> GlobalState:
+        """The parameters and float buffers in ``record``, as ``dtype`` on ``device`` (the
+        model's: records arrive in host memory). Raises ``ValueError`` naming what is wrong."""
         reason = self.check(record)
         if reason is not None:
             raise ValueError(reason)
         params = self.layout.flatten([_tensor(record[n]) for n in self.layout.names])
         buffers = torch.cat([_tensor(record[n]).reshape(-1) for n in self.buffer_names]) if self.buffer_names else None
-        if dtype is not None:
-            params = params.to(dtype)
-            buffers = None if buffers is None else buffers.to(dtype)
+        if dtype is not None or device is not None:
+            params = params.to(device=device, dtype=dtype)
+            buffers = None if buffers is None else buffers.to(device=device, dtype=dtype)
         return GlobalState(params, buffers)
 
     def to_record(self, state: GlobalState, like: ArrayRecord) -> ArrayRecord:
@@ -114,7 +116,7 @@ def _tensor(array: Array) -> Tensor:
 def reply_update(codec: ArrayCodec, global_state: GlobalState, record: ArrayRecord, client_id: int,
                  num_samples: int, kind: UpdateKind = "delta") -> ClientUpdate:
     """The FedArena update a reply carries: its parameters − the global ones (and its buffers)."""
-    state = codec.to_state(record, dtype=global_state.params.dtype)
+    state = codec.to_state(record, dtype=global_state.params.dtype, device=global_state.params.device)
     return ClientUpdate(client_id, state.params - global_state.params, kind, num_samples, {}, state.buffers)
 
 
@@ -209,7 +211,8 @@ def train_reply(msg: Message, *, worker: nn.Module, data: ImageDataset, training
     if record is None:
         raise ValueError(f"train message has no ArrayRecord {ARRAYS_KEY!r}")
     r = server_round(msg) - 1
-    state = codec.to_state(record, dtype=next(worker.parameters()).dtype)
+    first = next(worker.parameters())
+    state = codec.to_state(record, dtype=first.dtype, device=first.device)
     poison = _DATA_ATTACK.get()
     if poison is not None:
         attack, attack_seed = poison

@@ -155,6 +155,27 @@ def test_strategy_refuses_unknown_aggregator_by_name() -> None:
         FedArenaStrategy("not_an_aggregator", tiny_mlp())
 
 
+def test_fedsgd_replies_step_like_the_server() -> None:
+    """kind="gradient": replies carry global + gradient; the step is w − server_lr·lr·agg."""
+    model = tiny_mlp()
+    training = LocalTraining(algorithm="fedsgd", lr=0.3, batch_size=8)
+    datas = [synthetic_images(16, classes=4, seed=s) for s in range(4)]
+    replies = [train_reply(_train_message(model, 50 + c), worker=copy.deepcopy(model), data=datas[c],
+                           training=training, client_id=c, seed=1) for c in range(4)]
+    strategy = FedArenaStrategy("median", copy.deepcopy(model), kind="gradient", client_lr=0.3, server_lr=0.5)
+    arrays, _ = strategy.aggregate_train(1, replies)
+    reference = Server(copy.deepcopy(model), defenses.aggregation.CoordinateMedian(), server_lr=0.5)
+    state = GlobalState(model_to_vector(model))
+    updates = [train_client(copy.deepcopy(model), state, c, datas[c], training,
+                            torch_generator(1, "client", c, "round", 0))[0] for c in range(4)]
+    for u, c in zip(updates, range(4), strict=True):
+        u.client_id = 50 + c  # the strategy keys replies by node id
+    reference.step(updates, client_lr=0.3)
+    torch.testing.assert_close(ArrayCodec.of(model).to_state(arrays).params, reference.state.params, rtol=0,
+                               atol=1e-6)
+    assert float((reference.state.params - state.params).abs().max()) > 1e-3
+
+
 def _client_reply(model: torch.nn.Module, update: torch.Tensor, msg: Message, num: int = 10) -> Message:
     codec, state = ArrayCodec.of(model), GlobalState(model_to_vector(model))
     arrays = update_record(codec, state, ClientUpdate(0, update, "delta", num), msg.content["arrays"])
