@@ -29,6 +29,7 @@ from fl_core.flower import (
     METRICS_KEY,
     NUM_EXAMPLES_KEY,
     ArrayCodec,
+    Mod,
     installed_data_attack,
     reply_client_id,
     reply_update,
@@ -40,8 +41,6 @@ from fl_core.simulation import DataAttack, RoundContext, UpdateAttack
 from fl_core.updates import ClientUpdate
 
 from .registry import POISONING_ATTACKS
-
-Mod = Callable[[Message, Context, ClientAppCallable], Message]
 
 
 class DataPoisoningMod:
@@ -88,14 +87,20 @@ class ModelPoisoningMod:
                 client_ids=[update.client_id], num_samples=torch.tensor([float(update.num_samples)]),
                 num_clients=self.num_clients or 1, global_params=global_params, kind=update.kind,
                 generator=torch_generator(self.seed, "update_attack", self.group, r))
-            crafted = self.attack.craft(ctx)
-            if crafted.shape != ctx.own.shape:
-                raise ValueError(f"{type(self.attack).__name__}: crafted shape {tuple(crafted.shape)}, "
-                                 f"expected {tuple(ctx.own.shape)}")
+            crafted = craft_checked(self.attack, ctx)
             return ClientUpdate(update.client_id, crafted[0], update.kind, update.num_samples, update.metadata,
                                 update.buffers)
 
         return rewrite_reply(msg, reply, context, craft, self.codec)
+
+
+def craft_checked(attack: UpdateAttack, ctx: RoundContext) -> torch.Tensor:
+    """``attack.craft(ctx)``, refusing a result that is not one row per colluder."""
+    crafted = attack.craft(ctx)
+    if crafted.shape != ctx.own.shape:
+        raise ValueError(f"{type(attack).__name__}: crafted updates of shape {tuple(crafted.shape)}, "
+                         f"expected {tuple(ctx.own.shape)}")
+    return crafted
 
 
 def poisoning_mod(name: str, *, seed: int = 0, group: int = 0, num_clients: int | None = None,
@@ -173,10 +178,7 @@ class OmniscientAttack(Strategy):
                 num_samples=torch.tensor([float(u.num_samples) for *_, u in own]), num_clients=len(rows),
                 global_params=state.params, kind=own[0][3].kind,
                 generator=torch_generator(self.seed, "update_attack", self.group, r))
-            crafted = self.attack.craft(ctx)
-            if crafted.shape != ctx.own.shape:
-                raise ValueError(f"{type(self.attack).__name__}: crafted shape {tuple(crafted.shape)}, "
-                                 f"expected {tuple(ctx.own.shape)}")
+            crafted = craft_checked(self.attack, ctx)
             for (_, _, msg, u), vec in zip(own, crafted, strict=True):
                 forged = ClientUpdate(u.client_id, vec, u.kind, u.num_samples, u.metadata, u.buffers)
                 msg.content[ARRAYS_KEY] = update_record(self.codec, state, forged, msg.content[ARRAYS_KEY])

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from logging import INFO
 from typing import Any
 
@@ -30,6 +30,7 @@ from fl_core.flower import (
     ARRAYS_KEY,
     METRICS_KEY,
     ArrayCodec,
+    Mod,
     installed_trainer,
     reply_client_id,
     reply_update,
@@ -41,8 +42,6 @@ from fl_core.simulation import UpdateTransform
 from fl_core.updates import ClientUpdate, UpdateKind
 
 from .registry import AGGREGATORS, PRIVACY_DEFENSES, ClientDefense
-
-Mod = Callable[[Message, Context, ClientAppCallable], Message]
 
 
 class FedArenaStrategy(FedAvg):

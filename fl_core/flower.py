@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp.typing import ClientAppCallable
 from torch import Tensor, nn
 
 from .client import GlobalState, LocalTrainer, train_client
@@ -40,6 +41,8 @@ METRICS_KEY = "metrics"
 CONFIG_KEY = "config"
 NUM_EXAMPLES_KEY = "num-examples"
 CLIENT_ID_KEY = "client-id"
+
+Mod = Callable[[Message, Context, ClientAppCallable], Message]  # a ClientApp mod (flwr.clientapp.typing.Mod)
 
 
 @dataclass(frozen=True)
