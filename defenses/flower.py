@@ -17,7 +17,7 @@ from logging import INFO
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
@@ -126,7 +126,8 @@ class FedArenaStrategy(FedAvg):
         arrays = ArrayRecord(self.server.model.state_dict()) if step.applied else None
         return arrays, metrics
 
-    def read_replies(self, replies: Iterable[Message], rejected: dict[int, str]) -> tuple[list[ClientUpdate], list]:
+    def read_replies(self, replies: Iterable[Message],
+                     rejected: dict[int, str]) -> tuple[list[ClientUpdate], list[RecordDict]]:
         """Replies → updates sorted by client id; unreadable replies go to ``rejected``."""
         rows = []
         for msg in replies:
@@ -134,6 +135,9 @@ class FedArenaStrategy(FedAvg):
                 cid = reply_client_id(msg, self.client_id_key)
             except ValueError as exc:
                 rejected[int(msg.metadata.src_node_id)] = str(exc)
+                continue
+            if any(cid == seen for seen, _, _ in rows):
+                rejected[cid] = "a second reply under this client id this round"
                 continue
             content = msg.content
             arrays = content.array_records.get(ARRAYS_KEY)

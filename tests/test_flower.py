@@ -273,6 +273,10 @@ def test_omniscient_wrapper_rewrites_malicious_replies_before_the_inner_strategy
     torch.testing.assert_close(codec.to_state(arrays).params, reference.state.params, rtol=0, atol=1e-6)
     assert inner.records[2].weights.keys() == set(range(6))
 
+    twice = replies + [_reply(_train_message(model, 2000), like, **{"client-id": 3})]  # a second reply as client 3
+    inner.aggregate_train(3, twice)
+    assert "second reply" in inner.records[3].rejected[3] and inner.records[3].weights.keys() == set(range(6))
+
 
 def _replies_unmodified(model: torch.nn.Module, vectors: list[torch.Tensor], ids: list[int]) -> list[Message]:
     return _replies(model, vectors, ids)
