@@ -113,14 +113,17 @@ class ArrayCodec:
 
 
 def _tensor(array: Array) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array.numpy()))
+    values = array.numpy()
+    return torch.from_numpy(values if values.flags.c_contiguous and values.flags.writeable
+                            else np.ascontiguousarray(values).copy())
 
 
 def reply_update(codec: ArrayCodec, global_state: GlobalState, record: ArrayRecord, client_id: int,
                  num_samples: int, kind: UpdateKind = "delta") -> ClientUpdate:
     """The FedArena update a reply carries: its parameters − the global ones (and its buffers)."""
     state = codec.to_state(record, dtype=global_state.params.dtype, device=global_state.params.device)
-    return ClientUpdate(client_id, state.params - global_state.params, kind, num_samples, {}, state.buffers)
+    delta = state.params.sub_(global_state.params)  # in place: to_state's vector is a fresh concatenation
+    return ClientUpdate(client_id, delta, kind, num_samples, {}, state.buffers)
 
 
 def update_record(codec: ArrayCodec, global_state: GlobalState, update: ClientUpdate,
