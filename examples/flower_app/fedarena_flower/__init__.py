@@ -1,0 +1,1 @@
+"""A Flower app (ServerApp + ClientApp) training with FedArena defenses against FedArena attacks."""
