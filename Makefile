@@ -19,9 +19,10 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml setup.py defenses/aggregation/_closest_to_median.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch first: the local CPU build; the project's range then keeps it.
+	# torch first: the local CPU build; the project's range then keeps it. The optional
+	# extras (Ray, Flower) are installed too, so their tests run in `make test`.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,ray,flower]'
 	touch $@
 
 demo: setup
