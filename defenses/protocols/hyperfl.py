@@ -28,8 +28,9 @@ Facts from the reference code (Pengxin-Guo/HyperFL, read for facts only):
   optimisers are created afresh each round; the hypernetwork's state dict is returned.
 
 Here the chain is one autograd pass through ``torch.func.functional_call`` of the target
-network with the generated parameters (the same derivative), and the steps are
-``fl_core.local_step.optimizer_step`` (``torch.optim.SGD``'s update, bit for bit).
+network with the generated parameters (the same derivative), and the steps are the
+reference's ``torch.optim.SGD`` and ``clip_grad_norm_``, in place (``optimizer_step``,
+their functional twin, would copy the ~15M-parameter hypernetwork several times a step).
 Sizes (``hyperfl_sizes``; tested): the CIFAR-10 CNN has 107,690 parameters, of which
 106,400 are generated, so the hypernetwork has 129·106,400 + 8,320 = 13,733,920, i.e. an
 upload 127.5× FedAvg's; the Fashion-MNIST CNN has 117,066 (115,776 generated), a
@@ -54,7 +55,6 @@ from torch.func import functional_call
 
 from fl_core.client import GlobalState, LocalTrainer, LossFn, batch_schedule, first_use_order, load_state, train_client
 from fl_core.data import ImageDataset
-from fl_core.local_step import optimizer_step
 from fl_core.protocol import FedPer
 from fl_core.seeding import derive_seed
 from fl_core.updates import ClientUpdate, LocalTraining, PrivateData
@@ -199,20 +199,16 @@ def hyperfl_sizes(net: HyperFLNet) -> Sizes:
     return Sizes(generated + head, generated, head, sum(p.numel() for p in net.hypernetwork.parameters()))
 
 
-def _clip(g: Tensor, max_norm: float) -> Tensor:
-    """``torch.nn.utils.clip_grad_norm_`` on one group (flat): scale by min(1, max/(‖g‖+1e-6))."""
-    coef = torch.clamp(max_norm / (torch.linalg.vector_norm(g) + 1e-6), max=1.0)
-    return g * coef
+def _sgd(groups: list[list[nn.Parameter]], t: LocalTraining) -> torch.optim.SGD:
+    """The reference's optimiser, created afresh each round (in place and foreach: the
+    hypernetwork is ~128× the target network, so no flat copies per step)."""
+    return torch.optim.SGD([{"params": g} for g in groups], lr=t.lr, momentum=t.momentum,
+                           weight_decay=t.weight_decay, foreach=True)
 
 
-@torch.no_grad()
-def _write(params: Sequence[Tensor], vector: Tensor) -> None:
-    chunks = torch.split(vector, [p.numel() for p in params])
-    torch._foreach_copy_(list(params), [c.view_as(p) for c, p in zip(chunks, params, strict=True)])
-
-
-def _flat(params: Sequence[Tensor]) -> Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in params])
+def _set_grads(params: Sequence[nn.Parameter], grads: Sequence[Tensor]) -> None:
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g
 
 
 class HyperFL(FedPer):
@@ -277,27 +273,28 @@ class HyperFL(FedPer):
                                      weight_decay=self.head_training.weight_decay)
             with torch.no_grad():
                 generated = model.generate()
-            w, opt = _flat(head), {}
+            opt = _sgd([head], head_cfg)
             batches = batch_schedule(len(data), head_cfg, generator)
-            for step, idx in enumerate(batches, start=1):
+            for idx in batches:
                 loss = self.loss_fn(functional_call(model.target, generated, (inputs[idx],)), labels[idx])
-                g = torch.autograd.grad(loss, head)
-                w = optimizer_step(w, torch.cat([t.reshape(-1) for t in g]), head_cfg, step, opt)
-                _write(head, w)
+                _set_grads(head, torch.autograd.grad(loss, head))
+                opt.step()
                 losses.append(loss.item())
             used.extend(batches)
         # phase 2: hypernetwork and embedding through the generated weights, each group clipped
-        w, opt = _flat(shared), {}
+        hyper = shared[:-1]
+        opt = _sgd([hyper, [model.embedding]], training)
         batches = batch_schedule(len(data), training, generator)
-        for step, idx in enumerate(batches, start=1):
+        for idx in batches:
             loss = self.loss_fn(model(inputs[idx]), labels[idx])
-            g = torch.autograd.grad(loss, shared)
-            g_hyper = _clip(torch.cat([t.reshape(-1) for t in g[:-1]]), self.clip_norm)
-            g_embed = _clip(g[-1].reshape(-1), self.clip_norm)
-            w = optimizer_step(w, torch.cat([g_hyper, g_embed]), training, step, opt)
-            _write(shared, w)
+            _set_grads(shared, torch.autograd.grad(loss, shared))
+            torch.nn.utils.clip_grad_norm_(hyper, self.clip_norm, foreach=True)
+            torch.nn.utils.clip_grad_norm_([model.embedding], self.clip_norm)
+            opt.step()
             losses.append(loss.item())
         used.extend(batches)
+        for p in (*head, *shared):
+            p.grad = None
         order = first_use_order(used, len(data))
         vector = model_to_vector(model) - state.params
         meta = {"loss": sum(losses) / len(losses), "steps": len(losses), "hypernetwork_params": n_hyper}
