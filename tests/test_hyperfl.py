@@ -333,3 +333,22 @@ def test_client_state_initial_private_part_is_the_common_initialisation():
     kept = ClientState(0, GlobalState(full))
     assert torch.equal(protocol.head(kept), _split(net, full)[1])
     assert layout.names == tuple(n for n in ParameterLayout.of(net).names if n.startswith("hypernetwork."))
+
+
+def test_client_level_dp_acts_on_the_hypernetwork_upload_only():
+    from defenses.privacy.dp_fedavg import LocalDPNoise
+    from defenses.privacy.perturbations import Clipping
+    plain, noisy, clipped = [], [], []
+    base = _sim(observers=[plain.append])
+    base.run()
+    dp = _sim(observers=[noisy.append], transforms=[LocalDPNoise(clip_norm=0.05, noise_multiplier=1.0)])
+    dp.run()
+    clip = _sim(observers=[clipped.append], transforms=[Clipping(0.01)])
+    clip.run()
+    for a, b, c in zip(plain, noisy, clipped, strict=True):
+        assert b.update.vector.shape == a.update.vector.shape
+        assert not torch.allclose(a.update.vector, b.update.vector)
+        assert float(c.update.vector.norm()) == pytest.approx(0.01, rel=1e-4)
+        # what the client keeps comes from its own training, not from the transformed upload
+        cid = a.update.client_id
+        assert torch.equal(base.client_states[cid].values["private"], dp.client_states[cid].values["private"])

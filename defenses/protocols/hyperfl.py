@@ -214,10 +214,11 @@ def _set_grads(params: Sequence[nn.Parameter], grads: Sequence[Tensor]) -> None:
 class HyperFL(FedPer):
     """HyperFL: the hypernetwork is shared; the embedding and the head are kept per client.
 
-    The server's model is a ``HyperFLNet``; its layout's shared part is
-    ``hypernetwork.*`` and ``embedding`` plus ``target.<head>`` stay on each client
-    (starting from the common initialisation, as every reference client starts from a
-    copy of one model), so the upload is the hypernetwork delta and nothing else. The
+    The server's model is a ``HyperFLNet``; the shared layout is ``hypernetwork.*``;
+    ``embedding`` and ``target.<head>`` stay on each client, starting from the server
+    model's initialisation (an assumption: the reference's driver, which would say how
+    client models are initialised, was not available to check), so the upload is the
+    hypernetwork delta and nothing else. The
     local round is the reference's two phases (module docstring), ``trainer``, which the
     simulation runs (``local_trainer``); ``FederationConfig.local = REFERENCE_TRAINING``
     is the hypernetwork phase; the head phase takes its own ``head_*`` settings and the
