@@ -1,7 +1,9 @@
 """Split a dataset's sample indices among federated clients: IID and the usual non-IID schemes.
 
 ``partition(name, labels, num_clients, seed, **kwargs)`` returns one sorted int64 index
-tensor per client; every sample is assigned to exactly one client. Each partitioner
+tensor per client; every sample is assigned to exactly one client, except by
+``noniid_s``, which gives each client a fixed number and leaves the rest unused (owner -1);
+no sample ever goes to two clients. Each partitioner
 draws from ``numpy_rng(seed, "partition", name)``, so the same seed gives the same split
 and adding a partitioner never changes another's numbers. All schemes are vectorised
 over samples and clients (the only Python loops are over re-draws).
@@ -35,6 +37,63 @@ def partition(name: str, labels: Tensor | np.ndarray | list[int], num_clients: i
         raise ValueError(f"cannot give {num_clients} clients at least one of {len(y)} samples")
     owner = fn(y, num_clients, numpy_rng(seed, "partition", name), **kwargs)
     return _split_by_owner(owner, num_clients)
+
+
+#: HyperFL's / FedPAC's dominant label groups for 10 classes; client i draws from group i % 5.
+NONIID_S_GROUPS: tuple[tuple[int, ...], ...] = ((0, 1, 2), (2, 3, 4), (4, 5, 6), (6, 7, 8), (8, 9, 0))
+
+
+@PARTITIONERS.register("noniid_s")
+def noniid_s(labels: np.ndarray, num_clients: int, rng: np.random.Generator, local_size: int = 600,
+             iid_fraction: float = 0.2, groups: tuple[tuple[int, ...], ...] = NONIID_S_GROUPS) -> np.ndarray:
+    """Each client gets ``local_size`` samples: ``iid_fraction`` spread evenly over all
+    classes, the rest evenly over its dominant group ``groups[i % len(groups)]``.
+
+    The reference (FedPAC's and HyperFL's ``cifar_noniid_s`` / ``fmnist_noniid_s``,
+    ``noniid_s=20``): ``n_iid = int(local_size·s)``, ``n_iid // K`` per class with the
+    remainder on the last class; ``(local_size − n_iid) // |group|`` per group label with
+    the remainder on its last; the five triplets above, by client index. It uses 600 per
+    client for training and 300 for each client's local test split (the same scheme on the
+    test set). The reference walks the label-sorted samples from fixed offsets and wraps
+    round, reusing samples, when a class runs out; here each class is shuffled by the seed
+    and taken in turn, and a class that runs out is an error (no sample serves two clients).
+    Samples no client needs get owner -1.
+    """
+    if int(local_size) != local_size or local_size < 1:
+        raise ValueError(f"noniid_s: local_size must be a positive integer, got {local_size!r}")
+    if not 0 <= iid_fraction <= 1:
+        raise ValueError(f"noniid_s: iid_fraction must be in [0, 1], got {iid_fraction}")
+    classes, y = np.unique(labels, return_inverse=True)
+    k = len(classes)
+    position = {int(c): j for j, c in enumerate(classes)}
+    if not groups or any(not g for g in groups):
+        raise ValueError(f"noniid_s: groups must be non-empty label groups, got {groups!r}")
+    unknown = sorted({int(c) for g in groups for c in g} - set(position))
+    if unknown:
+        raise ValueError(f"noniid_s: group labels {unknown} are not among the dataset's labels {classes.tolist()}")
+    n_iid = int(local_size * iid_fraction)
+    n_dominant = int(local_size) - n_iid
+    counts = np.zeros((num_clients, k), dtype=np.int64)  # [client, class]
+    counts[:, :] = n_iid // k
+    counts[:, -1] += n_iid - k * (n_iid // k)
+    for i in range(num_clients):
+        group = [position[int(c)] for c in groups[i % len(groups)]]
+        per = n_dominant // len(group)
+        np.add.at(counts[i], group, per)
+        counts[i, group[-1]] += n_dominant - per * len(group)
+    class_sizes = np.bincount(y, minlength=k)
+    short = np.nonzero(counts.sum(axis=0) > class_sizes)[0]
+    if len(short):
+        j = int(short[0])
+        raise ValueError(f"noniid_s: class {classes[j]} has {class_sizes[j]} samples but {num_clients} clients "
+                         f"of {local_size} need {int(counts[:, j].sum())}; lower local_size or num_clients")
+    order = _grouped_by_class(y, rng)
+    starts = np.cumsum(class_sizes) - class_sizes
+    owner = np.full(len(y), -1, dtype=np.int64)
+    for j in range(k):
+        takers = np.repeat(np.arange(num_clients), counts[:, j])
+        owner[order[starts[j]:starts[j] + len(takers)]] = takers
+    return owner
 
 
 @PARTITIONERS.register("iid")
@@ -178,6 +237,8 @@ def _apportion(total: int, sizes: np.ndarray) -> np.ndarray:
 
 
 def _split_by_owner(owner: np.ndarray, num_clients: int) -> list[Tensor]:
+    """Indices per client (ascending); owner -1 (unassigned) is dropped."""
     order = np.argsort(owner, kind="stable")  # indices ascending within each client
-    sizes = np.bincount(owner, minlength=num_clients)
+    sizes = np.bincount(owner[owner >= 0], minlength=num_clients)
+    order = order[len(owner) - int(sizes.sum()):]  # the -1 block sorts first
     return [torch.from_numpy(part.copy()) for part in np.split(order, np.cumsum(sizes)[:-1])]

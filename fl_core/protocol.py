@@ -26,6 +26,11 @@ trainer and the one aggregation step:
 4. **What is evaluated** — ``evaluate(model, states, test_set, batch_size)``: the global
    model by default; a personalised protocol evaluates each client's own model (FedPer
    below: the shared body with each client's head) and reports the per-client numbers.
+   ``test_set`` is one dataset, or ``{client id: local test split}`` (personalised FL's
+   protocol: each client's model on its own split, the mean over clients reported).
+5. **Who trains** — ``local_trainer(trainer)``: the trainer the simulation runs; the
+   given one (honest ``train_client``, DP-SGD, …) by default; a protocol whose local
+   round is its own (HyperFL's two phases) returns its trainer.
 
 ``FLProtocol`` itself is FedSGD/FedAvg and the default everywhere (bit-identical to the
 federation before protocols existed). How others plug in:
@@ -51,14 +56,14 @@ federation before protocols existed). How others plug in:
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .client import GlobalState
+from .client import GlobalState, LocalTrainer
 from .data import ImageDataset
 from .evaluation import evaluate
 from .registry import Registry
@@ -78,6 +83,9 @@ class ClientState:
     client_id: int
     initial: GlobalState
     values: dict[str, Tensor] = field(default_factory=dict)
+
+
+TestSets = ImageDataset | Mapping[int, ImageDataset]
 
 
 @dataclass
@@ -123,11 +131,19 @@ class FLProtocol:
         scale = -server_lr * client_lr if kind == "gradient" else server_lr
         return params + scale * aggregate
 
+    # -- who trains -----------------------------------------------------------------
+    def local_trainer(self, trainer: LocalTrainer) -> LocalTrainer:
+        """The trainer clients run: ``trainer`` unless the protocol owns the local round."""
+        return trainer
+
     # -- evaluation -----------------------------------------------------------------
-    def evaluate(self, model: nn.Module, states: Mapping[int, ClientState], test_set: ImageDataset,
+    def evaluate(self, model: nn.Module, states: Mapping[int, ClientState], test_set: TestSets,
                  batch_size: int) -> Evaluation:
-        """The global model on the test set; ``states`` is for personalised protocols."""
-        return Evaluation(*evaluate(model, test_set, batch_size))
+        """The global model on the test set, or on every client's local split (mean over
+        clients); ``states`` is for personalised protocols."""
+        if isinstance(test_set, ImageDataset):
+            return Evaluation(*evaluate(model, test_set, batch_size))
+        return per_client_evaluation({cid: (lambda: model) for cid in test_set}, test_set, batch_size)
 
 
 class FedAvgProtocol(FLProtocol):
@@ -236,24 +252,41 @@ class FedPer(FLProtocol):
         kept.values["private"] = torch.add(start.params[private], step, alpha=alpha)
         return replace(update, vector=update.vector[shared])
 
-    def evaluate(self, model: nn.Module, states: Mapping[int, ClientState], test_set: ImageDataset,
+    def evaluate(self, model: nn.Module, states: Mapping[int, ClientState], test_set: TestSets,
                  batch_size: int) -> Evaluation:
         """Each client that has trained, with its personalised model (global base + its head),
-        on the test set; the mean over clients is reported, per-client in ``client_accuracy``."""
-        if not states:
+        on the test set or on its own split when ``test_set`` maps client ids to splits
+        (clients without a split, or not yet trained, are skipped); the mean over clients is
+        reported, per-client in ``client_accuracy``."""
+        ids = sorted(states) if isinstance(test_set, ImageDataset) else sorted(set(states) & set(test_set))
+        if not ids:
             return super().evaluate(model, states, test_set, batch_size)
         worker = copy.deepcopy(model)
         base = self.read_shared(model)
-        per_client: dict[int, float] = {}
-        losses: list[float] = []
-        for cid in sorted(states):
-            start = self.client_start(GlobalState(base), states[cid])
-            vector_to_model(start.params, worker)
-            acc, loss = evaluate(worker, test_set, batch_size)
-            per_client[cid] = acc
-            losses.append(loss)
-        accs = list(per_client.values())
-        return Evaluation(sum(accs) / len(accs), sum(losses) / len(losses), {"client_accuracy": per_client})
+
+        def personalised(cid: int) -> nn.Module:
+            vector_to_model(self.client_start(GlobalState(base), states[cid]).params, worker)
+            return worker
+
+        splits = {cid: test_set for cid in ids} if isinstance(test_set, ImageDataset) else test_set
+        return per_client_evaluation({cid: (lambda cid=cid: personalised(cid)) for cid in ids}, splits, batch_size)
+
+
+def per_client_evaluation(models: Mapping[int, Callable[[], nn.Module]], test_sets: Mapping[int, ImageDataset],
+                          batch_size: int) -> Evaluation:
+    """Client ``cid``'s model (``models[cid]()``, built when needed) on ``test_sets[cid]``; the
+    unweighted mean over clients, per-client accuracies in ``info["client_accuracy"]``."""
+    missing = sorted(set(models) - set(test_sets))
+    if missing:
+        raise KeyError(f"no local test split for clients {missing}")
+    per_client: dict[int, float] = {}
+    losses: list[float] = []
+    for cid in sorted(models):
+        acc, loss = evaluate(models[cid](), test_sets[cid], batch_size)
+        per_client[cid] = acc
+        losses.append(loss)
+    accs = list(per_client.values())
+    return Evaluation(sum(accs) / len(accs), sum(losses) / len(losses), {"client_accuracy": per_client})
 
 
 PROTOCOLS: Registry[type[FLProtocol]] = Registry("protocol")

@@ -26,7 +26,7 @@ import copy
 import dataclasses
 import json
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -157,6 +157,8 @@ class Simulation:
 
     ``protocol`` (default FedSGD/FedAvg) builds the server with ``aggregator``; or pass a
     ready ``server`` (whose model must be ``model``; it brings its aggregator and protocol).
+    ``test_set`` is one dataset or ``{client id: local test split}``; the protocol decides
+    what is evaluated on it. The clients run ``protocol.local_trainer(trainer)``.
     """
 
     def __init__(
@@ -164,7 +166,7 @@ class Simulation:
         model: nn.Module,
         clients: Sequence[Client],
         config: FederationConfig,
-        test_set: ImageDataset | None = None,
+        test_set: ImageDataset | Mapping[int, ImageDataset] | None = None,
         aggregator: Aggregator | None = None,
         *,
         trainer: LocalTrainer = train_client,
@@ -194,14 +196,17 @@ class Simulation:
         self.clients = [c if c.data.images.device == device else dataclasses.replace(c, data=c.data.to(device))
                         for c in clients]
         self.config = config
-        self.test_set = None if test_set is None else test_set.to(device)
+        # one test set, or {client id: local test split} (personalised evaluation)
+        self.test_set: ImageDataset | dict[int, ImageDataset] | None = (
+            None if test_set is None else test_set.to(device) if isinstance(test_set, ImageDataset)
+            else {cid: split.to(device) for cid, split in test_set.items()})
         self.server = server if server is not None else Server(model, aggregator, config.server_lr, protocol=protocol)
         self.protocol = self.server.protocol
         self.worker = copy.deepcopy(model)
         self.device = device
         self._initial = GlobalState(model_to_vector(model), buffers_to_vector(model))
         self.client_states: dict[int, ClientState] = {}
-        self.trainer = trainer
+        self.trainer = self.protocol.local_trainer(trainer)
         self.adversaries = list(adversaries)
         self.transforms = list(transforms)
         self.observers = list(observers)

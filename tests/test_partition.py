@@ -25,7 +25,7 @@ def mean_label_entropy(parts: list[torch.Tensor], labels: torch.Tensor = LABELS)
 
 
 def test_registered_names() -> None:
-    assert PARTITIONERS.names() == ["dirichlet", "iid", "quantity_skew", "shards"]
+    assert PARTITIONERS.names() == ["dirichlet", "iid", "noniid_s", "quantity_skew", "shards"]
 
 
 @pytest.mark.parametrize("name, kwargs", CASES)

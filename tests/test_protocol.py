@@ -193,7 +193,7 @@ def test_protocol_registry_names_and_unknown_names():
     assert {"fedavg", "client_momentum", "fedper"} <= set(PROTOCOLS.names())
     assert isinstance(PROTOCOLS.build("fedavg"), FedAvgProtocol)
     with pytest.raises(UnknownNameError, match="client_momentum"):
-        PROTOCOLS.get("hyperfl")
+        PROTOCOLS.get("no_such_protocol")
     with pytest.raises(ValueError, match="beta"):
         ClientMomentum(1.0)
 
