@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .ids import canonical_json
-from .provenance import Provenance, current_provenance
+from .provenance import Provenance, current_provenance, same_code
 
 if TYPE_CHECKING:  # the store itself needs neither torch nor the registries
     from .suite import RunSpec, Suite
@@ -213,7 +213,7 @@ class Store:
         out: dict[Provenance | None, list[str]] = {}
         for rid, prov in self._conn.execute("SELECT run_id, provenance FROM runs ORDER BY run_id").fetchall():
             stored = _provenance(prov)
-            if rid in wanted and stored != current:
+            if rid in wanted and not same_code(stored, current):
                 out.setdefault(stored, []).append(rid)
         return out
 
