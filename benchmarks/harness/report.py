@@ -36,6 +36,9 @@ FIGURES_DIR = "report_files"
 MARKDOWN = "report.md"
 HTML = "report.html"
 GRID_IMAGES = 8
+EPSILON_CAPTION = ("ε under add/remove adjacency (sensitivity C) and under replace-one adjacency (sensitivity 2C, "
+                   "the usual local-DP notion); – = not a DP defense, or that adjacency not accounted (DP-SGD and "
+                   "central DP account add/remove only).")
 
 
 @dataclass(frozen=True)
@@ -128,9 +131,10 @@ def _privacy_group(doc: Document, suite: str, title: str, runs: list[RunRecord],
     for (attack, defense), cell in _cells(runs).items():
         rows.append([attack, defense, _stat(cell, "psnr", _num(2)), _stat(cell, "ssim", _num(3)),
                      _stat(cell, "lpips", _num(3)), _stat(cell, "label_accuracy", _pct),
-                     _stat(cell, "epsilon", _num(2)), _stat(cell, "attack_seconds", _num(1)), str(len(cell))])
-    doc.add(Table(["attack", "defense", "PSNR (dB)", "SSIM", "LPIPS", "label acc.", "ε", "attack time (s)",
-                   "seeds"], rows))
+                     _stat(cell, "epsilon", _num(2)), _epsilon(cell, "replace"), _stat(cell, "attack_seconds", _num(1)),
+                     str(len(cell))])
+    doc.add(Table(["attack", "defense", "PSNR (dB)", "SSIM", "LPIPS", "label acc.", "ε add/remove", "ε replace",
+                   "attack time (s)", "seeds"], rows, EPSILON_CAPTION))
     notes = sorted({n for r in runs for n in [r.metrics.get("lpips_note")] if n})
     if notes:
         doc.add(Paragraph("LPIPS: " + "; ".join(notes)))
@@ -187,9 +191,10 @@ def _robustness_group(doc: Document, suite: str, title: str, runs: list[RunRecor
     for (attack, defense), cell in cells.items():
         rows.append([attack, defense, _stat(cell, "final_accuracy", _pct), _stat(cell, "attack_success_rate", _pct),
                      _stat(cell, "malicious_precision", _num(2)), _stat(cell, "malicious_recall", _num(2)),
-                     _stat(cell, "epsilon", _num(2)), _stat(cell, "fl_seconds", _num(1)), str(len(cell))])
+                     _stat(cell, "epsilon", _num(2)), _epsilon(cell, "replace"), _stat(cell, "fl_seconds", _num(1)),
+                     str(len(cell))])
     doc.add(Table(["attack", "defense", "accuracy", "attack success", "detection precision", "detection recall",
-                   "ε", "time (s)", "seeds"], rows))
+                   "ε add/remove", "ε replace", "time (s)", "seeds"], rows, EPSILON_CAPTION))
     roles = _role_rows(cells)
     if roles:
         doc.add(Table(["attack", "defense", "role", "clients", "precision", "recall"], roles,
@@ -292,6 +297,11 @@ def _mean(cell: Sequence[RunRecord], metric: str) -> float | None:
 
 def _stat(cell: Sequence[RunRecord], metric: str, fmt: Callable[[float], str]) -> str:
     return _fmt_values([r.metrics.get(metric) for r in cell], fmt)
+
+
+def _epsilon(cell: Sequence[RunRecord], adjacency: str) -> str:
+    """ε under ``adjacency`` (``metrics["epsilon_by_adjacency"]``; absent in runs stored before it)."""
+    return _fmt_values([(r.metrics.get("epsilon_by_adjacency") or {}).get(adjacency) for r in cell], _num(2))
 
 
 def _fmt_values(values: Sequence[Any], fmt: Callable[[float], str]) -> str:
