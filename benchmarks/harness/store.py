@@ -24,6 +24,7 @@ processes (disjoint shards) may write to the same file (WAL, busy timeout).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 import urllib.parse
@@ -218,7 +219,7 @@ class Store:
     def _explain(self, doing: str, exc: sqlite3.Error) -> str:
         text = str(exc)
         low = text.lower()
-        if "full" in low:
+        if "full" in low or _disk_full(self.path.parent):
             what = "the disk is full; free space, then run the same command to resume (finished runs are kept)"
         elif "readonly" in low or "read-only" in low or "unable to open" in low:
             what = ("the file or its folder is read-only, or cannot be opened; "
@@ -227,6 +228,9 @@ class Store:
                        "somewhere writable"))
         elif "locked" in low or "busy" in low:
             what = "another process keeps it locked; wait for it, or choose another folder"
+        elif "disk i/o" in low:
+            what = ("a disk I/O error (the disk may be failing, or the file changed under SQLite); check the disk "
+                    f"and run the same command again; if it persists, {_RECOVER}")
         elif "not a database" in low or "malformed" in low or "corrupt" in low or "no such" in low:
             what = f"the file is damaged or not a FedArena result store; {_RECOVER}"
         else:
@@ -402,6 +406,15 @@ class Store:
         """(run_id, config, meta) of every run the suite expands to, in suite order."""
         rows = self._read("SELECT run_id, config, meta FROM suite_runs WHERE suite = ? ORDER BY position", (suite,))
         return [(rid, json.loads(cfg), json.loads(meta)) for rid, cfg, meta in rows]
+
+
+def _disk_full(folder: Path, margin: int = 1 << 20) -> bool:
+    """Whether the file system holding ``folder`` has less than ``margin`` bytes free."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < margin
 
 
 def artefact_path(folder: Path, relative: str) -> Path:
