@@ -372,6 +372,7 @@ def _wait(condition: object, what: str, timeout: float = 180.0) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_fault_injection_two_drivers_killed_worker_and_driver_full_disk_corrupted_store(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     suite_file = tmp_path / "faults.yaml"
