@@ -159,9 +159,12 @@ class Store:
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a folder, not a result store")
         exists = self.path.exists()
-        if exists and self.path.stat().st_size == 0:
-            raise StoreError(f"{self.path} is empty (0 bytes): not a result store (truncated, or never written); "
-                             "delete it to start afresh, or restore it from a backup")
+        # A 0-byte file is a new store to SQLite (and what a concurrent creator briefly leaves), so
+        # writers accept it unless the folder shows earlier runs (artefacts); readers never do.
+        if exists and self.path.stat().st_size == 0 and (readonly or _has_artefacts(self.path.parent)):
+            raise StoreError(f"{self.path} is empty (0 bytes): not a result store (truncated, or never written)"
+                             + ("" if readonly else " although the folder holds artefacts of earlier runs")
+                             + "; delete it to start afresh, or restore it from a backup")
         if readonly and not exists:
             raise StoreError(f"{self.path} does not exist; run a suite into its folder first")
         with self._guard("open"):
@@ -406,6 +409,11 @@ class Store:
         """(run_id, config, meta) of every run the suite expands to, in suite order."""
         rows = self._read("SELECT run_id, config, meta FROM suite_runs WHERE suite = ? ORDER BY position", (suite,))
         return [(rid, json.loads(cfg), json.loads(meta)) for rid, cfg, meta in rows]
+
+
+def _has_artefacts(folder: Path) -> bool:
+    artefacts = folder / "artefacts"
+    return artefacts.is_dir() and any(artefacts.iterdir())
 
 
 def _disk_full(folder: Path, margin: int = 1 << 20) -> bool:
