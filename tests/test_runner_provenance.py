@@ -14,7 +14,7 @@ import torch
 
 from benchmarks.harness.cli import build_parser, main
 from benchmarks.harness.device import resolve_device
-from benchmarks.harness.provenance import Provenance, _git_state, current_provenance
+from benchmarks.harness.provenance import Provenance, _git_state, code_fingerprint, current_provenance, same_code
 from benchmarks.harness.runner import ProvenanceError, run_suite
 from benchmarks.harness.store import STORE_NAME, Store
 from benchmarks.harness.suite import parse_suite
@@ -186,3 +186,56 @@ def test_cli_run_refuses_a_store_of_other_code_and_fresh_recomputes(tmp_path: Pa
     assert _provenances(out) == [current_provenance()]
     assert main(["run", str(suite_file), "--out", str(out), "--no-progress"]) == 0
     assert "0 ok, 0 failed, 1 already done" in capsys.readouterr().err
+
+
+def test_code_fingerprint_survives_a_docs_only_commit_and_changes_with_code(tmp_path: Path) -> None:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "suite.yaml").write_text("suite: s\n")
+    (tmp_path / "README.md").write_text("# r\n")
+    git("add", "-A")
+    git("commit", "-qm", "init")
+    before = code_fingerprint(tmp_path)
+    (tmp_path / "README.md").write_text("# results table, rewritten\n")
+    (tmp_path / "docs.md").write_text("new page\n")
+    git("add", "-A")
+    git("commit", "-qm", "docs only")
+    assert code_fingerprint(tmp_path) == before  # a docs-only commit: the same code
+    (tmp_path / "suite.yaml").write_text("suite: t\n")
+    assert code_fingerprint(tmp_path) != before  # an uncommitted suite edit is code
+    git("checkout", "-q", "--", "suite.yaml")
+    (tmp_path / "b.py").write_text("y = 1\n")
+    assert code_fingerprint(tmp_path) != before  # an untracked module is code
+    (tmp_path / "b.py").unlink()
+    (tmp_path / "a.py").unlink()
+    assert code_fingerprint(tmp_path) != before  # a tracked module deleted from the tree
+    git("checkout", "-q", "--", "a.py")
+    assert code_fingerprint(tmp_path) == before
+    plain = tmp_path / "plain"  # no git: the package folders' files, hashed directly
+    (plain / "fl_core").mkdir(parents=True)
+    (plain / "fl_core" / "m.py").write_text("z = 1\n")
+    first = code_fingerprint(plain)
+    (plain / "notes.md").write_text("n\n")
+    assert code_fingerprint(plain) == first
+    (plain / "fl_core" / "m.py").write_text("z = 2\n")
+    assert code_fingerprint(plain) != first
+
+
+def test_same_code_compares_the_fingerprint_not_the_commit(tmp_path: Path) -> None:
+    a, docs_commit = replace(A, code="c0de00000000"), replace(B, code="c0de00000000")
+    edited = replace(B, code="c0de11111111")
+    assert same_code(a, docs_commit) and not same_code(a, edited) and not same_code(None, a)
+    assert not same_code(a, replace(docs_commit, torch="2.14.0"))
+    assert not same_code(A, B) and same_code(A, A)  # no fingerprint stored: every field must match
+    suite = parse_suite(ONE_RUN)
+    out = tmp_path / "out"
+    run_suite(suite, out, progress=False, provenance=a)
+    assert run_suite(suite, out, progress=False, provenance=docs_commit).skipped == 1  # resumes after a docs commit
+    with pytest.raises(ProvenanceError, match="code c0de00000000"):
+        run_suite(suite, out, progress=False, provenance=edited)

@@ -30,17 +30,19 @@ def test_record_roundtrip_order_and_lookup(tmp_path: Path) -> None:
     specs = [_spec(i) for i in range(3)]
     with Store.in_folder(tmp_path) as store:
         store.register_suite(Suite("s", "demo", tuple(specs), "s.yaml", "runs: []"))
-        for spec in reversed(specs):  # finish out of order
-            store.record(spec, _result(spec, acc=0.5 + spec.config["seed"], bad=math.nan), {"a.png": "x/a.png"})
-        store.record(specs[1], _result(specs[1], "failed"), {})  # a later attempt replaces the row
+        assert store.record(specs[1], _result(specs[1], "failed"), {})  # a first attempt fails
+        for spec in reversed(specs):  # finish out of order; the ok retry replaces the failed row
+            assert store.record(spec, _result(spec, acc=0.5 + spec.config["seed"], bad=math.nan),
+                                {"a.png": "x/a.png"})
+        assert not store.record(specs[1], _result(specs[1], "failed"), {})  # never a failure over an ok row
     with Store(tmp_path / "results.sqlite") as store:
         runs = store.runs("s")
         assert [r.run_id for r in runs] == [s.run_id for s in specs]  # suite order, one row each
         assert runs[0].metrics == {"acc": 0.5, "bad": None} and runs[0].artefacts == {"a.png": "x/a.png"}
         assert runs[0].config == specs[0].config and runs[0].meta == specs[0].meta
         assert runs[0].seconds == pytest.approx(2.5) and runs[0].worker == "w:1"
-        assert runs[1].status == "failed" and runs[1].error == "boom"
-        assert store.statuses() == {specs[0].run_id: "ok", specs[1].run_id: "failed", specs[2].run_id: "ok"}
+        assert runs[1].status == "ok" and runs[1].error is None and runs[1].metrics["acc"] == 1.5
+        assert store.statuses() == {specs[0].run_id: "ok", specs[1].run_id: "ok", specs[2].run_id: "ok"}
         assert store.get("22").run_id == specs[2].run_id == store.get(specs[2].run_id).run_id
         with pytest.raises(KeyError, match="matches 3 runs"):
             store.get("")
@@ -101,7 +103,9 @@ def test_write_atomic_replaces_or_keeps_the_old_file(tmp_path: Path, monkeypatch
 
 def test_clean_temporaries_and_artefact_names(tmp_path: Path) -> None:
     (tmp_path / "r1").mkdir()
-    (tmp_path / "r1" / ".fig.png.abc.tmp").write_bytes(b"half")
+    gone = subprocess.Popen(["true"])  # a writer that has exited: its temporaries are provably stale
+    gone.wait()
+    (tmp_path / "r1" / f".fig.png.{gone.pid}.abc.tmp").write_bytes(b"half")
     (tmp_path / "r1" / "fig.png").write_bytes(b"whole")
     assert clean_temporaries(tmp_path) == 1
     assert [p.name for p in (tmp_path / "r1").iterdir()] == ["fig.png"]

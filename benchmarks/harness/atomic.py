@@ -1,14 +1,20 @@
 """Atomic file writes: a reader (or a resumed suite) never sees half a file.
 
 Data goes to a temporary name in the same folder, is flushed to disk, then renamed
-over the target with ``os.replace`` (atomic on POSIX and Windows).
+over the target with ``os.replace`` (atomic on POSIX and Windows). The temporary's
+name carries its writer's pid (``.<name>.<pid>.<random>.tmp``), so ``clean_temporaries``
+removes only what a writer that is gone left behind, never another live writer's file.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
+
+TMP_SUFFIX = ".tmp"
+_OWNER = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
 
 
 def write_atomic(path: str | Path, data: bytes | str) -> Path:
@@ -16,7 +22,7 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
@@ -31,10 +37,28 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
 
 
 def clean_temporaries(folder: str | Path) -> int:
-    """Remove temporaries a killed writer left behind; returns how many."""
+    """Remove temporaries whose writer is provably gone (its pid is not alive); returns how many.
+
+    A temporary without a pid in its name (written by an older FedArena) or of a live pid
+    is left alone: it may be another writer's file in flight.
+    """
     removed = 0
-    for tmp in Path(folder).rglob(".*.tmp"):
-        if tmp.is_file():
+    for tmp in Path(folder).rglob(f".*{TMP_SUFFIX}"):
+        match = _OWNER.match(tmp.name)
+        if match and tmp.is_file() and not pid_alive(int(match.group(1))):
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (signal 0 checks without sending)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True

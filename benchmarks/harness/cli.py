@@ -92,7 +92,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    from benchmarks.harness.lock import OutputFolderError
     from benchmarks.harness.runner import ProvenanceError, run_suite
+    from benchmarks.harness.store import StoreError, SuiteCollisionError
     from benchmarks.harness.suite import SuiteError, load_suite
     from benchmarks.harness.suites import resolve_suite_path
 
@@ -107,7 +109,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         summary = run_suite(suite, out, workers=args.workers, ray_address=args.ray,
                             retry_failed=args.retry_failed, progress=not args.no_progress, fresh=args.fresh,
                             device=args.device)
-    except (RayUnavailableError, ProvenanceError) as exc:
+    except (RayUnavailableError, ProvenanceError, OutputFolderError, SuiteCollisionError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -116,32 +118,42 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 130
     print(f"suite {suite.name}: {summary.ok} ok, {summary.failed} failed, {summary.skipped} already done "
           f"(of {summary.planned}); results in {out / 'results.sqlite'}", file=sys.stderr)
-    if args.report:
-        from benchmarks.harness.report import write_report
-
-        paths = write_report(out)
-        print(f"report: {paths.markdown} and {paths.html}")
+    if args.report and _report(out) != 0:
+        return 2
     return 1 if summary.failed else 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from benchmarks.harness.report import write_report
-
     folder = Path(args.dir)
     if not (folder / "results.sqlite").is_file():
         print(f"error: {folder} has no results.sqlite; run a suite into it with `fedarena run SUITE --out "
               f"{folder}`", file=sys.stderr)
         return 2
-    paths = write_report(folder)
+    return _report(folder)
+
+
+def _report(folder: Path) -> int:
+    from benchmarks.harness.report import ReportWriteError, write_report
+    from benchmarks.harness.store import StoreError
+
+    try:
+        paths = write_report(folder)
+    except (StoreError, ReportWriteError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"report: {paths.markdown} and {paths.html}")
     return 0
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
     from benchmarks.harness.show import find_run, format_run
+    from benchmarks.harness.store import StoreError
 
     try:
         record, folder = find_run(args.run_id, Path(args.out) if args.out else None)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except (KeyError, FileNotFoundError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2

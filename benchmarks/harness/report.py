@@ -6,7 +6,11 @@ malicious-client detection precision/recall bars, reconstruction grids, and the
 privacy–utility scatter (attack PSNR against the accuracy FedAvg reaches under the same
 defense: the suite's attack-free robustness runs with that defense, matched by label).
 Writes ``DIR/report.md`` (figures in ``DIR/report_files/``) and a self-contained
-``DIR/report.html``; every file is written atomically.
+``DIR/report.html``; every file is written atomically. The store is opened read-only:
+the report files are the only thing written (``ReportWriteError`` when the folder is
+read-only). An artefact that cannot be used (a path leaving the folder, a file that is
+missing, truncated, not a weights-only tensor file, or shaped unlike a reconstruction)
+is skipped and listed under "Skipped artefacts"; it never aborts the report.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import pickle
 import statistics
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -29,13 +34,20 @@ from benchmarks.figures.plots import GridRow, reconstruction_grid
 
 from .atomic import write_atomic
 from .report_render import Document, Figure, Heading, Paragraph, Table, to_html, to_markdown
-from .store import RunRecord, Store
+from .store import STORE_NAME, RunRecord, Store, artefact_path
 from .tasks.privacy import RECONSTRUCTION
 
 FIGURES_DIR = "report_files"
 MARKDOWN = "report.md"
 HTML = "report.html"
 GRID_IMAGES = 8
+EPSILON_CAPTION = ("ε under add/remove adjacency (sensitivity C) and under replace-one adjacency (sensitivity 2C, "
+                   "the usual local-DP notion); – = not a DP defense, or that adjacency not accounted (DP-SGD and "
+                   "central DP account add/remove only).")
+
+
+class ReportWriteError(RuntimeError):
+    """The report files cannot be written into the folder (read-only, full)."""
 
 
 @dataclass(frozen=True)
@@ -48,17 +60,23 @@ class ReportPaths:
 def write_report(folder: str | Path) -> ReportPaths:
     """Build the report of every suite stored in ``folder`` and write it there."""
     folder = Path(folder)
-    with Store.in_folder(folder) as store:
+    with Store(folder / STORE_NAME, readonly=True) as store:
         doc = build_report(store, folder)
-    for fig in doc.figures:
-        write_atomic(folder / FIGURES_DIR / fig.name, fig.png)
-    md = write_atomic(folder / MARKDOWN, to_markdown(doc, FIGURES_DIR))
-    page = write_atomic(folder / HTML, to_html(doc))
+    try:
+        for fig in doc.figures:
+            write_atomic(folder / FIGURES_DIR / fig.name, fig.png)
+        md = write_atomic(folder / MARKDOWN, to_markdown(doc, FIGURES_DIR))
+        page = write_atomic(folder / HTML, to_html(doc))
+    except OSError as exc:
+        raise ReportWriteError(f"cannot write the report into {folder} ({exc.strerror or exc}: "
+                               f"{exc.filename or folder}); the store was only read. Copy the folder somewhere "
+                               "writable (or free space) and run `fedarena report` there") from None
     return ReportPaths(md, page, folder / FIGURES_DIR)
 
 
 def build_report(store: Store, folder: Path) -> Document:
     doc = Document(f"FedArena report — {folder.resolve().name}")
+    skipped: list[list[str]] = []
     records = {r.run_id: r for r in store.runs()}
     suites = store.suites()
     if not suites:
@@ -75,7 +93,11 @@ def build_report(store: Store, folder: Path) -> Document:
     for s in suites:
         planned = store.planned(s["suite"])
         runs = [records[rid] for rid, _, _ in planned if rid in records]
-        _suite_section(doc, s, runs, folder)
+        _suite_section(doc, s, runs, folder, skipped)
+    if skipped:
+        doc.add(Heading("Skipped artefacts"))
+        doc.add(Table(["run", "artefact", "why"], skipped, "Artefacts that could not be used; the report goes on "
+                      "without them (their runs' metrics are in the tables)."))
     return doc
 
 
@@ -91,7 +113,8 @@ def _code_line(runs: list[RunRecord]) -> str:
     return f"Computed by {code}, on {', '.join(f'{d} ({n})' for d, n in sorted(devices.items())) or '-'}."
 
 
-def _suite_section(doc: Document, suite: dict[str, Any], runs: list[RunRecord], folder: Path) -> None:
+def _suite_section(doc: Document, suite: dict[str, Any], runs: list[RunRecord], folder: Path,
+                   skipped: list[list[str]]) -> None:
     name = suite["suite"]
     doc.add(Heading(f"Suite {name}"))
     if suite["description"]:
@@ -100,7 +123,7 @@ def _suite_section(doc: Document, suite: dict[str, Any], runs: list[RunRecord], 
     privacy = _groups(r for r in ok if r.task == "privacy")
     robustness = _groups(r for r in ok if r.task == "robustness")
     for title, group in privacy.items():
-        _privacy_group(doc, name, title, group, folder)
+        _privacy_group(doc, name, title, group, folder, skipped)
     for title, group in robustness.items():
         _robustness_group(doc, name, title, group)
     points = _privacy_utility_points(privacy, robustness)
@@ -121,20 +144,22 @@ def _suite_section(doc: Document, suite: dict[str, Any], runs: list[RunRecord], 
 # --------------------------------------------------------------------- privacy
 
 
-def _privacy_group(doc: Document, suite: str, title: str, runs: list[RunRecord], folder: Path) -> None:
+def _privacy_group(doc: Document, suite: str, title: str, runs: list[RunRecord], folder: Path,
+                   skipped: list[list[str]]) -> None:
     doc.add(Heading(f"Privacy — {title}", 3))
     doc.add(_matrix(runs, "psnr", _num(2), "Attack PSNR in dB (higher = more leakage), mean ± std over seeds"))
     rows = []
     for (attack, defense), cell in _cells(runs).items():
         rows.append([attack, defense, _stat(cell, "psnr", _num(2)), _stat(cell, "ssim", _num(3)),
                      _stat(cell, "lpips", _num(3)), _stat(cell, "label_accuracy", _pct),
-                     _stat(cell, "epsilon", _num(2)), _stat(cell, "attack_seconds", _num(1)), str(len(cell))])
-    doc.add(Table(["attack", "defense", "PSNR (dB)", "SSIM", "LPIPS", "label acc.", "ε", "attack time (s)",
-                   "seeds"], rows))
+                     _stat(cell, "epsilon", _num(2)), _epsilon(cell, "replace"), _stat(cell, "attack_seconds", _num(1)),
+                     str(len(cell))])
+    doc.add(Table(["attack", "defense", "PSNR (dB)", "SSIM", "LPIPS", "label acc.", "ε add/remove", "ε replace",
+                   "attack time (s)", "seeds"], rows, EPSILON_CAPTION))
     notes = sorted({n for r in runs for n in [r.metrics.get("lpips_note")] if n})
     if notes:
         doc.add(Paragraph("LPIPS: " + "; ".join(notes)))
-    for i, (truth, rows_) in enumerate(_reconstruction_rows(runs, folder)):
+    for i, (truth, rows_) in enumerate(_reconstruction_rows(runs, folder, skipped)):
         png = _grid_png(truth, rows_, f"{suite}: {title}")
         doc.add(Figure(_fig_name(suite, f"reconstructions_{title}_{i}"), png,
                        "Ground truth (top) and each attack's reconstruction under each defense (first seed); "
@@ -149,8 +174,10 @@ def _grid_png(truth: torch.Tensor, rows: dict[str, GridRow], title: str) -> byte
         return path.read_bytes()
 
 
-def _reconstruction_rows(runs: list[RunRecord], folder: Path) -> list[tuple[torch.Tensor, dict[str, GridRow]]]:
-    """Per distinct ground-truth batch (first seed): the reconstructions of every (attack, defense)."""
+def _reconstruction_rows(runs: list[RunRecord], folder: Path,
+                         skipped: list[list[str]]) -> list[tuple[torch.Tensor, dict[str, GridRow]]]:
+    """Per distinct ground-truth batch (first seed): the reconstructions of every (attack, defense);
+    an unusable artefact is appended to ``skipped`` as ``[run id, stored path, why]``."""
     seed = min(r.config["seed"] for r in runs)
     grids: dict[str, tuple[torch.Tensor, dict[str, GridRow]]] = {}
     short = [_short_pair(r) for r in runs if r.config["seed"] == seed]
@@ -158,16 +185,44 @@ def _reconstruction_rows(runs: list[RunRecord], folder: Path) -> list[tuple[torc
     for r in runs:
         if r.config["seed"] != seed or RECONSTRUCTION not in r.artefacts:
             continue
-        path = folder / r.artefacts[RECONSTRUCTION]
-        if not path.is_file():
+        try:
+            blob = load_reconstruction(folder, r.artefacts[RECONSTRUCTION])
+        except ValueError as exc:
+            skipped.append([r.run_id, str(r.artefacts[RECONSTRUCTION]), str(exc)])
             continue
-        blob = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
         truth = blob["truth"].float() / 255
         key = hashlib.sha1(blob["truth"].numpy().tobytes()).hexdigest()
         label = _short_pair(r) if use_short else f"{r.meta.get('attack_label')}\nvs {r.meta.get('defense_label')}"
         grids.setdefault(key, (truth, {}))[1][label] = GridRow(blob["reconstruction"].float() / 255,
                                                                blob["psnr"].tolist())
     return list(grids.values())
+
+
+def load_reconstruction(folder: Path, relative: str) -> dict[str, torch.Tensor]:
+    """A run's ``reconstruction.pt``, checked: ``ValueError`` saying why it cannot be used.
+
+    Loaded with ``weights_only=True`` (tensors only, no code), inside the result folder,
+    with ``truth`` and ``reconstruction`` uint8 ``[N, C, H, W]`` of one shape and ``psnr`` ``[N]``.
+    """
+    path = artefact_path(folder, str(relative))  # ValueError when it leaves the folder
+    if not path.is_file():
+        raise ValueError(f"{path} is missing")
+    try:
+        blob = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise ValueError(f"{path} is not a valid tensor file ({type(exc).__name__}: {first})") from None
+    if not isinstance(blob, dict) or not {"truth", "reconstruction", "psnr"} <= set(blob):
+        have = sorted(map(str, blob)) if isinstance(blob, dict) else type(blob).__name__
+        raise ValueError(f"{path} lacks truth/reconstruction/psnr (has {have})")
+    truth, rec, psnr = blob["truth"], blob["reconstruction"], blob["psnr"]
+    if not all(isinstance(t, torch.Tensor) for t in (truth, rec, psnr)):
+        raise ValueError(f"{path}: truth, reconstruction and psnr must be tensors")
+    if truth.dtype != torch.uint8 or rec.dtype != torch.uint8 or truth.dim() != 4 or truth.shape != rec.shape \
+            or psnr.shape != (truth.shape[0],) or truth.shape[0] == 0 or truth.shape[1] not in (1, 3):
+        raise ValueError(f"{path} is shaped unlike a reconstruction (truth {tuple(truth.shape)} {truth.dtype}, "
+                         f"reconstruction {tuple(rec.shape)} {rec.dtype}, psnr {tuple(psnr.shape)})")
+    return blob
 
 
 def _short_pair(r: RunRecord) -> str:
@@ -187,9 +242,10 @@ def _robustness_group(doc: Document, suite: str, title: str, runs: list[RunRecor
     for (attack, defense), cell in cells.items():
         rows.append([attack, defense, _stat(cell, "final_accuracy", _pct), _stat(cell, "attack_success_rate", _pct),
                      _stat(cell, "malicious_precision", _num(2)), _stat(cell, "malicious_recall", _num(2)),
-                     _stat(cell, "epsilon", _num(2)), _stat(cell, "fl_seconds", _num(1)), str(len(cell))])
+                     _stat(cell, "epsilon", _num(2)), _epsilon(cell, "replace"), _stat(cell, "fl_seconds", _num(1)),
+                     str(len(cell))])
     doc.add(Table(["attack", "defense", "accuracy", "attack success", "detection precision", "detection recall",
-                   "ε", "time (s)", "seeds"], rows))
+                   "ε add/remove", "ε replace", "time (s)", "seeds"], rows, EPSILON_CAPTION))
     roles = _role_rows(cells)
     if roles:
         doc.add(Table(["attack", "defense", "role", "clients", "precision", "recall"], roles,
@@ -292,6 +348,11 @@ def _mean(cell: Sequence[RunRecord], metric: str) -> float | None:
 
 def _stat(cell: Sequence[RunRecord], metric: str, fmt: Callable[[float], str]) -> str:
     return _fmt_values([r.metrics.get(metric) for r in cell], fmt)
+
+
+def _epsilon(cell: Sequence[RunRecord], adjacency: str) -> str:
+    """ε under ``adjacency`` (``metrics["epsilon_by_adjacency"]``; absent in runs stored before it)."""
+    return _fmt_values([(r.metrics.get("epsilon_by_adjacency") or {}).get(adjacency) for r in cell], _num(2))
 
 
 def _fmt_values(values: Sequence[Any], fmt: Callable[[float], str]) -> str:

@@ -50,23 +50,23 @@ class Document:
 
 
 def to_markdown(doc: Document, figures_dir: str) -> str:
-    out = [f"# {doc.title}", ""]
+    out = [f"# {_md(doc.title)}", ""]
     for b in doc.blocks:
         if isinstance(b, Heading):
-            out += [f"{'#' * b.level} {b.text}", ""]
+            out += [f"{'#' * b.level} {_md(b.text)}", ""]
         elif isinstance(b, Paragraph):
-            out += [b.text, ""]
+            out += [_md(b.text), ""]
         elif isinstance(b, Table):
             if b.caption:
-                out += [f"*{b.caption}*", ""]
+                out += [f"*{_md(b.caption)}*", ""]
             out.append("| " + " | ".join(_md_cell(h) for h in b.header) + " |")
             out.append("|" + "|".join(" --- " for _ in b.header) + "|")
             out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
             out.append("")
         else:
-            out += [f"![{b.caption or b.name}]({figures_dir}/{b.name})", ""]
+            out += [f"![{_md(b.caption or b.name)}]({figures_dir}/{b.name})", ""]
             if b.caption:
-                out += [f"*{b.caption}*", ""]
+                out += [f"*{_md(b.caption)}*", ""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -92,7 +92,12 @@ def to_html(doc: Document) -> str:
 
 
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _md(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _md(text: str) -> str:
+    """Markdown renders raw HTML: escape it, so a label like ``<script>`` stays text."""
+    return html.escape(text, quote=False)
 
 
 _HTML = """<!DOCTYPE html>

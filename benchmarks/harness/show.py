@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from .store import STORE_NAME, RunRecord, Store
+from .store import STORE_NAME, RunRecord, Store, artefact_path
 
 DEFAULT_ROOT = Path("runs")
 
@@ -23,7 +23,7 @@ def find_run(run_id: str, folder: Path | None = None) -> tuple[RunRecord, Path]:
             raise FileNotFoundError(f"no {STORE_NAME} under {DEFAULT_ROOT}/; pass --out DIR")
     found: list[tuple[RunRecord, Path]] = []
     for path in stores:
-        with Store(path) as store:
+        with Store(path, readonly=True) as store:
             try:
                 found.append((store.get(run_id), path.parent))
             except KeyError as exc:
@@ -56,7 +56,7 @@ def format_run(record: RunRecord, folder: Path, as_json: bool = False) -> str:
         *(f"  {k}: {_fmt(v)}" for k, v in sorted(metrics.items())),
         "",
         "artefacts:",
-        *(f"  {name}: {folder / path}" for name, path in sorted(record.artefacts.items())),
+        *(f"  {name}: {_artefact(folder, path)}" for name, path in sorted(record.artefacts.items())),
         "",
         "config:",
         json.dumps(record.config, indent=2, sort_keys=True),
@@ -68,3 +68,10 @@ def format_run(record: RunRecord, folder: Path, as_json: bool = False) -> str:
 
 def _fmt(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _artefact(folder: Path, path: str) -> str:
+    try:
+        return str(artefact_path(folder, path))
+    except ValueError as exc:
+        return f"(refused: {exc})"

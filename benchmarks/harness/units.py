@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .provenance import Provenance, current_provenance, mismatch_message
+from .provenance import Provenance, current_provenance, mismatch_message, same_code
 from .store import STORE_NAME, Store
 
 CACHE_ROOT = Path(__file__).resolve().parents[2] / "runs" / "bench_cache"
@@ -84,7 +84,7 @@ class UnitCache:
         if found is None:
             return None
         value, data, stored = found
-        if stored != self.provenance:
+        if not same_code(stored, self.provenance):
             raise StaleUnitError(mismatch_message(
                 f"cached unit {key!r} of {self.benchmark} in {self.path}", stored, self.provenance,
                 "re-run with --fresh to recompute (or remove the cache)"))

@@ -11,11 +11,15 @@ package, which imports torchvision):
 ``weights/alexnet-imagenet-features/alexnet_features_torchvision_keys.pth`` (conv1–5 in
 torchvision's key layout) and ``weights/lpips/v0.1/alex.pth`` (keys
 ``lin{0..4}.model.1.weight``). When either is missing, ``load_lpips`` returns an
-``LPIPSUnavailable`` holding the reason, and callers report LPIPS as unavailable.
+``LPIPSUnavailable`` holding the reason, and callers report LPIPS as unavailable; so
+does a file that is not a tensors-only weights file (a pickled payload that
+``weights_only`` refuses, a truncated archive): "LPIPS unavailable: <file> is not a
+valid weights file", and the runs go on without LPIPS.
 """
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,10 +103,19 @@ def load_lpips(root: str | Path | None = None) -> LPIPS | LPIPSUnavailable:
     if missing:
         return LPIPSUnavailable(f"LPIPS weights missing: {', '.join(missing)} (see the data root's "
                                 f"weights/ layout; set FEDARENA_DATA)")
+    states = []
+    for path in (feats, heads):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError):
+            # not torch's message: it suggests weights_only=False, i.e. running the file's code
+            return LPIPSUnavailable(f"LPIPS unavailable: {path} is not a valid weights file")
+        if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+            return LPIPSUnavailable(f"LPIPS unavailable: {path} is not a valid weights file (not a state dict)")
+        states.append(state)
     try:
-        return LPIPS(torch.load(feats, map_location="cpu", weights_only=True),
-                     torch.load(heads, map_location="cpu", weights_only=True))
-    except (RuntimeError, KeyError, ValueError, OSError) as exc:
+        return LPIPS(*states)
+    except (RuntimeError, KeyError, ValueError) as exc:
         return LPIPSUnavailable(f"LPIPS weights unusable ({feats}, {heads}): {exc}")
 
 

@@ -27,7 +27,7 @@ from torch import nn
 from attacks.registry import INVERSION_ATTACKS
 from benchmarks.figures.plots import loss_curves
 from benchmarks.metrics.privacy import PrivacyScores, score_privacy, summarize_privacy, to_unit
-from defenses.privacy import attacker_view, defense_epsilon, prepare_model
+from defenses.privacy import attacker_view, defense_epsilon, defense_epsilons, prepare_model
 from defenses.registry import ClientDefense
 from fl_core import (
     Client,
@@ -160,7 +160,8 @@ def run_privacy(config: dict[str, Any], workdir: Path, progress: bool = False,
         "threat_model": threat.flags(),
         "adaptive": bool(attack_cfg.get("adaptive")),
         "adaptive_view": bool(views) and all(views),
-        "epsilon": defense_epsilon(defense),
+        "epsilon": defense_epsilon(defense),  # add/remove adjacency
+        "epsilon_by_adjacency": defense_epsilons(defense),  # {"add_remove": ε, "replace": ε} ({} without DP)
         "reconstructions": records,
     })
     files = {RECONSTRUCTION: workdir / RECONSTRUCTION}

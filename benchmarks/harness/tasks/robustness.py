@@ -18,7 +18,7 @@ import torch
 
 from benchmarks.harness.tasks.federation import AttackGroup, UnreliableSpec, build_federation, summarize
 from benchmarks.metrics.robustness import detection_scores
-from defenses.privacy import defense_epsilon, prepare_model
+from defenses.privacy import defense_epsilon, defense_epsilons, prepare_model
 from fl_core import Simulation, train_client
 
 from ..atomic import write_atomic
@@ -65,7 +65,8 @@ def run_robustness(config: dict[str, Any], workdir: Path, progress: bool = False
         "seconds_per_round": seconds / max(len(history.rounds), 1),
         "roles": _role_counts(federation.roles),
         "rejected_updates": sum(len(r.rejected) for r in history.rounds),
-        "epsilon": defense_epsilon(defense),
+        "epsilon": defense_epsilon(defense),  # add/remove adjacency
+        "epsilon_by_adjacency": defense_epsilons(defense),  # {"add_remove": ε, "replace": ε} ({} without DP)
     })
     path = write_atomic(workdir / HISTORY, history.to_json())
     return metrics, {HISTORY: path}

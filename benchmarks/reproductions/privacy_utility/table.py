@@ -67,7 +67,7 @@ from benchmarks.harness.tasks.privacy import Uploads, attacked_uploads, invert_u
 from benchmarks.harness.units import UnitCache, digest
 from benchmarks.reproductions import RESULTS, command, run_script
 from defenses import PRIVACY_DEFENSES, ClientDefense
-from defenses.privacy import defense_epsilon, prepare_model
+from defenses.privacy import defense_epsilon, defense_epsilons, prepare_model
 from fl_core import (
     Client,
     FederationConfig,
@@ -230,6 +230,7 @@ def utility(row: DefenseRow, plan: Plan, train: ImageDataset, test: ImageDataset
     start = time.perf_counter()
     history = sim.run()
     return {"accuracy": history.final_accuracy, "epsilon": defense_epsilon(defense, DELTA),
+            "epsilon_by_adjacency": defense_epsilons(defense, DELTA),
             "seconds": time.perf_counter() - start, "rounds": plan.mnist_rounds, "client_size": len(parts[0])}
 
 
@@ -246,7 +247,8 @@ def privacy(row: DefenseRow, spec: AttackSpec, plan: Plan, cifar: ImageDataset, 
     # the client's model mode changes the upload only for a model with BatchNorm or dropout
     mode_part = f"_{plan.client_model_mode}" if mode_dependent(model) else ""
     modes = ("naive", "adaptive") if row.adaptive else ("naive",)
-    out: dict[str, Any] = {"epsilon_upload": defense_epsilon(defense, DELTA)}
+    out: dict[str, Any] = {"epsilon_upload": defense_epsilon(defense, DELTA),
+                           "epsilon_upload_by_adjacency": defense_epsilons(defense, DELTA)}
     iterations = plan.dlg_iterations if spec.key == "dlg" else plan.ig_iterations
     for mode in modes:
         per_image = []
@@ -348,13 +350,27 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+EPSILON_NOTE = ("ε: add/remove adjacency (sensitivity C, the accountant's default) / replace-one adjacency "
+                "(sensitivity 2C, the usual local-DP notion); \"?\" after the slash = computed by code that "
+                "recorded only add/remove, \"–\" = not accounted (DP-SGD and central DP account add/remove "
+                "only) or not a DP defense.")
+
+
+def _eps_cell(add_remove: Any, by_adjacency: dict[str, Any] | None) -> str:
+    """``add/remove / replace`` (``?`` for a unit stored before both were recorded)."""
+    if add_remove is None:
+        return "–"
+    replace = "?" if by_adjacency is None else _fmt(by_adjacency.get("replace"))
+    return f"{_fmt(add_remove)} / {replace}"
+
+
 def _write(out: Path, rows: list[DefenseRow], results: dict[str, dict[str, Any]], plan: Plan, command: str,
            seconds: float, partial: bool) -> None:
     specs = plan.attacks()
     head = ["defense", "attacker"]
     for spec in specs:
         head += [f"{spec.label} PSNR ↓", "SSIM ↓", "LPIPS ↑"]
-    head += ["MNIST acc.", "ε MNIST", "ε upload"]
+    head += ["MNIST acc.", "ε MNIST (add/remove / replace)", "ε upload (add/remove / replace)"]
     lines = [
         "# Privacy–utility table" + (" (partial or reduced run: not the acceptance table)" if partial else ""),
         "",
@@ -389,11 +405,14 @@ def _write(out: Path, rows: list[DefenseRow], results: dict[str, dict[str, Any]]
             for spec in specs:
                 res = attacks.get(spec.key, {}).get(mode, {})
                 cells += [_fmt(res.get("psnr")), _fmt(res.get("ssim"), 3), _fmt(res.get("lpips"), 3)]
-            eps_upload = next((a.get("epsilon_upload") for a in attacks.values()), None)
-            cells += [_fmt(util.get("accuracy"), 4), _fmt(util.get("epsilon")), _fmt(eps_upload)]
+            upload = next((a for a in attacks.values() if "epsilon_upload" in a), {})
+            cells += [_fmt(util.get("accuracy"), 4),
+                      _eps_cell(util.get("epsilon"), util.get("epsilon_by_adjacency")),
+                      _eps_cell(upload.get("epsilon_upload"), upload.get("epsilon_upload_by_adjacency"))]
             lines.append("| " + " | ".join(cells) + " |")
     notes = {n for e in results.values() for a in e.get("attacks", {}).values() for m in ("naive", "adaptive")
              for p in a.get(m, {}).get("images", []) if (n := p.get("lpips_note"))}
+    lines += ["", EPSILON_NOTE]
     lines += ["", *(f"LPIPS: {n}." for n in sorted(notes))]
     lines += ["", "Per-image scores, label recovery and timings: the JSON file beside this one.", ""]
     write_atomic(out, "\n".join(lines))
