@@ -67,6 +67,10 @@ class ClientSimulator:
         self.w0 = model_to_vector(model).requires_grad_(True)
         self.frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
         self.buffers = dict(self.model.named_buffers())
+        #: where the dropout sites draw masks that are not given (train mode): None = torch's
+        #: global RNG (plain ``nn.Dropout``); a generator = fresh masks from the attacker's own
+        #: seeded stream on every forward (Inverting Gradients with random masks)
+        self.generator: torch.Generator | None = None
 
     @property
     def algorithm(self) -> str:
@@ -81,7 +85,8 @@ class ClientSimulator:
         module docstring); None leaves the model as observed."""
         if params:
             self._check_params(params)
-        context = nullcontext() if masks is None else dropout_masks(self.model, given=masks)
+        context = (nullcontext() if masks is None and self.generator is None
+                   else dropout_masks(self.model, generator=self.generator, given=masks))
         with context:
             if self.training.algorithm == "fedsgd":
                 return self._grad(self.w0, x, targets, create_graph, functional, params)
