@@ -12,6 +12,7 @@ well-informed IG sees the client's masks, through the oracle grant
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from dataclasses import asdict, dataclass
 
@@ -21,11 +22,15 @@ from torch import nn
 from attacks.registry import INVERSION_ATTACKS
 from benchmarks.harness.units import UnitCache, digest
 from benchmarks.metrics.privacy import score_privacy, to_unit
+from fl_core.client import GlobalState, train_client
 from fl_core.data import ImageDataset
-from fl_core.threat import ThreatModel
-from fl_core.updates import LocalTraining
+from fl_core.models.dropout import dropout_masks
+from fl_core.seeding import torch_generator
+from fl_core.threat import Observation, ThreatModel, make_observation
+from fl_core.updates import LocalTraining, PrivateData
+from fl_core.vectors import model_to_vector
 
-from .common import Stopwatch, observe
+from .common import Stopwatch
 
 #: short name → (registry name, label)
 ATTACKS: dict[str, tuple[str, str]] = {
@@ -67,6 +72,22 @@ class Unit:
 
 def unit_key(setting: dict[str, object], attack: str, index: int) -> str:
     return f"{digest(setting)}/{attack}/image_{index}"
+
+
+def observe(model: nn.Module, data: ImageDataset, training: LocalTraining, threat: ThreatModel,
+            seed: int = 0) -> tuple[Observation, PrivateData]:
+    """One honest client round with its dropout masks drawn and recorded as
+    ``fl_core.simulation.Simulation`` does (the client's own ``("dropout", client, round)``
+    stream), then the curious server's view; the private batch apart, for scoring only."""
+    state = GlobalState(model_to_vector(model))
+    masks_gen = torch_generator(seed, "dropout", 0, 0, device=state.params.device)
+    with dropout_masks(model, generator=masks_gen, record=True) as masks:
+        update, private = train_client(model, state, 0, data, training, torch_generator(seed, "benchmark", "client"))
+    if masks:
+        private = dataclasses.replace(private, dropout_masks=masks)
+    obs = make_observation(model, state.params, update, private, training, threat, data.normalization,
+                           data.num_classes)
+    return obs, private
 
 
 def attack_image(attack: str, model: nn.Module, data: ImageDataset, index: int, iterations: int,

@@ -26,8 +26,8 @@ from benchmarks.reproductions import run_script
 from fl_core.models import build_model
 from fl_core.updates import LocalTraining
 
-from .common import cifar10_test, header, log, observe, write_result
-from .dia_common import ATTACKS, REFERENCE, threat_for
+from .common import cifar10_test, header, log, write_result
+from .dia_common import ATTACKS, REFERENCE, observe, threat_for
 
 MODULE = "benchmarks.reproductions.inversion.dia_speed"
 ORDER = ("ig", "dia", "random")
