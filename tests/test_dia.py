@@ -155,3 +155,26 @@ def test_active_sites_of_the_dia_models() -> None:
     sites = active_sites(vit)
     assert sites and set(sites.values()) == {0.5}
     assert active_sites(build_model("mlp_dia", 10, (1, 28, 28), dropout=0.0, seed=0)) == {}
+
+
+HARNESS_SUITE = """
+runs:
+  - task: privacy
+    dataset: {name: digits, indices: [0, 1, 2, 3]}
+    model: {name: mlp, params: {hidden: [16], dropout: 0.5}}
+    federation: {clients: 2, rounds: 1, local: {algorithm: fedsgd, batch_size: 2, model_mode: train}}
+    threat_model: {labels_known: true, model_mode_known: false}
+    attacks: [{name: dropout_inversion, params: {iterations: 5}}, {name: inverting_gradients, params: {iterations: 5}}]
+    defenses: [none]
+"""
+
+
+def test_the_privacy_task_reports_mask_recovery_for_dia_and_the_normalised_mse_for_both() -> None:
+    from benchmarks.harness.execute import execute_run
+    from benchmarks.harness.suite import parse_suite
+
+    dia, ig = (execute_run(spec) for spec in parse_suite(HARNESS_SUITE, "dia.yaml").runs)
+    assert dia.status == "ok" and ig.status == "ok", (dia.error, ig.error)
+    assert 0.0 <= dia.metrics["mask_recovery"] <= 1.0 and dia.metrics["mse_normalized"] > 0
+    assert "mask_recovery" not in ig.metrics and ig.metrics["mse_normalized"] > 0
+    assert dia.metrics["reconstructions"][0]["assumed"]["model_mode"] == "train"
