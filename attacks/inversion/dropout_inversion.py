@@ -33,9 +33,11 @@ mask clip [0, 1]            after the step  ``attack_specific_post_processing``
 mask weight λ_m             1e-4            DIA.yaml l. 11–12; term
                                             ``attack_specific_regularization``
 tv_weight                   1e-5            DIA.yaml l. 8 (IG.yaml, WIIG.yaml the same)
-lr schedule                 plateau ×0.1,   DIA.yaml l. 19–25 (``ReduceLROnPlateau`` on the
-                            patience 800    objective incl. priors; torch's default
-                                            threshold assumed)
+lr schedule                 plateau ×0.1,   DIA.yaml l. 19–25: ``ReduceLROnPlateau`` on the
+                            patience 800    objective incl. priors, stepped after every
+                                            iteration; ``src/utils.py`` ``set_scheduler``
+                                            passes only mode, factor, patience (torch's
+                                            default threshold, as here)
 iterations                  20 000          DIA.yaml l. 5 (``max_iterations``)
 early stop                  not done        DIA.yaml l. 26–28: patience 4000, keeps the best
                                             iterate; and loss < 1e-5 stops. Our selection
