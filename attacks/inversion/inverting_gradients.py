@@ -30,6 +30,10 @@ restarts                  1           inversefed CLI and breaching default 1
                                       (``DEFAULT_CONFIG`` 128 is not CPU-feasible)
 loss                      cosine      global cosine, both references
 signed, boxed, lr decay   yes         all references
+lr_schedule               steps       ×0.1 at 3/8, 5/8, 7/8 (inversefed); ``plateau``
+                                      (×0.1 after ``plateau_patience`` = 800
+                                      iterations without a lower objective) is the
+                                      Dropout Inversion reference's IG (IG.yaml)
 bn_weight                 0.01        our choice (no cosine-loss reference value);
                                       0 switches the prior off
 ========================  ==========  ==========================================
@@ -84,12 +88,19 @@ class IGSettings(OptimizationSettings):
     signed: bool = True
     boxed: bool = True
     lr_decay: bool = True
+    lr_schedule: str = "steps"
+    plateau_patience: int = 800
     batched_restarts: str = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.lr_schedule not in ("steps", "plateau"):
+            raise ValueError(f"lr_schedule must be 'steps' (x0.1 at 3/8, 5/8, 7/8) or 'plateau', "
+                             f"got {self.lr_schedule!r}")
+        if self.plateau_patience < 1:
+            raise ValueError(f"plateau_patience must be >= 1, got {self.plateau_patience}")
         if self.batched_restarts not in ("auto", "never"):
             raise ValueError(f"batched_restarts must be 'auto' or 'never', got {self.batched_restarts!r}")
 
@@ -105,6 +116,9 @@ class InvertingGradients(OptimizationAttack):
     forced: dict[str, Any] = {}
     batchable = True
     score_labels = "hard"  # inversefed scores a restart with the labels it returns
+    #: the seed stream of the initial images; attacks built on IG (Dropout Inversion and its
+    #: baselines) share IG's so that their comparisons start from the same images
+    init_stream: str | None = None
 
     def init(self, problem: InversionProblem) -> Variables:
         """Every restart's images in one N(0, 1) draw; optimised labels' logits from their own
@@ -120,14 +134,19 @@ class InvertingGradients(OptimizationAttack):
     def why_not_batched(self, problem: InversionProblem) -> str:
         if self.settings.batched_restarts == "never":
             return "batched_restarts='never'"
+        if self.settings.lr_decay and self.settings.lr_schedule == "plateau":
+            return "the plateau schedule follows each restart's own loss (one learning rate per restart)"
         return super().why_not_batched(problem)
 
     def stepper(self, problem: InversionProblem, variables: Variables, evaluation: Evaluation) -> Step:
         """Adam on the sign of the input variable's gradient (pixels, or a generator's latent;
         plain gradients for other variables), pixels boxed after each step, lr × 0.1 at 3/8,
-        5/8, 7/8 of the iterations."""
+        5/8, 7/8 of the iterations (``lr_schedule="steps"``) or after ``plateau_patience``
+        iterations without a lower objective (``"plateau"``: ``ReduceLROnPlateau``, the
+        Dropout Inversion reference's schedule)."""
         s = self.settings
         optimizer, scheduler = self._optimizer(list(variables.values()))
+        plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
         inputs = problem.parametrization.inputs
         signed = inputs.variable if s.signed else None
         boxed = variables[inputs.variable] if s.boxed and isinstance(inputs, Pixels) else None
@@ -139,7 +158,10 @@ class InvertingGradients(OptimizationAttack):
                 grad = grads[name]
                 value.grad = grad.sign_() if name == signed else grad
             optimizer.step()
-            scheduler.step()
+            if plateau:
+                scheduler.step(float(loss.detach()))  # the objective before this step, as the reference's closure
+            else:
+                scheduler.step()
             if boxed is not None:
                 with torch.no_grad():
                     boxed.clamp_(lower, upper)
@@ -150,6 +172,9 @@ class InvertingGradients(OptimizationAttack):
     def _optimizer(self, params: list[Tensor]) -> tuple[torch.optim.Optimizer, Any]:
         s = self.settings
         optimizer = torch.optim.Adam(params, lr=s.lr)
+        if s.lr_decay and s.lr_schedule == "plateau":
+            return optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=0.1, patience=s.plateau_patience)
         milestones = [round(s.iterations * f) for f in (3 / 8, 5 / 8, 7 / 8)] if s.lr_decay else []
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
         return optimizer, scheduler
@@ -158,7 +183,7 @@ class InvertingGradients(OptimizationAttack):
 
     def _init(self, problem: InversionProblem) -> Tensor:
         s = self.settings
-        gen = torch_generator(s.seed, "inversion", self.name, "init")
+        gen = torch_generator(s.seed, "inversion", self.init_stream or self.name, "init")
         return torch.randn((s.restarts, *problem.shape), generator=gen)
 
     def _optimise_one(self, problem: InversionProblem, init: Tensor) -> Run:

@@ -70,6 +70,10 @@ class ClientSimulator:
         self.frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
         self.buffers = dict(self.model.named_buffers())
         self._min_batch: dict[tuple[int, ...], int] = {}
+        #: where the dropout sites draw masks that are not given (train mode): None = torch's
+        #: global RNG (plain ``nn.Dropout``); a generator = fresh masks from the attacker's own
+        #: seeded stream on every forward (Inverting Gradients with random masks)
+        self.generator: torch.Generator | None = None
 
     def min_batch(self, x: Tensor) -> int:
         """The client's smallest local batch for inputs shaped like ``x``
@@ -93,7 +97,8 @@ class ClientSimulator:
         module docstring); None leaves the model as observed."""
         if params:
             self._check_params(params)
-        context = nullcontext() if masks is None else dropout_masks(self.model, given=masks)
+        context = (nullcontext() if masks is None and self.generator is None
+                   else dropout_masks(self.model, generator=self.generator, given=masks))
         with context:
             if self.training.algorithm == "fedsgd":
                 return self._grad(self.w0, x, targets, create_graph, functional, params)

@@ -22,7 +22,7 @@ step), and is ignored by the simulated client.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch.nn.functional as F
@@ -96,6 +96,9 @@ class Parametrization:
     model (dropout masks, private parameters), by the naming rules of this module."""
 
     inputs: InputMap = field(default_factory=Pixels)
+    #: fixed masks ``{site: [mask per local step]}`` for sites without a ``mask.<site>``
+    #: variable: the true masks of an explicitly granted oracle (well-informed IG)
+    given_masks: Mapping[str, Sequence[Tensor]] | None = None
 
     def client_inputs(self, variables: Mapping[str, Tensor]) -> Tensor:
         return self.inputs(variables)
@@ -112,8 +115,9 @@ class Parametrization:
 
     def masks(self, variables: Mapping[str, Tensor]) -> dict[str, list[Tensor]] | None:
         """``{site: [mask per local step]}`` for ``dropout_masks(given=...)``, or None."""
-        out = {name[len(MASK_PREFIX):]: list(value.unbind(0)) for name, value in variables.items()
-               if name.startswith(MASK_PREFIX)}
+        out = {site: list(masks) for site, masks in (self.given_masks or {}).items()}
+        out.update({name[len(MASK_PREFIX):]: list(value.unbind(0)) for name, value in variables.items()
+                    if name.startswith(MASK_PREFIX)})
         return out or None
 
     def parameters(self, variables: Mapping[str, Tensor]) -> dict[str, Tensor] | None:

@@ -15,11 +15,18 @@ gradient does not reveal the order of the images in its batch.
   (scikit-image refuses them).
 - LPIPS: ``benchmarks.metrics.lpips`` (AlexNet, v0.1 heads); ``None`` with a reason when the
   weights are missing, never a made-up number.
+- Normalised MSE (``normalized_mse``): the MSE in the model's normalised input space,
+  unclamped — the Dropout Inversion reference's metric (dAI-SY-Group/DropoutInversionAttack
+  ``src/metrics.py`` ``MSE``, on the normalised victim inputs), so numbers compare with
+  its demo; per image, after the same Hungarian matching.
+- Mask recovery (``mask_recovery``): the fraction of dropout-mask entries whose rounding
+  equals the client's recorded mask (``PrivateData.dropout_masks``, ground-truth side).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -30,6 +37,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from attacks.inversion.variables import MASK_PREFIX
 from fl_core.data import Normalization
 
 from .lpips import LPIPS, LPIPSUnavailable, load_lpips
@@ -114,6 +122,42 @@ def match_order(reconstruction: Tensor, truth: Tensor) -> list[int]:
     return order.tolist()
 
 
+def normalized_mse(reconstruction: Tensor, truth: Tensor, order: list[int] | None = None) -> Tensor:
+    """Per-image MSE ``[B]`` in the model's normalised input space (no clamping), the
+    reconstruction taken in ``order`` (``match_order``'s, from the [0, 1] images)."""
+    _check_pair(reconstruction, truth)
+    x = reconstruction.detach().cpu().float()
+    x = x if order is None else x[order]
+    return (x - truth.detach().cpu().float()).pow(2).flatten(1).mean(dim=1)
+
+
+def mask_recovery(recovered: Mapping[str, Tensor], truth: Mapping[str, Sequence[Tensor]],
+                  order: list[int] | None = None) -> float:
+    """Fraction of mask entries with ``round(m̂) == m`` over every site and local step.
+
+    ``recovered``: ``{site: [steps, B, ...]}`` (a reconstruction's ``mask.<site>``
+    variables, prefix removed); ``truth``: ``{site: [mask per forward]}`` as recorded on
+    the client. ``order`` permutes the recovered masks' image axis like the images, when
+    every step sees the whole batch (FedSGD, full-batch steps).
+    """
+    if not recovered:
+        raise ValueError("no recovered masks to score")
+    missing = sorted(set(recovered) - set(truth))
+    if missing:
+        raise ValueError(f"recovered masks for sites {missing} the client did not record; it recorded {sorted(truth)}")
+    hits = total = 0
+    for site, masks in recovered.items():
+        true = torch.stack([m.detach().cpu() for m in truth[site]])
+        guess = masks.detach().cpu()
+        if guess.shape != true.shape:
+            raise ValueError(f"site {site!r}: recovered masks {tuple(guess.shape)} vs recorded {tuple(true.shape)}")
+        if order is not None and guess.dim() > 1 and guess.shape[1] == len(order):
+            guess = guess[:, order]
+        hits += int((guess.round() == true.round()).sum())
+        total += true.numel()
+    return hits / total
+
+
 def label_accuracy(predicted: Tensor, true: Tensor) -> float:
     """Fraction of the batch's labels recovered, as multisets (order-free): ``Σ_c min(n̂_c, n_c) / B``."""
     if predicted.shape != true.shape or predicted.dim() != 1:
@@ -194,12 +238,28 @@ def _lpips() -> LPIPS | LPIPSUnavailable:
 
 
 def score_privacy(reconstruction: Tensor, truth: Tensor, normalization: Normalization,
-                  predicted_labels: Tensor | None, true_labels: Tensor) -> PrivacyScores:
+                  predicted_labels: Tensor | None, true_labels: Tensor,
+                  masks: Mapping[str, Tensor] | None = None,
+                  true_masks: Mapping[str, Sequence[Tensor]] | None = None) -> PrivacyScores:
     """Hungarian-matched PSNR/SSIM/MSE/LPIPS and label accuracy of one attacked upload.
 
     Images too small for LPIPS-AlexNet (e.g. 8×8 digits) get LPIPS reported as
-    unavailable with the reason, never a made-up number.
+    unavailable with the reason, never a made-up number. ``extra["mse_normalized"]``: the
+    per-image normalised-space MSE (the DIA reference's metric). ``masks``: the
+    reconstruction's variables; when its ``mask.<site>`` entries (recovered dropout masks)
+    exist and ``true_masks`` (the client's record) is given, ``extra["mask_recovery"]``.
     """
+    scores = _score_images(reconstruction, truth, normalization, predicted_labels, true_labels)
+    scores.extra["mse_normalized"] = normalized_mse(reconstruction, truth, scores.order).tolist()
+    recovered = {k[len(MASK_PREFIX):]: v for k, v in (masks or {}).items() if k.startswith(MASK_PREFIX)}
+    if recovered and true_masks:
+        scores.extra["mask_recovery"] = mask_recovery(recovered, true_masks, scores.order)
+    return scores
+
+
+def _score_images(reconstruction: Tensor, truth: Tensor, normalization: Normalization,
+                  predicted_labels: Tensor | None, true_labels: Tensor) -> PrivacyScores:
+    """``score_reconstruction`` with LPIPS loaded once, and its small-image fallback."""
     if predicted_labels is not None and predicted_labels.shape != true_labels.shape:
         predicted_labels = None  # a different batch size: no label multiset to compare
     lpips = _lpips()
@@ -234,4 +294,18 @@ def summarize_privacy(scores: list[PrivacyScores]) -> dict[str, Any]:
         "psnr_per_image": [v for s in scores for v in s.psnr],
         "ssim_per_image": [v for s in scores for v in s.ssim],
         "images": sum(len(s.psnr) for s in scores),
+        **_dropout_summary(scores),
     }
+
+
+def _dropout_summary(scores: list[PrivacyScores]) -> dict[str, float]:
+    """The pooled normalised-space MSE; the mask recovery (uploads weighted by their images)
+    only when every upload had recovered masks scored."""
+    out: dict[str, float] = {}
+    values = [v for s in scores for v in s.extra.get("mse_normalized", [])]
+    if values:
+        out["mse_normalized"] = sum(values) / len(values)
+    if scores and all("mask_recovery" in s.extra for s in scores):
+        n = [len(s.psnr) for s in scores]
+        out["mask_recovery"] = sum(s.extra["mask_recovery"] * k for s, k in zip(scores, n, strict=True)) / sum(n)
+    return out

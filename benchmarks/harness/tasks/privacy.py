@@ -117,7 +117,7 @@ def invert_upload(event: UploadEvent, template: nn.Module, threat: ThreatModel, 
         view = context["update_transform"] is not None
     rec = build_component(INVERSION_ATTACKS, attack["name"], attack["params"], context).reconstruct(obs)
     score = score_privacy(rec.images.detach(), event.private.inputs, data.normalization, rec.labels,
-                          event.private.labels)
+                          event.private.labels, rec.variables, event.private.dropout_masks)
     return Inversion(rec, score, view)
 
 
