@@ -1,14 +1,16 @@
 """Gradient inversion: rebuild a client's private batch from what it uploads.
 
-Importing this package registers ``dlg``, ``idlg``, ``inverting_gradients`` and
-``inverting_gradients_fedavg`` in ``attacks.registry.INVERSION_ATTACKS``. Shared blocks
-live once each: ``losses`` (gradient matching), ``priors`` (TV, BN statistics, image
-norm, and the ``REGULARISERS`` registry), ``labels`` (analytic label recovery),
-``simulate`` (the differentiable client), ``problem`` (an ``Observation`` resolved into
-what to optimise), ``variables`` (named unknowns and the parametrization that maps them
-to the client's inputs and model), ``optimization`` (``OptimizationAttack``, the one
-base that owns restarts, vmap batching, non-finite stopping, selection by the attack's
-own loss and the ``Reconstruction``).
+Importing this package registers ``dlg``, ``idlg``, ``inverting_gradients``,
+``inverting_gradients_fedavg``, ``generator_latent`` and ``gifd`` in
+``attacks.registry.INVERSION_ATTACKS``. Shared blocks live once each: ``losses``
+(gradient matching), ``priors`` (TV, BN statistics, image norm, and the ``REGULARISERS``
+registry), ``labels`` (analytic label recovery), ``simulate`` (the differentiable
+client), ``problem`` (an ``Observation`` resolved into what to optimise), ``variables``
+(named unknowns and the parametrization that maps them to the client's inputs and
+model), ``optimization`` (``OptimizationAttack``, the one base that owns restarts, vmap
+batching, non-finite stopping, selection by the attack's own loss and the
+``Reconstruction``), ``generators`` (pretrained split generators as image priors) and
+``gifd`` (the generator-prior attacks).
 
 Adding an attack with a new unknown is one module plus a registry entry: subclass an
 attack (or ``OptimizationAttack``), add the unknown to the variables in ``init`` under
@@ -46,6 +48,8 @@ and dropout masks optimised together (the idea of Dropout Inversion)::
 
 from .base import Assumptions, InversionAttack, Reconstruction
 from .dlg import DLG, IDLG
+from .generators import GENERATORS, SplitGenerator, build_generator
+from .gifd import GIFD, GeneratorLatent, Stage
 from .inverting_gradients import InvertingGradients, InvertingGradientsFedAvg
 from .labels import LABEL_METHODS, last_layer, recover_labels
 from .losses import GradientMatcher
@@ -59,5 +63,6 @@ __all__ = [
     "InvertingGradientsFedAvg", "LABEL_METHODS", "last_layer", "recover_labels", "GradientMatcher",
     "BNStatisticsPrior", "total_variation", "ClientSimulator", "Evaluation", "OptimizationAttack",
     "OptimizationSettings", "Run", "Step", "REGULARISERS", "Regulariser", "image_l2", "GeneratorInputs",
-    "InputMap", "Parametrization", "Pixels", "Variables", "split_generator",
+    "InputMap", "Parametrization", "Pixels", "Variables", "split_generator", "GENERATORS", "SplitGenerator",
+    "build_generator", "GIFD", "GeneratorLatent", "Stage",
 ]
