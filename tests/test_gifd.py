@@ -44,7 +44,8 @@ def gan() -> SplitGenerator:
     return build_generator("mnist_gan", root=root)
 
 
-def _observe(gan: SplitGenerator, training: LocalTraining, n: int = 2, seed: int = 1) -> tuple[Observation, Tensor, list[int]]:
+def _observe(gan: SplitGenerator, training: LocalTraining, n: int = 2,
+             seed: int = 1) -> tuple[Observation, Tensor, list[int]]:
     """A client whose private batch is ``n`` generated digits; returns the observation, and the
     latents and labels in the order the client trained on them.
 
