@@ -311,6 +311,17 @@ class GIFD(GeneratorLatent):
             return torch.full((start.shape[0],), r, dtype=start.dtype, device=start.device)
         return r * start.flatten(1).abs().sum(dim=1)
 
+    def stage_problem(self, problem: InversionProblem, split: str) -> InversionProblem:
+        """``problem`` with the feature at ``split`` as the client's input variable."""
+        return replace(problem, parametrization=Parametrization(self.inputs(problem.observation, split)))
+
+    def feature_stage(self) -> GIFD:
+        """This attack with ``iterations = feature_iterations``: the loop of ``optimise`` and the
+        stepper's lr ramp read ``settings.iterations``, so a feature stage runs on this copy."""
+        staged = copy.copy(self)
+        staged.settings = replace(self.settings, iterations=self.settings.feature_iterations)
+        return staged
+
     def reconstruct(self, observation: Observation) -> Reconstruction:
         return self.reconstruct_stages(observation)[0]
 
@@ -329,13 +340,12 @@ class GIFD(GeneratorLatent):
                              f"(kept its last finite iterate)")
         stages = [self._stage(problem, LATENT, runs[best], scores[best], None)]
         g = self.generator(problem.device)
-        staged = copy.copy(self)
-        staged.settings = replace(s, iterations=s.feature_iterations)  # the stepper's ramp and the loop's length
+        staged = self.feature_stage()
         previous, feature = LATENT, runs[best].variables[LATENT]
         for k, split in enumerate(self.feature_splits(g), start=1):
             with torch.no_grad():
                 feature = g.advance(feature, previous, split)
-            stage_problem = replace(problem, parametrization=Parametrization(self.inputs(observation, split)))
+            stage_problem = self.stage_problem(problem, split)
             run = staged.optimise(stage_problem, {split: feature})
             if run.stopped is not None:
                 notes.append(f"stage {split} stopped at iteration {run.stopped}: non-finite value "
