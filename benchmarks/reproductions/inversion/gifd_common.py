@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from torch import nn
 
 from attacks.inversion import GIFD, GeneratorLatent, InvertingGradients, build_generator
 from attacks.inversion.optimization import OptimizationAttack
+from benchmarks.figures.plots import GridRow
 from benchmarks.harness.units import UnitCache, digest
 from benchmarks.metrics.privacy import to_unit
 from fl_core.data import ImageDataset
@@ -30,7 +32,7 @@ from fl_core.image_datasets import load_image_folder
 from fl_core.models import build_model
 from fl_core.updates import LocalTraining
 
-from .common import Stopwatch, fmt, observe, score
+from .common import Stopwatch, fmt, log, observe, score
 
 ATTACKS = ("inverting_gradients", "generator_latent", "gifd")
 LABELS = {"inverting_gradients": "IG", "generator_latent": "latent only", "gifd": "GIFD"}
@@ -135,6 +137,22 @@ def run_unit(cache: UnitCache, setting: str, key: str, attack: OptimizationAttac
     return unit
 
 
+def collect(cache: UnitCache, setting: str, load: Callable[[int], ImageDataset], model_name: str,
+            chosen: dict[str, OptimizationAttack], images: list[int], seed: int, device: str | torch.device,
+            results: dict[str, list[Unit]], after_image: Callable[[], None]) -> None:
+    """Run (or read) every (image, attack) unit of one setting into ``results[attack]``."""
+    for idx in images:
+        data = load(idx)
+        model = fl_model(model_name, data, seed=seed, device=device)
+        for key, attack in chosen.items():
+            unit = run_unit(cache, f"{setting}_{model_name}", key, attack, model, data, idx,
+                            {"model": model_name, "setting": setting})
+            results.setdefault(key, []).append(unit)
+            log(f"{setting} image {idx} {key}: PSNR {unit.psnr:.2f}, SSIM {unit.ssim:.3f}, LPIPS {fmt(unit.lpips, 3)}, "
+                f"loss {unit.loss:.4f}, {unit.seconds:.0f} s ({unit.seconds / unit.iterations * 1e3:.0f} ms/iteration)")
+        after_image()
+
+
 def attack_table(units: dict[str, list[Unit]]) -> list[str]:
     """Mean PSNR/SSIM/LPIPS per attack, with time per iteration."""
     lines = ["| attack | images | PSNR (dB) | SSIM | LPIPS | labels ok | ms / iteration |",
@@ -167,6 +185,17 @@ def stage_table(rows: list[Unit]) -> list[str]:
         lowest = min(u.stages, key=lambda st: st["loss"])["split"]
         lines.append(f"| {u.index} | " + " | ".join(cells) + f" | {chosen} | {lowest} |")
     return lines
+
+
+def grid_rows(per: dict[str, list[Unit]]) -> dict[str, GridRow]:
+    """Grid rows: each attack's returned images, then GIFD's output after every stage."""
+    rows = {LABELS[k]: GridRow(torch.stack([u.reconstruction for u in us]), [u.psnr for u in us])
+            for k, us in per.items() if us}
+    gifd = per.get("gifd") or []
+    for st, stage in enumerate(gifd[0].stages if gifd else []):
+        rows[f"GIFD {stage['split']}"] = GridRow(torch.stack([u.stages[st]["image"] for u in gifd]),
+                                                 [u.stages[st]["psnr"] for u in gifd])
+    return rows
 
 
 def mean(values: list[float]) -> float:
