@@ -53,8 +53,14 @@ where FedArena differs:
 - Labels: analytic recovery as for the other attacks (iDLG for one image, ``batch_labels``
   for batches); jointly optimised labels are not supported (the reference recovers them).
 
-Defaults: lr 0.1 (the reference's GIFD/GGL lr for its generators), 4 restarts, 1000
-iterations per stage — the CPU benchmarks set smaller budgets and say so.
+Defaults, from the reference's ``configs_stylegan2.yml`` unless said: lr 0.1 in every stage
+(its ``lr_io``; its plain latent search for GIAS uses ``lr`` 0.03 — one lr here for both
+attacks, so ``generator_latent`` is exactly GIFD's stage 0), 4 restarts, 1000 iterations per
+stage (``steps``), TV 1e-4 and image norm 1e-6, cosine matching (its ``sim_cmpr0``). Its l1
+radii are r1 = 2000, Δr = 1000 (absolute) for StyleGAN2 features; it also projects the
+StyleGAN latent and noise inputs onto l1 balls, which DCGAN and MLP generators do not have
+(no noise inputs; the latent stays on its sphere). The CPU benchmarks set smaller budgets
+and say so.
 """
 
 from __future__ import annotations
