@@ -332,7 +332,11 @@ class GIFD(GeneratorLatent):
         return self.reconstruct_stages(observation)[0]
 
     def reconstruct_stages(self, observation: Observation) -> tuple[Reconstruction, list[Stage]]:
-        """The ``Reconstruction`` of the best stage and every stage's outcome, in order."""
+        """The ``Reconstruction`` of the best stage and every stage's outcome, in order.
+
+        ``restart_losses``/``chosen_restart`` are stage 0's restarts; ``loss_trace`` is stage 0's
+        chosen restart followed by every feature stage's objective; ``config`` records the
+        chosen stage and every stage's matching loss; ``variables`` are the chosen stage's."""
         s = self.settings
         start = time.perf_counter()
         problem = self.build(observation)
