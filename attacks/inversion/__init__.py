@@ -2,7 +2,8 @@
 
 Importing this package registers ``dlg``, ``idlg``, ``inverting_gradients``,
 ``inverting_gradients_fedavg``, ``dropout_inversion`` and its baselines
-``inverting_gradients_random_masks`` / ``inverting_gradients_informed`` in
+``inverting_gradients_random_masks`` / ``inverting_gradients_informed``,
+``generator_latent`` and ``gifd`` in
 ``attacks.registry.INVERSION_ATTACKS``. Shared blocks live once each: ``losses``
 (gradient matching), ``priors`` (TV, BN statistics, image norm, and the ``REGULARISERS``
 registry), ``labels`` (analytic label recovery), ``simulate`` (the differentiable
@@ -10,7 +11,8 @@ client), ``problem`` (an ``Observation`` resolved into what to optimise), ``vari
 (named unknowns and the parametrization that maps them to the client's inputs and
 model), ``optimization`` (``OptimizationAttack``, the one base that owns restarts, vmap
 batching, non-finite stopping, selection by the attack's own loss and the
-``Reconstruction``).
+``Reconstruction``), ``generators`` (pretrained split generators as image priors) and
+``gifd`` (the generator-prior attacks).
 
 Adding an attack with a new unknown is one module plus a registry entry: subclass an
 attack (or ``OptimizationAttack``), add the unknown to the variables in ``init`` under
@@ -49,6 +51,8 @@ and dropout masks optimised together (the idea of Dropout Inversion)::
 from .base import Assumptions, InversionAttack, Reconstruction
 from .dlg import DLG, IDLG
 from .dropout_inversion import DropoutInversion, InvertingGradientsInformed, InvertingGradientsRandomMasks
+from .generators import GENERATORS, SplitGenerator, build_generator
+from .gifd import GIFD, GeneratorLatent, Stage
 from .inverting_gradients import InvertingGradients, InvertingGradientsFedAvg
 from .labels import LABEL_METHODS, last_layer, recover_labels
 from .losses import GradientMatcher
@@ -63,5 +67,6 @@ __all__ = [
     "BNStatisticsPrior", "total_variation", "ClientSimulator", "Evaluation", "OptimizationAttack",
     "OptimizationSettings", "Run", "Step", "REGULARISERS", "Regulariser", "image_l2", "GeneratorInputs",
     "InputMap", "Parametrization", "Pixels", "Variables", "split_generator", "DropoutInversion",
-    "InvertingGradientsInformed", "InvertingGradientsRandomMasks",
+    "InvertingGradientsInformed", "InvertingGradientsRandomMasks", "GENERATORS", "SplitGenerator",
+    "build_generator", "GIFD", "GeneratorLatent", "Stage",
 ]

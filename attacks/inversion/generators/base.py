@@ -92,6 +92,18 @@ class SplitGenerator(nn.Module):
             f = layer(f)
         return f
 
+    def advance(self, feature: Tensor, start: str, end: str) -> Tensor:
+        """The feature at split ``end`` from the feature at the earlier split ``start`` (GIFD
+        initialises stage k's feature from stage k-1's optimised one this way)."""
+        i, j = self._index(start), self._index(end)
+        if j < i:
+            raise ValueError(f"split {end!r} comes before {start!r}; {type(self).__name__}'s order is "
+                             f"{', '.join(self.split_points)}")
+        f = feature
+        for layer in self.main[i:j]:
+            f = layer(f)
+        return f
+
     def tail(self, feature: Tensor, split: str) -> Tensor:
         """The image made from ``feature`` taken at ``split`` (every layer after it)."""
         start = self._index(split)

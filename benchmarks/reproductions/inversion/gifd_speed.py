@@ -1,0 +1,146 @@
+"""Cost of one GIFD iteration against the bare generator + double-backward it needs (issue 16).
+
+"Bare" at a point ``v`` (the latent, or the feature at a split point): the generator run
+from ``v`` → ``to_model_input`` → ``model(x)`` → cross-entropy → ``autograd.grad(params,
+create_graph=True)`` → ``Σ ⟨g, p⟩`` with a fixed probe ``p`` → ``autograd.grad(·, v)``: the
+least a generator-prior gradient-matching attack must compute per iteration. "GIFD": one
+iteration of the attack's own loop at the same point (simulated client, cosine matching,
+TV and L2 priors, Adam under the lr ramp, the sphere or l1-ball projection, loss trace),
+for the latent stage and for one feature stage. IG's iteration (pixels, no generator) is
+timed alongside for the per-attack cost. Blocks alternate within each round so a busy
+machine slows all alike; ratios are per round, then the median (acceptance ≤ 1.3).
+
+    python -m benchmarks.reproductions.inversion.gifd_speed [--settings digits faces] [--model resnet18]
+        [--rounds 4] [--iters 3] [--digits-iters 30] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from attacks.inversion import GIFD, InvertingGradients, build_generator
+from attacks.inversion.gifd import LATENT
+from benchmarks.harness.device import add_device_option
+
+from .common import header, log, observe, write_result
+from .gifd_common import TRAINING, digits, faces, fl_model
+
+MODULE = "benchmarks.reproductions.inversion.gifd_speed"
+GENERATOR = {"digits": "mnist_gan", "faces": "dcgan_faces64"}
+
+
+def measure(setting: str, model_name: str, rounds: int, iters: int, device: str) -> tuple[list[str], list[float]]:
+    data = digits("mnist", [0]) if setting == "digits" else faces([0])
+    model = fl_model(model_name, data, device=device)
+    obs, private = observe(model, data, TRAINING)
+    g = build_generator(GENERATOR[setting], device=device)
+    attack = GIFD(generator=GENERATOR[setting], iterations=iters, feature_iterations=iters, restarts=1)
+    problem = attack.build(obs)
+    z0 = attack.init(problem)[LATENT][0].to(problem.device)
+    split = attack.feature_splits(g)[len(attack.feature_splits(g)) // 2]  # a middle feature stage
+    with torch.no_grad():
+        f0 = g.head(z0, split)
+    stage_problem = attack.stage_problem(problem, split)
+    staged = attack.feature_stage()
+    ig = InvertingGradients(iterations=iters, restarts=1)
+    ig_problem = ig.build(obs)
+    x0 = ig._init(ig_problem)[0]
+
+    net = obs.model
+    params = [p for p in net.parameters() if p.requires_grad]
+    gen = torch.Generator().manual_seed(1)
+    probes = [torch.randn(p.shape, generator=gen).to(p.device) for p in params]
+    y = private.labels.to(problem.device)
+
+    def bare_from(start: torch.Tensor, at: str) -> Callable[[], None]:
+        v = start.clone().requires_grad_(True)
+
+        def run() -> None:
+            for _ in range(iters):
+                x = g.to_model_input(g.tail(v, at), obs.normalization, obs.input_shape)
+                loss = F.cross_entropy(net(x), y)
+                grads = torch.autograd.grad(loss, params, create_graph=True)
+                s = sum((gr * p).sum() for gr, p in zip(grads, probes, strict=True))
+                torch.autograd.grad(s, v)
+
+        return run
+
+    blocks: dict[str, Callable[[], object]] = {
+        "bare_latent": bare_from(z0, LATENT),
+        "gifd_latent": lambda: attack.optimise(problem, {LATENT: z0}),
+        "bare_feature": bare_from(f0, split),
+        "gifd_feature": lambda: staged.optimise(stage_problem, {split: f0}),
+        "ig": lambda: ig._optimise_one(ig_problem, x0),
+    }
+
+    def timed(fn: Callable[[], object]) -> float:
+        if device != "cpu":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device != "cpu":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - start) / iters
+
+    for fn in blocks.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in blocks}
+    for r in range(rounds):
+        for k, fn in blocks.items():
+            times[k].append(timed(fn))
+        log(f"{setting} round {r}: " + ", ".join(f"{k} {v[-1] * 1e3:.1f} ms" for k, v in times.items()))
+    ratios = {stage: [a / b for a, b in zip(times[f"gifd_{stage}"], times[f"bare_{stage}"], strict=True)]
+              for stage in ("latent", "feature")}
+    med = {k: statistics.median(v) for k, v in times.items()}
+    names = {"bare_latent": "bare: G(z) + model forward + gradient + double-backward",
+             "gifd_latent": "GIFD latent stage (= generator_latent), one iteration",
+             "bare_feature": f"bare from the feature at {split}",
+             "gifd_feature": f"GIFD feature stage {split}, one iteration",
+             "ig": "Inverting Gradients (pixels), one iteration"}
+    lines = [f"## {setting}: generator `{GENERATOR[setting]}`, model `{model_name}` "
+             f"(untrained, eval), input {tuple(obs.input_shape)}, batch 1, FedSGD", "",
+             "| what | ms per iteration (median) | all rounds (ms) |", "| --- | --- | --- |"]
+    for k, v in times.items():
+        lines.append(f"| {names[k]} | {med[k] * 1e3:.1f} | {', '.join(f'{t * 1e3:.1f}' for t in v)} |")
+    worst = max(statistics.median(v) for v in ratios.values())
+    lines += ["", f"GIFD / bare per round: latent {', '.join(f'{r:.3f}' for r in ratios['latent'])}; "
+                  f"feature {', '.join(f'{r:.3f}' for r in ratios['feature'])}.", "",
+              f"**GIFD iteration / bare = {statistics.median(ratios['latent']):.3f} (latent), "
+              f"{statistics.median(ratios['feature']):.3f} (feature {split})** — acceptance ≤ 1.3: "
+              f"{'met' if worst <= 1.3 else 'NOT met'}.", ""]
+    return lines, [statistics.median(v) for v in ratios.values()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--settings", nargs="+", default=["digits", "faces"], choices=["digits", "faces"])
+    parser.add_argument("--model", default="resnet18", help="FL model for the faces (digits: lenet)")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--iters", type=int, default=3, help="iterations per timed block (faces)")
+    parser.add_argument("--digits-iters", type=int, default=30, help="iterations per timed block (digits)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--name", default="gifd_speed")
+    add_device_option(parser)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    lines = header("GIFD: cost of one iteration", MODULE, argv)
+    lines += [f"{args.rounds} rounds × {args.digits_iters} (digits) / {args.iters} (faces) iterations per block, "
+              f"blocks alternating within a round (after one warm-up pass); "
+              f"{args.threads} torch thread(s), device {args.device}.", ""]
+    for setting in args.settings:
+        iters = args.digits_iters if setting == "digits" else args.iters
+        body, _ = measure(setting, "lenet" if setting == "digits" else args.model, args.rounds, iters,
+                          str(args.device))
+        lines += body
+    log(f"wrote {write_result(args.name, lines)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
