@@ -46,6 +46,12 @@ public code, on purpose:
   in some rounds, are cleared and averaged in again (observed on MNIST round 25–40:
   honest clients confirmed targeted, accuracy fell 8 points in the last round).
 - The mean is sample-weighted, as FedAvg here (the code averages uniformly).
+- An update whose norm exceeds ``max_norm_ratio`` (default 1e4) × the round's median
+  update norm is left out of that round's mean in every stage, warm-up included
+  (``info["norm_outliers"]``; None disables it): the code averages everyone during
+  warm-up, where one huge update would enter the model (issue 14, item 4). Its update
+  still enters its histories, where the detection steps see it as far from everyone;
+  all norms, cosines and distances are computed without float32 overflow.
 - DBSCAN runs on the precomputed pairwise distances (same result as on raw vectors);
   if it finds no cluster at all, step 2 flags nobody that round.
 
@@ -67,9 +73,9 @@ from threadpoolctl import threadpool_limits  # ships with scikit-learn
 from torch import Tensor
 
 from fl_core.aggregation import AggregationResult, Aggregator
-from fl_core.geometry import gram, isometric_embedding, pairwise_sq_distances, sq_distances_to
+from fl_core.geometry import distance_gram, exact_gram, isometric_embedding, pairwise_sq_distances, sq_distances_to
 
-from .aggregation.common import ClientRows, row_selector, sample_shares
+from .aggregation.common import MAX_NORM_RATIO, ClientRows, norm_outliers, row_selector, sample_shares
 from .aggregation.coordinate import coordinate_median
 from .registry import AGGREGATORS
 
@@ -86,7 +92,7 @@ class MudHoG(Aggregator):
     def __init__(self, window: int = 3, warmup_rounds: int = 3, confirm_rounds: int = 2,
                  dbscan_eps: float = 0.5, dbscan_min_samples: int = 5, unreliable_weight: float = 0.5,
                  exclude_suspects: bool = True, noise_gap_with_normal: bool = True, kmeans_n_init: int = 10,
-                 seed: int = 0) -> None:
+                 seed: int = 0, max_norm_ratio: float | None = MAX_NORM_RATIO) -> None:
         for label, value, low in (("window", window, 1), ("warmup_rounds", warmup_rounds, 0),
                                   ("confirm_rounds", confirm_rounds, 1),
                                   ("dbscan_min_samples", dbscan_min_samples, 1), ("kmeans_n_init", kmeans_n_init, 1)):
@@ -103,6 +109,9 @@ class MudHoG(Aggregator):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"mud_hog: seed must be an int, got {seed!r}")
         self.kmeans_n_init, self.seed = kmeans_n_init, seed  # any int: reduced mod 2**32 for scikit-learn
+        if max_norm_ratio is not None and not max_norm_ratio >= 1:
+            raise ValueError(f"mud_hog: max_norm_ratio must be >= 1 or None, got {max_norm_ratio}")
+        self.max_norm_ratio = None if max_norm_ratio is None else float(max_norm_ratio)
         self.reset()
 
     def reset(self) -> None:
@@ -144,15 +153,20 @@ class MudHoG(Aggregator):
             excluded |= suspects[SIGN_FLIP] | suspects[ADDITIVE_NOISE] | suspects[TARGETED]
         else:  # the public code: this round's additive-noise and targeted suspects
             excluded |= suspects[ADDITIVE_NOISE] | suspects[TARGETED]
-        keep = torch.tensor([cid not in excluded for cid in client_ids])
+        outliers = norm_outliers(updates, self.max_norm_ratio).tolist()
+        excluded |= {cid for cid, out in zip(client_ids, outliers, strict=True) if out}
+        device = updates.device
+        keep = torch.tensor([cid not in excluded for cid in client_ids], device=device)
         factor = torch.tensor([self.unreliable_weight if cid in self.confirmed[UNRELIABLE] else 1.0
-                               for cid in client_ids], dtype=updates.dtype)
+                               for cid in client_ids], dtype=updates.dtype, device=device)
         raw = sample_shares(num_samples, updates.dtype) * factor * keep.to(updates.dtype)
         total = raw.sum()
         weights = raw / total if total > 0 else raw
         info: dict[str, Any] = {"stage": stage, "flags": self.flags(),
                                 "suspects": {k: sorted(v) for k, v in suspects.items()},
                                 "excluded": sorted(cid for cid in client_ids if cid in excluded)}
+        if any(outliers):
+            info["norm_outliers"] = [cid for cid, out in zip(client_ids, outliers, strict=True) if out]
         return AggregationResult(weights @ updates, weights, info)
 
     # ---------------------------------------------------------------- internals
@@ -167,12 +181,14 @@ class MudHoG(Aggregator):
         the same arithmetic without copying the ``[n, d]`` state.
         """
         d = updates.shape[1]
-        if self.long is None or self.long.shape != (d,) or self.long.dtype != updates.dtype:
+        if (self.long is None or self.long.shape != (d,) or self.long.dtype != updates.dtype
+                or self.long.data.device != updates.device):
             self.reset()  # first call, or a new federation's model
-            self.long = ClientRows(d, dtype=updates.dtype)
-            self._short_sum = ClientRows(d, dtype=updates.dtype)
-            self._recent = ClientRows(self.window, d, dtype=updates.dtype)
-            self._slot = ClientRows(2, dtype=torch.long)
+            device = updates.device
+            self.long = ClientRows(d, dtype=updates.dtype, device=device)
+            self._short_sum = ClientRows(d, dtype=updates.dtype, device=device)
+            self._recent = ClientRows(self.window, d, dtype=updates.dtype, device=device)
+            self._slot = ClientRows(2, dtype=torch.long, device=device)
         assert self._short_sum is not None and self._recent is not None and self._slot is not None
         idx = self.long.rows(client_ids)
         for store in (self._short_sum, self._recent, self._slot):
@@ -195,7 +211,7 @@ class MudHoG(Aggregator):
         everyone = list(range(len(ids)))
         # Step 1: sign flipping — negative cosine to the median short HoG of the not-yet-malicious.
         reference = [i for i in everyone if ids[i] not in self.malicious] or everyone
-        cos = _cosine_to(short, coordinate_median(short, select=torch.tensor(reference)))
+        cos = _cosine_to(short, coordinate_median(short, select=torch.tensor(reference, device=short.device)))
         flip = {ids[i] for i in everyone if cos[i] < 0}
         # Step 2: additive noise — DBSCAN outliers far from the normal cluster.
         rest = [i for i in everyone if ids[i] not in flip and ids[i] not in self.confirmed[SIGN_FLIP]]
@@ -221,7 +237,7 @@ class MudHoG(Aggregator):
     def _additive_noise(self, short: Tensor, rows: list[int], ids: list[int]) -> set[int]:
         if len(rows) < 2:
             return set()
-        dist = pairwise_sq_distances(short[row_selector(rows)]).double().sqrt().numpy()
+        dist = pairwise_sq_distances(short[row_selector(rows)]).double().sqrt().cpu().numpy()
         labels = DBSCAN(eps=self.dbscan_eps, min_samples=self.dbscan_min_samples,
                         metric="precomputed").fit(dist).labels_
         clustered = Counter(int(lab) for lab in labels if lab >= 0)
@@ -232,7 +248,7 @@ class MudHoG(Aggregator):
         others = [(r, int(lab)) for r, lab in zip(rows, labels, strict=True) if lab != major]
         if not others:
             return set()
-        centre = coordinate_median(short, select=torch.tensor(normal))
+        centre = coordinate_median(short, select=torch.tensor(normal, device=short.device))
         far = sq_distances_to(short[[r for r, _ in others]], centre).sqrt().tolist()
         reference = far
         if self.noise_gap_with_normal:  # anchor the gap search with the normal cluster's own distances
@@ -245,7 +261,7 @@ class MudHoG(Aggregator):
             return set()
         # k-means depends on the points only through their distances: cluster an isometric
         # n-dimensional embedding (one Gram matrix) instead of the d-dimensional histories.
-        data = isometric_embedding(gram(long[row_selector(rows)])).numpy()
+        data = isometric_embedding(distance_gram(long[row_selector(rows)])).cpu().numpy()
         if data.shape[1] == 0:  # every long HoG is zero: nothing to separate
             return set()
         with threadpool_limits(limits=1, user_api="openmp"):  # a few dozen rows: threads only add overhead
@@ -301,8 +317,15 @@ def largest_gap_split(values: list[float]) -> float:
 
 
 def _cosine_to(rows: Tensor, v: Tensor) -> Tensor:
+    """cos(rows_i, v); recomputed in float64 (column blocks) where float32 overflows."""
     norms = torch.linalg.vector_norm(rows, dim=1) * torch.linalg.vector_norm(v)
-    return (rows @ v) / norms.clamp_min(1e-12)
+    cos = (rows @ v) / norms.clamp_min(1e-12)
+    if rows.dtype != torch.float64 and not bool(torch.isfinite(cos).all()):
+        both = torch.cat([v.unsqueeze(0), rows])
+        g = exact_gram(both)
+        norms64 = g.diagonal().sqrt()
+        cos = (g[0, 1:] / (norms64[1:] * norms64[0]).clamp_min(1e-12)).to(rows.dtype)
+    return cos
 
 
 __all__ = ["MudHoG", "largest_gap_split", "MALICIOUS_LABELS", "SIGN_FLIP", "ADDITIVE_NOISE", "TARGETED",

@@ -55,7 +55,9 @@ class Aggregator(ABC):
         if updates.dim() != 2:
             raise ValueError(f"{self.name}: expected updates of shape [n, d], got {tuple(updates.shape)}")
         n = updates.shape[0]
-        counts = torch.ones(n) if num_samples is None else torch.as_tensor(num_samples, dtype=torch.float32)
+        device = updates.device
+        counts = (torch.ones(n, device=device) if num_samples is None
+                  else torch.as_tensor(num_samples, dtype=torch.float32).to(device))
         ids = list(range(n)) if client_ids is None else list(client_ids)
         if counts.shape != (n,) or len(ids) != n:
             raise ValueError(f"{self.name}: {n} updates but {counts.numel()} sample counts / {len(ids)} ids")
@@ -70,7 +72,7 @@ class Aggregator(ABC):
         if g is not None:
             extra["gram"] = g[keep][:, keep]  # each entry is one row pair's dot product: unaffected by others
         result = self.aggregate(updates[keep], counts[keep], [ids[i] for i in keep.tolist()], **extra)
-        weights = torch.zeros(n, dtype=result.weights.dtype)
+        weights = torch.zeros(n, dtype=result.weights.dtype, device=result.weights.device)
         weights[keep] = result.weights
         info = dict(result.info, rejected_nonfinite=[ids[i] for i in (~finite).nonzero().squeeze(1).tolist()])
         return AggregationResult(result.aggregate, weights, info)

@@ -114,17 +114,27 @@ def test_min_max_keeps_its_maximum_distance_within_the_honest_maximum(deviation:
     assert torch.cdist(bigger[None], ctx.honest).max() > honest_max
 
 
-def test_min_sum_keeps_its_distance_sum_within_the_honest_maximum() -> None:
+@pytest.mark.parametrize("deviation", ["unit_vec", "std"])
+def test_min_sum_bounds_its_distance_sum_by_the_smallest_benign_sum_as_the_authors_code(deviation: str) -> None:
+    # Issue 13, defect 1: the NDSS21 code bounds by min(scores), the smallest benign sum; Eq. 8's max is an option.
     ctx = context()
-    attack = MinSum(deviation="std")
-    out = attack.craft(ctx)
     d2 = torch.cdist(ctx.honest, ctx.honest) ** 2
-    bound = d2.sum(1).max()
-    assert (torch.cdist(out[:1], ctx.honest) ** 2).sum() <= bound + 1e-9
-    mu, gamma = ctx.honest.mean(0), attack.last_gamma
-    bigger = mu + (out[0] - mu) * (gamma + 1e-3) / gamma
-    assert (torch.cdist(bigger[None], ctx.honest) ** 2).sum() > bound
-    assert torch.allclose(out[0], mu - gamma * ctx.honest.std(0))
+    mu = ctx.honest.mean(0)
+    gammas = {}
+    for bound_kind, bound in (("min", d2.sum(1).min()), ("max", d2.sum(1).max())):
+        attack = MinSum(deviation=deviation) if bound_kind == "min" else MinSum(deviation=deviation, bound="max")
+        out = attack.craft(ctx)
+        gamma = attack.last_gamma
+        assert gamma is not None and gamma > 0
+        assert (torch.cdist(out[:1], ctx.honest) ** 2).sum() <= bound + 1e-9
+        bigger = mu + (out[0] - mu) * (gamma + 1e-3) / gamma
+        assert (torch.cdist(bigger[None], ctx.honest) ** 2).sum() > bound  # γ is (nearly) the largest passing
+        gammas[bound_kind] = gamma
+    assert gammas["min"] < gammas["max"]
+    if deviation == "std":
+        assert torch.allclose(out[0], mu - gammas["max"] * ctx.honest.std(0))
+    with pytest.raises(ValueError, match="bound"):
+        MinSum(bound="median")
 
 
 def test_model_replacement_scales_own_update_by_n_over_eta() -> None:

@@ -63,9 +63,12 @@ class NNM(Aggregator):
         if f >= n:
             raise ValueError(f"nnm: f={f} leaves no neighbours among {n} updates")
         g = inner_products(updates) if gram is None else gram
-        mixing = mixing_matrix(pairwise_sq_distances(updates, g), n - f).to(updates.dtype)
-        # The mixed rows' Gram matrix is M G Mᵀ: an [n, n] product instead of another pass over [n, d].
-        extra = {"gram": mixing @ g @ mixing.T} if self.inner.uses_gram else {}
+        exact = mixing_matrix(pairwise_sq_distances(updates, g), n - f)
+        mixing = exact.to(updates.dtype)
+        # The mixed rows' Gram matrix is M G Mᵀ: an [n, n] product instead of another pass over [n, d]
+        # (in float64 when G is, as after an overflowing product).
+        m = mixing if g.dtype == mixing.dtype else exact.to(g.dtype)
+        extra = {"gram": m @ g @ m.T} if self.inner.uses_gram else {}
         inner = self.inner.aggregate(mixing @ updates, num_samples, client_ids, **extra)
         weights = inner.weights.to(updates.dtype) @ mixing
         return AggregationResult(inner.aggregate, weights, dict(inner.info, nnm_f=f, inner=self.inner.name))
@@ -79,6 +82,6 @@ def mixing_matrix(sq_dist: Tensor, k: int) -> Tensor:
     n = sq_dist.shape[0]
     d = sq_dist.clone().fill_diagonal_(-1.0)  # self is always its own nearest neighbour
     nearest = torch.argsort(d, dim=1, stable=True)[:, :k]
-    m = torch.zeros(n, n, dtype=torch.float64)
+    m = torch.zeros(n, n, dtype=torch.float64, device=sq_dist.device)
     m.scatter_(1, nearest, 1.0 / k)
     return m
