@@ -57,7 +57,7 @@ class Aggregator(ABC):
         n = updates.shape[0]
         device = updates.device
         counts = (torch.ones(n, device=device) if num_samples is None
-                  else torch.as_tensor(num_samples, dtype=torch.float32).to(device))
+                  else torch.as_tensor(num_samples, dtype=torch.float32, device=device))
         ids = list(range(n)) if client_ids is None else list(client_ids)
         if counts.shape != (n,) or len(ids) != n:
             raise ValueError(f"{self.name}: {n} updates but {counts.numel()} sample counts / {len(ids)} ids")

@@ -39,8 +39,9 @@ def norm_outliers(updates: Tensor, ratio: float | None) -> Tensor:
 def row_selector(rows: Tensor | Sequence[int]) -> slice | Tensor:
     """Row indices as a ``slice`` when they run consecutively (a, a+1, …), else as a long
     tensor. Indexing ``[n, d]`` state with the slice is a view; with the tensor, a copy,
-    which at d = 10^6 costs a fresh 400 MB allocation per use."""
-    index = torch.as_tensor(rows, dtype=torch.long)
+    which at d = 10^6 costs a fresh 400 MB allocation per use. A tensor keeps its device;
+    a list becomes a CPU index (valid for indexing state on any device)."""
+    index = torch.as_tensor(rows, dtype=torch.long, device=rows.device if isinstance(rows, Tensor) else "cpu")
     n = index.numel()
     if n and bool((index == torch.arange(int(index[0]), int(index[0]) + n, device=index.device)).all()):
         return slice(int(index[0]), int(index[0]) + n)

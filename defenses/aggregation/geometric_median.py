@@ -32,11 +32,12 @@ class GeometricMedian(Aggregator):
 
     Extreme outliers (issue 14, item 4): from the mean start an update at distance H
     keeps weight ~1/(n−1)^t after t passes, i.e. ~H/(n−1)^5 of it after the authors' 5,
-    which for a huge H is still in the model. So after ``max_iter`` passes iteration goes
-    on (up to ``max_iter + 1000`` passes) while the last step moved the iterate farther
-    than the median distance from it to the updates: the iterate is still travelling,
-    not refining. Ordinary rounds stop after ``max_iter`` as before; ``info["extra_passes"]``
-    counts the additional ones. Distances come from ``fl_core.geometry.distance_gram``
+    which for a huge H is still in the model (and the objective, dominated by that one
+    distance, looks converged to ``ftol``). So where the authors' rule would stop
+    (``max_iter`` passes, or ``ftol``) iteration goes on, up to 1000 more passes, while
+    the last step moved the iterate farther than the median distance from it to the
+    updates: the iterate is still travelling, not refining. Ordinary rounds stop where
+    they did; ``info["extra_passes"]`` counts the additional ones. Distances come from ``fl_core.geometry.distance_gram``
     (no float32 cancellation, no overflow).
     """
 
@@ -67,8 +68,9 @@ class GeometricMedian(Aggregator):
 def weiszfeld_weights(g: Tensor, alpha: Tensor, nu: float, max_iter: int, ftol: float,
                       extra_iter: int = 1000) -> tuple[Tensor, int, float]:
     """Convex coefficients w of the smoothed-Weiszfeld geometric median, from the Gram matrix
-    (any Gram matrix with the updates' distances, e.g. ``distance_gram``'s). Past ``max_iter``
-    up to ``extra_iter`` more passes while the last step exceeds the median distance."""
+    (any Gram matrix with the updates' distances, e.g. ``distance_gram``'s). Where ``max_iter``
+    or ``ftol`` would stop, up to ``extra_iter`` more passes while the last step exceeds the
+    median distance."""
     diag = g.diagonal()
     w = alpha.clone()
 
@@ -86,9 +88,7 @@ def weiszfeld_weights(g: Tensor, alpha: Tensor, nu: float, max_iter: int, ftol: 
         new = float(alpha.dot(dist))
         converged = objective - new <= ftol * max(new, 1e-30)
         objective = new
-        if converged:
-            break
-        if iterations >= max_iter:
+        if converged or iterations >= max_iter:  # where the authors' rule stops, unless still travelling
             step = previous - w
             if not float(step.dot(g @ step)) > float(dist.median()) ** 2:  # ‖v_t − v_{t−1}‖² vs median²
                 break

@@ -132,7 +132,7 @@ def recursive_krum(sq_dist: Tensor, f: int, count: int) -> Tensor:
     The steps run in NumPy: on n ≈ 100 a step is microseconds there, while each small
     torch op costs a thread-pool round trip. Each step picks among the rows still in the
     set only, so infinite (or NaN) scores can never re-select a removed row (issue 14,
-    item 5); ties, infinite ones included, go to the lowest index. Returns CPU indices.
+    item 5); ties, infinite ones included, go to the lowest index.
     """
     n = sq_dist.shape[0]
     if not 1 <= count <= n:
@@ -153,7 +153,7 @@ def recursive_krum(sq_dist: Tensor, f: int, count: int) -> Tensor:
         best = int(candidates[np.argmin(np.nan_to_num(scores[candidates], nan=np.inf))])
         picked.append(best)
         alive[best] = False
-    return torch.tensor(sorted(picked), dtype=torch.long)
+    return torch.tensor(sorted(picked), dtype=torch.long, device=sq_dist.device)
 
 
 def trimmed_around_median(rows: Tensor, drop: int, inplace: bool = False, select: Tensor | None = None,
