@@ -26,7 +26,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
 CANCELLATION_RATIO = 100.0
 """``distance_gram`` shifts the rows when the median over pairs of (‖x_i‖² + ‖x_j‖²) / d_ij
 exceeds this (float32; scaled by the machine epsilon for other dtypes): a component

@@ -67,7 +67,7 @@ def test_every_aggregator_bounds_one_huge_finite_update(name: str, scale: float)
         if name not in NOT_ROBUST | COORDINATE | set(CLIPPING):
             others = torch.cat([out.weights[:position], out.weights[position + 1:]])
             spread = float((honest.max(0).values - honest.min(0).values).max())
-            assert float(out.weights[position]) * scale <= spread * float(others.sum()), name  # its pull ≤ honest spread
+            assert float(out.weights[position]) * scale <= spread * float(others.sum()), name  # pull ≤ spread
 
 
 @pytest.mark.parametrize("name", ["mud_hog", "foolsgold", "geometric_median", "krum", "bulyan", "nnm"])

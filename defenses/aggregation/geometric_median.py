@@ -37,8 +37,8 @@ class GeometricMedian(Aggregator):
     (``max_iter`` passes, or ``ftol``) iteration goes on, up to 1000 more passes, while
     the last step moved the iterate farther than the median distance from it to the
     updates: the iterate is still travelling, not refining. Ordinary rounds stop where
-    they did; ``info["extra_passes"]`` counts the additional ones. Distances come from ``fl_core.geometry.distance_gram``
-    (no float32 cancellation, no overflow).
+    they did; ``info["extra_passes"]`` counts the additional ones. Distances come from
+    ``fl_core.geometry.distance_gram`` (no float32 cancellation, no overflow).
     """
 
     name = "geometric_median"
