@@ -18,9 +18,10 @@ client sent) and the *short* HoG (mean of its last ``window`` updates). After
    (targeted: twice as many); a confirmed client that comes out clean two rounds in a
    row is cleared, and a confirmed additive-noise client that keeps coming out clean is
    re-labelled unreliable;
-5. **unreliable**: among the clients not confirmed malicious, short HoGs whose cosine to
-   their median lies below the largest gap in those cosines; a decaying counter
-   confirms them after more than ``confirm_rounds`` such rounds.
+5. **unreliable**: among the clients not confirmed malicious and not suspected of sign
+   flipping this round (the authors' server removes those first), short HoGs whose
+   cosine to their median lies below the largest gap in those cosines; a decaying
+   counter confirms them after more than ``confirm_rounds`` such rounds.
 
 The aggregate is the sample-weighted mean of the kept clients. Deviations from the
 public code, on purpose:
@@ -223,8 +224,10 @@ class MudHoG(Aggregator):
         rest = [i for i in everyone if ids[i] in kept or (i in candidates and ids[i] not in noisy)]
         targeted = self._targeted(long, rest, ids)
         self._confirm(ids, flip, noise, targeted)
-        # Step 4: unreliable — cosine to the median below the largest gap.
-        benign = [i for i in everyone if ids[i] not in self.malicious]
+        # Step 4: unreliable — cosine to the median below the largest gap, among the clients neither
+        # confirmed malicious nor suspected of sign flipping this round (as the authors' server: a
+        # flipper's cosine near −1 would otherwise put the largest gap below every unreliable client).
+        benign = [i for i in everyone if ids[i] not in self.malicious and ids[i] not in flip]
         unreliable: set[int] = set()
         if len(benign) >= 2:
             rows = short[row_selector(benign)]

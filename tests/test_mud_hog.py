@@ -192,3 +192,19 @@ def test_any_int_seed_is_accepted_and_reduced_for_kmeans() -> None:
     assert a.info["flags"] == b.info["flags"] and torch.equal(a.weights, b.weights)
     with pytest.raises(ValueError, match="seed must be an int"):
         MudHoG(seed=1.5)  # type: ignore[arg-type]
+
+
+def test_unreliable_step_leaves_out_this_rounds_sign_flip_suspects() -> None:
+    # Issue 13, defect 4: a flipper suspected but not yet confirmed (cosine ≈ −1) used to sit in the
+    # unreliable step, so the largest cosine gap fell below every unreliable client and flagged the flipper.
+    g = torch.Generator().manual_seed(0)
+    d = 200
+    base = torch.nn.functional.normalize(torch.randn(d, generator=g), dim=0)
+    honest = base + 0.02 * torch.randn(10, d, generator=g)
+    unreliable = base + 0.12 * torch.randn(1, d, generator=g)  # cosine ≈ 0.5 to the median
+    flipper = -(base + 0.02 * torch.randn(1, d, generator=g))
+    rule = MudHoG(warmup_rounds=0, dbscan_eps=50.0)  # one DBSCAN cluster: isolate the unreliable step
+    out = rule(torch.cat([honest, unreliable, flipper]), client_ids=list(range(12)))
+    assert out.info["suspects"]["sign_flip"] == [11]
+    assert out.info["flags"] == {}  # nothing confirmed after one round
+    assert out.info["suspects"]["unreliable"] == [10]
