@@ -144,14 +144,14 @@ def sq_distances_to(x: Tensor, v: Tensor) -> Tensor:
     return out
 
 
-def sq_norms(x: Tensor) -> Tensor:
-    """‖x_i‖² of every row ``[n]``, in float64 when a square would overflow ``x``'s dtype
-    (finite rows only ever get finite squared norms)."""
+def row_norms(x: Tensor) -> Tensor:
+    """‖x_i‖ of every row ``[n]`` (``torch.linalg.vector_norm``), recomputed in float64 when
+    a norm overflows ``x``'s dtype although the row is finite."""
     _check_stack(x)
-    sq = torch.linalg.vector_norm(x, dim=1).square()
-    if x.dtype != torch.float64 and not bool(torch.isfinite(sq).all()):
-        return exact_gram_diagonal(x)
-    return sq
+    norms = torch.linalg.vector_norm(x, dim=1)
+    if x.dtype != torch.float64 and not bool(torch.isfinite(norms).all()):
+        return exact_gram_diagonal(x).sqrt()
+    return norms
 
 
 def exact_gram_diagonal(x: Tensor, v: Tensor | None = None) -> Tensor:

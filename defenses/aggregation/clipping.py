@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from fl_core.aggregation import AggregationResult, Aggregator
-from fl_core.geometry import sq_distances_to, sq_norms
+from fl_core.geometry import row_norms, sq_distances_to
 
 from ..registry import AGGREGATORS
 from .common import sample_shares
@@ -73,7 +73,7 @@ class NormClipping(Aggregator):
         self.max_norm = max_norm
 
     def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int]) -> AggregationResult:
-        norms = sq_norms(updates).sqrt()  # float64 where a square overflows: no inf
+        norms = row_norms(updates)  # float64 where a norm overflows: no inf
         bound = float(norms.median()) if self.max_norm is None else self.max_norm
         scale = (bound / norms.clamp_min(1e-12)).clamp_max(1.0).to(updates.dtype)
         share = sample_shares(num_samples, updates.dtype)
