@@ -149,8 +149,10 @@ def recursive_krum(sq_dist: Tensor, f: int, count: int) -> Tensor:
         usable = alive[neighbour]  # [n, n-1]: is the j-th nearest neighbour of i still in the set?
         take = usable & (np.cumsum(usable, axis=1) <= k)
         scores = np.where(take, ordered, 0.0).sum(axis=1) if left > 1 else np.zeros(n)
-        candidates = np.flatnonzero(alive)
-        best = int(candidates[np.argmin(np.nan_to_num(scores[candidates], nan=np.inf))])
+        scores[~alive | np.isnan(scores)] = np.inf
+        best = int(np.argmin(scores))
+        if not alive[best]:  # every row left scores inf: the first one left, never a removed row
+            best = int(np.argmax(alive))
         picked.append(best)
         alive[best] = False
     return torch.tensor(sorted(picked), dtype=torch.long, device=sq_dist.device)
