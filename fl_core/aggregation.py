@@ -42,7 +42,13 @@ class Aggregator(ABC):
     ``gram`` (the finite rows' ``[n, n]`` Gram matrix, or None when called directly).
     The base then computes the Gram product first and screens rows by its diagonal
     (‖x_i‖² is non-finite iff a NaN/Inf entry, or an overflow, is in row i), so the
-    screen costs no pass over the stack beyond the product the rule needs anyway.
+    screen costs no pass over the stack beyond the product the rule needs anyway. A row
+    that is finite but whose squared norm overflows (entries ≳ 1e19 in float32) passes the
+    screen: ``fl_core.geometry.gram`` then gives it exact float64 inner products, and each
+    rule bounds it by its own rule (``tests/test_extreme_updates.py``).
+
+    Every tensor a rule creates lives on the device of the updates it is given (sample
+    counts given as a list or CPU tensor are moved there); results on CPU are unchanged.
     """
 
     name: str = "aggregator"
