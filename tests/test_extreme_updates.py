@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import defenses  # noqa: F401  (registers every aggregator)
-from defenses.aggregation import Bulyan, FoolsGold, Krum, MultiKrum
+from defenses.aggregation import NNM, Bulyan, FoolsGold, Krum, MultiKrum
 from defenses.aggregation.krum import recursive_krum
 from defenses.mud_hog import MudHoG
 from defenses.registry import AGGREGATORS
@@ -120,6 +120,9 @@ def test_bulyan_and_krum_with_explicit_f_survive_a_rejected_client() -> None:
     for rule in (Krum(f=4), MultiKrum(f=4)):  # n = 10 < 2·4 + 3
         res = rule(x)
         assert res.info["f_clamped"]["f_used"] == 3 and torch.isfinite(res.aggregate).all()
+    few = NNM(aggregator="krum", f=4)(x[:4])  # n = 4 ≤ f: NNM and its inner Krum both clamp
+    assert few.info["nnm_f_clamped"]["f_used"] == 1 and few.info["f_clamped"]["rule"] == "krum"
+    assert torch.isfinite(few.aggregate).all()
 
 
 def test_no_aggregator_creates_tensors_on_the_default_device() -> None:

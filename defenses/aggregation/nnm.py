@@ -29,7 +29,8 @@ class NNM(Aggregator):
     ``f``: tolerated Byzantine clients; ``None`` means ⌊(n−1)/2⌋ (NNM assumes f < n/2).
     When the inner rule is built by name and takes an ``f`` that ``aggregator_params``
     does not set, it receives the same ``f`` (the paper pairs NNM and the rule with one
-    f). Ties in distance go to the lower row index.
+    f). Ties in distance go to the lower row index. A round with n ≤ f (clients absent or
+    rejected) uses ⌊(n−1)/2⌋ instead, recorded in ``info["nnm_f_clamped"]``.
     """
 
     name = "nnm"
@@ -60,8 +61,11 @@ class NNM(Aggregator):
                   gram: Tensor | None = None) -> AggregationResult:
         n = updates.shape[0]
         f = (n - 1) // 2 if self.f is None else self.f
-        if f >= n:
-            raise ValueError(f"nnm: f={f} leaves no neighbours among {n} updates")
+        clamped: dict[str, Any] = {}
+        if f >= n:  # a round with fewer clients than the explicit f: NNM's own default, recorded
+            clamped = {"nnm_f_clamped": {"rule": self.name, "n": n, "f_requested": f, "f_used": (n - 1) // 2,
+                                     "condition": "n > f"}}
+            f = (n - 1) // 2
         g = inner_products(updates) if gram is None else gram
         exact = mixing_matrix(pairwise_sq_distances(updates, g), n - f)
         mixing = exact.to(updates.dtype)
@@ -71,7 +75,7 @@ class NNM(Aggregator):
         extra = {"gram": m @ g @ m.T} if self.inner.uses_gram else {}
         inner = self.inner.aggregate(mixing @ updates, num_samples, client_ids, **extra)
         weights = inner.weights.to(updates.dtype) @ mixing
-        return AggregationResult(inner.aggregate, weights, dict(inner.info, nnm_f=f, inner=self.inner.name))
+        return AggregationResult(inner.aggregate, weights, dict(inner.info, nnm_f=f, inner=self.inner.name, **clamped))
 
     def reset(self) -> None:
         self.inner.reset()
