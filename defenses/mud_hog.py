@@ -66,8 +66,10 @@ min_samples 5 (their CIFAR-10 run uses eps 18, min_samples 12; Fashion-MNIST 1.3
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from sklearn.cluster import DBSCAN, KMeans
 from threadpoolctl import threadpool_limits  # ships with scikit-learn
@@ -93,7 +95,7 @@ class MudHoG(Aggregator):
     def __init__(self, window: int = 3, warmup_rounds: int = 3, confirm_rounds: int = 2,
                  dbscan_eps: float = 0.5, dbscan_min_samples: int = 5, unreliable_weight: float = 0.5,
                  exclude_suspects: bool = True, noise_gap_with_normal: bool = True, kmeans_n_init: int = 10,
-                 seed: int = 0, max_norm_ratio: float | None = MAX_NORM_RATIO) -> None:
+                 seed: int = 0, max_norm_ratio: float | None = MAX_NORM_RATIO, gap_references: int | None = 20) -> None:
         for label, value, low in (("window", window, 1), ("warmup_rounds", warmup_rounds, 0),
                                   ("confirm_rounds", confirm_rounds, 1),
                                   ("dbscan_min_samples", dbscan_min_samples, 1), ("kmeans_n_init", kmeans_n_init, 1)):
@@ -113,6 +115,10 @@ class MudHoG(Aggregator):
         if max_norm_ratio is not None and not max_norm_ratio >= 1:
             raise ValueError(f"mud_hog: max_norm_ratio must be >= 1 or None, got {max_norm_ratio}")
         self.max_norm_ratio = None if max_norm_ratio is None else float(max_norm_ratio)
+        if gap_references is not None and (isinstance(gap_references, bool) or not isinstance(gap_references, int)
+                                           or gap_references < 2):
+            raise ValueError(f"mud_hog: gap_references must be an int >= 2 or None, got {gap_references!r}")
+        self.gap_references = gap_references
         self.reset()
 
     def reset(self) -> None:
@@ -257,6 +263,10 @@ class MudHoG(Aggregator):
         if self.noise_gap_with_normal:  # anchor the gap search with the normal cluster's own distances
             reference = far + sq_distances_to(short[normal], centre).sqrt().tolist()
         split = largest_gap_split(reference)
+        if self.gap_references is not None:  # null: one group of distances, nobody is far
+            values = np.asarray(reference, dtype=np.float64).reshape(-1, 1)
+            if not gap_prefers_two(values, _largest_gap_labels, self.gap_references, self._rng("noise")):
+                return set()
         return {ids[r] for (r, lab), dist_r in zip(others, far, strict=True) if dist_r > split and lab == -1}
 
     def _targeted(self, long: Tensor, rows: list[int], ids: list[int]) -> set[int]:
@@ -268,9 +278,19 @@ class MudHoG(Aggregator):
         if data.shape[1] == 0:  # every long HoG is zero: nothing to separate
             return set()
         with threadpool_limits(limits=1, user_api="openmp"):  # a few dozen rows: threads only add overhead
-            labels = KMeans(n_clusters=2, n_init=self.kmeans_n_init, random_state=self.seed % 2**32).fit(data).labels_
+            labels = self._two_means(data)
+            if self.gap_references is not None and not gap_prefers_two(
+                    data, self._two_means, self.gap_references, self._rng("targeted"), labels):
+                return set()  # null: the long HoGs form one cluster, there is no minority
         minority = 0 if int((labels == 1).sum()) > int((labels == 0).sum()) else 1
         return {ids[r] for r, lab in zip(rows, labels, strict=True) if lab == minority}
+
+    def _two_means(self, data: np.ndarray) -> np.ndarray:
+        return KMeans(n_clusters=2, n_init=self.kmeans_n_init, random_state=self.seed % 2**32).fit(data).labels_
+
+    def _rng(self, step: str) -> np.random.Generator:
+        """The gap test's reference draws: fixed by (seed, round, step), so a rerun flags the same clients."""
+        return np.random.default_rng([self.seed % 2**32, self.round, sum(map(ord, step))])
 
     def _confirm(self, ids: list[int], flip: set[int], noise: set[int], targeted: set[int]) -> None:
         suspected = flip | noise | targeted
@@ -319,6 +339,45 @@ def largest_gap_split(values: list[float]) -> float:
     return split
 
 
+def gap_prefers_two(data: np.ndarray, split: Callable[[np.ndarray], np.ndarray], references: int,
+                    rng: np.random.Generator, labels: np.ndarray | None = None) -> bool:
+    """Whether the gap statistic (Tibshirani, Walther & Hastie, J. R. Stat. Soc. B 63, 2001) prefers two
+    clusters to one for ``data`` ``[n, p]`` split by ``split`` (``labels``: its split of ``data`` if known).
+
+    Gap(k) = E*[log W_k] − log W_k, W_k the within-cluster sum of squares, E* over ``references``
+    uniform draws from the data's bounding box along its principal axes (their reference (b)); two
+    clusters iff Gap(1) < Gap(2) − s₂, s₂ = sd*(log W₂)·√(1 + 1/B) (their rule for the smallest k).
+    Under the null of one unimodal group the split reduces W no more than on structureless data, so
+    nobody is split off. ``split`` is the same rule on the references, so the test judges that rule.
+    """
+    n = data.shape[0]
+    if n < 3:
+        return False
+    centred = data - data.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    rotated = centred @ vt.T
+    lo, hi = rotated.min(0), rotated.max(0)
+
+    def log_w(x: np.ndarray, lab: np.ndarray | None) -> tuple[float, float]:
+        lab = split(x) if lab is None else lab
+        w1 = float(((x - x.mean(0)) ** 2).sum())
+        w2 = sum(float(((x[lab == c] - x[lab == c].mean(0)) ** 2).sum()) for c in np.unique(lab))
+        tiny = np.finfo(np.float64).tiny
+        return np.log(max(w1, tiny)), np.log(max(w2, tiny))
+
+    w1, w2 = log_w(rotated, labels)
+    ref = np.array([log_w(rng.uniform(lo, hi, size=rotated.shape), None) for _ in range(references)])
+    gap1, gap2 = ref[:, 0].mean() - w1, ref[:, 1].mean() - w2
+    s2 = ref[:, 1].std() * np.sqrt(1.0 + 1.0 / references)
+    return bool(gap1 < gap2 - s2)
+
+
+def _largest_gap_labels(values: np.ndarray) -> np.ndarray:
+    """Step 2's split of 1-D ``values`` ``[n, 1]``: above (1) or below (0) the largest gap."""
+    flat = values[:, 0]
+    return (flat > largest_gap_split(flat.tolist())).astype(np.int64)
+
+
 def _cosine_to(rows: Tensor, v: Tensor) -> Tensor:
     """cos(rows_i, v); recomputed in float64 (column blocks) where float32 overflows."""
     norms = torch.linalg.vector_norm(rows, dim=1) * torch.linalg.vector_norm(v)
@@ -331,5 +390,5 @@ def _cosine_to(rows: Tensor, v: Tensor) -> Tensor:
     return cos
 
 
-__all__ = ["MudHoG", "largest_gap_split", "MALICIOUS_LABELS", "SIGN_FLIP", "ADDITIVE_NOISE", "TARGETED",
+__all__ = ["MudHoG", "largest_gap_split", "gap_prefers_two", "MALICIOUS_LABELS", "SIGN_FLIP", "ADDITIVE_NOISE", "TARGETED",
            "UNRELIABLE"]
