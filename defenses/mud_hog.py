@@ -406,5 +406,5 @@ def _cosine_to(rows: Tensor, v: Tensor) -> Tensor:
     return cos
 
 
-__all__ = ["MudHoG", "largest_gap_split", "gap_prefers_two", "MALICIOUS_LABELS", "SIGN_FLIP", "ADDITIVE_NOISE", "TARGETED",
-           "UNRELIABLE"]
+__all__ = ["MudHoG", "largest_gap_split", "gap_prefers_two", "MALICIOUS_LABELS", "SIGN_FLIP", "ADDITIVE_NOISE",
+           "TARGETED", "UNRELIABLE"]
