@@ -255,7 +255,10 @@ class MudHoG(Aggregator):
             rows = short[row_selector(benign)]
             cos = _cosine_to(rows, coordinate_median(rows))
             split = largest_gap_split(cos.tolist())
-            unreliable = {ids[i] for i, c in zip(benign, cos.tolist(), strict=True) if c < split}
+            values = cos.double().cpu().numpy().reshape(-1, 1)
+            if self.gap_references is None or gap_prefers_two(values, _largest_gap_labels, self.gap_references,
+                                                              self._rng("unreliable")):
+                unreliable = {ids[i] for i, c in zip(benign, cos.tolist(), strict=True) if c < split}
         self._count_unreliable(ids, unreliable)
         return {SIGN_FLIP: flip, ADDITIVE_NOISE: noise, TARGETED: targeted, UNRELIABLE: unreliable}
 
