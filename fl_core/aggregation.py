@@ -42,7 +42,13 @@ class Aggregator(ABC):
     ``gram`` (the finite rows' ``[n, n]`` Gram matrix, or None when called directly).
     The base then computes the Gram product first and screens rows by its diagonal
     (‖x_i‖² is non-finite iff a NaN/Inf entry, or an overflow, is in row i), so the
-    screen costs no pass over the stack beyond the product the rule needs anyway.
+    screen costs no pass over the stack beyond the product the rule needs anyway. A row
+    that is finite but whose squared norm overflows (entries ≳ 1e19 in float32) passes the
+    screen: ``fl_core.geometry.gram`` then gives it exact float64 inner products, and each
+    rule bounds it by its own rule (``tests/test_extreme_updates.py``).
+
+    Every tensor a rule creates lives on the device of the updates it is given (sample
+    counts given as a list or CPU tensor are moved there); results on CPU are unchanged.
     """
 
     name: str = "aggregator"
@@ -55,7 +61,9 @@ class Aggregator(ABC):
         if updates.dim() != 2:
             raise ValueError(f"{self.name}: expected updates of shape [n, d], got {tuple(updates.shape)}")
         n = updates.shape[0]
-        counts = torch.ones(n) if num_samples is None else torch.as_tensor(num_samples, dtype=torch.float32)
+        device = updates.device
+        counts = (torch.ones(n, device=device) if num_samples is None
+                  else torch.as_tensor(num_samples, dtype=torch.float32, device=device))
         ids = list(range(n)) if client_ids is None else list(client_ids)
         if counts.shape != (n,) or len(ids) != n:
             raise ValueError(f"{self.name}: {n} updates but {counts.numel()} sample counts / {len(ids)} ids")
@@ -70,7 +78,7 @@ class Aggregator(ABC):
         if g is not None:
             extra["gram"] = g[keep][:, keep]  # each entry is one row pair's dot product: unaffected by others
         result = self.aggregate(updates[keep], counts[keep], [ids[i] for i in keep.tolist()], **extra)
-        weights = torch.zeros(n, dtype=result.weights.dtype)
+        weights = torch.zeros(n, dtype=result.weights.dtype, device=result.weights.device)
         weights[keep] = result.weights
         info = dict(result.info, rejected_nonfinite=[ids[i] for i in (~finite).nonzero().squeeze(1).tolist()])
         return AggregationResult(result.aggregate, weights, info)

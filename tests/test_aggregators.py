@@ -107,13 +107,18 @@ def test_multi_krum_averages_exactly_the_honest_cluster() -> None:
     assert torch.allclose(out.weights, torch.tensor([1 / 7] * 7 + [0.0] * 3, dtype=torch.float64))
 
 
-def test_krum_rejects_f_too_large_and_defaults_to_the_largest_allowed() -> None:
-    x = planted()
-    with pytest.raises(ValueError, match=r"n ≥ 2f \+ 3"):
-        Krum(f=4)(x)
-    with pytest.raises(ValueError, match=r"n ≥ 4f \+ 3"):
-        Bulyan(f=2)(x)
-    assert Krum()(x).info["f"] == 3
+def test_krum_clamps_f_too_large_with_a_record_and_defaults_to_the_largest_allowed() -> None:
+    # Issue 14, item 6: a round whose n no longer admits the explicit f is clamped and recorded, never an error.
+    x = planted()  # n = 10
+    out = Krum(f=4)(x)
+    assert out.info["f"] == 3
+    assert out.info["f_clamped"] == {"rule": "krum", "n": 10, "f_requested": 4, "f_used": 3,
+                                     "condition": "n >= 2f + 3"}
+    assert torch.equal(out.aggregate, Krum(f=3)(x).aggregate)
+    out = Bulyan(f=2)(x)
+    assert out.info["f"] == 1 and out.info["f_clamped"]["f_requested"] == 2
+    assert torch.equal(out.aggregate, Bulyan(f=1)(x).aggregate)
+    assert Krum()(x).info["f"] == 3 and "f_clamped" not in Krum(f=3)(x).info
     assert Bulyan()(x).info["f"] == 1
 
 

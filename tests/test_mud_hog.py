@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import torch
 
 import defenses  # noqa: F401
 from benchmarks.harness.tasks.federation import AttackGroup, build_federation, run_federation, summarize
 from benchmarks.metrics.robustness import detection_scores, predicted_labels
-from defenses.mud_hog import MudHoG, largest_gap_split
+from defenses.mud_hog import MudHoG, _largest_gap_labels, gap_prefers_two, largest_gap_split
 from fl_core import FederationConfig, LocalTraining
 from fl_core.datasets import load_dataset
 from fl_core.models import build_model
@@ -19,7 +20,8 @@ from fl_core.simulation import History, RoundRecord
 ROLES = ["honest"] * 16 + ["sign_flip"] * 3 + ["additive_noise"] * 3 + ["targeted"] * 4 + ["unreliable"] * 2
 
 
-def synthetic_rounds(rounds: int = 15, d: int = 300, seed: int = 0) -> Iterator[tuple[list[str], torch.Tensor]]:
+def synthetic_rounds(rounds: int = 15, d: int = 300, seed: int = 0,
+                     layout: list[str] | None = None) -> Iterator[tuple[list[str], torch.Tensor]]:
     """Update streams with the signatures MUD-HoG looks for.
 
     Honest: a shared per-round descent step plus small client noise. Sign flip: the
@@ -28,7 +30,8 @@ def synthetic_rounds(rounds: int = 15, d: int = 300, seed: int = 0) -> Iterator[
     moderate fresh noise every round (lower cosine, no persistent drift).
     """
     g = torch.Generator().manual_seed(seed)
-    roles = [ROLES[i] for i in torch.randperm(len(ROLES), generator=g).tolist()]
+    layout = ROLES if layout is None else layout
+    roles = [layout[i] for i in torch.randperm(len(layout), generator=g).tolist()]
     base = torch.nn.functional.normalize(torch.randn(d, generator=g), dim=0)
     bias = torch.nn.functional.normalize(torch.randn(d, generator=g), dim=0)
     unit = d ** -0.5
@@ -122,8 +125,10 @@ def test_noise_gap_is_anchored_by_the_normal_cluster() -> None:
     short = torch.cat([honest, noisy])
     ids, rows = list(range(24)), list(range(24))
     assert MudHoG()._additive_noise(short, rows, ids) == {20, 21, 22, 23}
-    # the authors' rule splits the attackers' own distances: only the farthest is flagged
-    assert MudHoG(noise_gap_with_normal=False)._additive_noise(short, rows, ids) == {23}
+    # the authors' rule (no gap test) splits the attackers' own distances: only the farthest is flagged
+    assert MudHoG(noise_gap_with_normal=False, gap_references=None)._additive_noise(short, rows, ids) == {23}
+    # with the gap test the attackers' own distances are one group: none is split off
+    assert MudHoG(noise_gap_with_normal=False)._additive_noise(short, rows, ids) == set()
 
 
 def test_flags_prefer_the_targeted_type() -> None:
@@ -192,3 +197,64 @@ def test_any_int_seed_is_accepted_and_reduced_for_kmeans() -> None:
     assert a.info["flags"] == b.info["flags"] and torch.equal(a.weights, b.weights)
     with pytest.raises(ValueError, match="seed must be an int"):
         MudHoG(seed=1.5)  # type: ignore[arg-type]
+
+
+def test_unreliable_step_leaves_out_this_rounds_sign_flip_suspects() -> None:
+    # Issue 13, defect 4: a flipper suspected but not yet confirmed (cosine ≈ −1) used to sit in the
+    # unreliable step, so the largest cosine gap fell below every unreliable client and flagged the flipper.
+    g = torch.Generator().manual_seed(0)
+    d = 200
+    base = torch.nn.functional.normalize(torch.randn(d, generator=g), dim=0)
+    honest = base + 0.02 * torch.randn(10, d, generator=g)
+    unreliable = base + 0.12 * torch.randn(1, d, generator=g)  # cosine ≈ 0.5 to the median
+    flipper = -(base + 0.02 * torch.randn(1, d, generator=g))
+    rule = MudHoG(warmup_rounds=0, dbscan_eps=50.0)  # one DBSCAN cluster: isolate the unreliable step
+    out = rule(torch.cat([honest, unreliable, flipper]), client_ids=list(range(12)))
+    assert out.info["suspects"]["sign_flip"] == [11]
+    assert out.info["flags"] == {}  # nothing confirmed after one round
+    assert out.info["suspects"]["unreliable"] == [10]
+
+
+HARDEST_MIX = ["honest"] * 17 + ["sign_flip"] * 5 + ["additive_noise"] * 6 + ["targeted"] * 8 + ["unreliable"] * 4
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_gap_test_keeps_the_hardest_mix_fully_detected(seed: int) -> None:
+    """sExp4's proportions (40 clients, 19 = 47.5 % malicious, 4 unreliable): every attacker is still
+    confirmed with its type and excluded, no honest client is, with the gap test on."""
+    agg = MudHoG()
+    for roles, x in synthetic_rounds(rounds=12, seed=seed, layout=HARDEST_MIX):
+        res = agg(x, torch.ones(len(roles)), list(range(len(roles))))
+    flags = res.info["flags"]
+    for i, role in enumerate(roles):
+        if role != "unreliable":
+            assert flags.get(i, "honest") == role, (i, role, flags.get(i))
+    excluded = set(res.info["excluded"])
+    assert excluded == {i for i, role in enumerate(roles) if role in ("sign_flip", "additive_noise", "targeted")}
+
+
+def test_gap_prefers_two_only_for_separated_groups() -> None:
+    rng = np.random.default_rng(0)
+    one = rng.normal(size=(30, 5))
+    two = np.concatenate([one[:20], one[20:] + 8.0])
+    split = _largest_gap_labels
+    assert not gap_prefers_two(one[:, :1], split, 20, np.random.default_rng(1))
+    assert gap_prefers_two(two[:, :1], split, 20, np.random.default_rng(1))
+    assert not gap_prefers_two(one[:2], split, 20, np.random.default_rng(1))  # < 3 points: never split
+
+
+def peacetime_exclusion_rate(**kwargs: object) -> float:
+    """Share of client-rounds MUD-HoG gives weight 0 in an attack-free digits federation (10 IID clients)."""
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test").subset(torch.arange(100))
+    fed = build_federation(train, 10, seed=0, partition_name="iid")
+    model = build_model("mlp", 10, train.input_shape, seed=0)
+    config = FederationConfig(rounds=10, local=LocalTraining(lr=0.1, batch_size=16), seed=0)
+    _, history, _ = run_federation(model, fed, config, test, MudHoG(**kwargs))  # type: ignore[arg-type]
+    return sum(len(r.info["excluded"]) for r in history.rounds) / (10 * 10)
+
+
+def test_no_attacker_means_no_honest_client_excluded() -> None:
+    """Issue 13, defect 5: KMeans (k = 2) always returns a minority and the largest-gap rule always
+    splits; without the gap test a quarter of honest client-rounds got weight 0 with nobody attacking."""
+    assert peacetime_exclusion_rate(gap_references=None) > 0.05  # the authors' rule: 26 % here
+    assert peacetime_exclusion_rate() <= 0.05

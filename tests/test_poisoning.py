@@ -70,6 +70,28 @@ def test_alie_z_from_n_and_f_matches_the_paper_formula() -> None:
         alie_z(10, 6)
 
 
+def test_alie_z_rules_paper_default_and_the_ports_honest_quantile() -> None:
+    # n = 20, f = 4: s = 7; paper Φ⁻¹(13/20) = 0.385, ports Φ⁻¹(9/16) = 0.157 (issue 13).
+    assert alie_z(20, 4) == pytest.approx(0.3853, abs=1e-4)
+    assert alie_z(20, 4, "paper") == alie_z(20, 4)
+    assert alie_z(20, 4, "honest") == pytest.approx(0.1573, abs=1e-4)
+    assert alie_z(20, 4, "honest") == pytest.approx(NormalDist().inv_cdf((20 - 4 - 7) / (20 - 4)))
+    with pytest.raises(ValueError, match="z_rule"):
+        alie_z(20, 4, "ports")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="z_rule"):
+        ALIE(z_rule="mean")  # type: ignore[arg-type]
+    ctx = context(n_honest=16, m=4, d=300)
+    for rule, z in (("paper", 0.3853), ("honest", 0.1573)):
+        attack = ALIE(z_rule=rule)  # type: ignore[arg-type]
+        expected = ctx.honest.mean(0) - alie_z(20, 4, rule) * ctx.honest.std(0)  # type: ignore[arg-type]
+        assert torch.allclose(attack.craft(ctx), expected.expand_as(ctx.own))
+        assert attack.z_rule == rule and attack.describe().startswith(f"z_rule = {rule}")
+        assert alie_z(20, 4, rule) == pytest.approx(z, abs=1e-4)  # type: ignore[arg-type]
+    assert ALIE().describe().startswith("z_rule = paper")
+    assert ALIE(z=1.5).describe() == "z = 1.5 (given)"
+    assert not torch.allclose(ALIE().craft(ctx), ALIE(z_rule="honest").craft(ctx))
+
+
 def test_alie_is_mean_minus_z_std_and_stays_within_the_honest_coordinate_range() -> None:
     ctx = context(n_honest=40, m=10, d=500)
     out = ALIE().craft(ctx)
@@ -114,17 +136,27 @@ def test_min_max_keeps_its_maximum_distance_within_the_honest_maximum(deviation:
     assert torch.cdist(bigger[None], ctx.honest).max() > honest_max
 
 
-def test_min_sum_keeps_its_distance_sum_within_the_honest_maximum() -> None:
+@pytest.mark.parametrize("deviation", ["unit_vec", "std"])
+def test_min_sum_bounds_its_distance_sum_by_the_smallest_benign_sum_as_the_authors_code(deviation: str) -> None:
+    # Issue 13, defect 1: the NDSS21 code bounds by min(scores), the smallest benign sum; Eq. 8's max is an option.
     ctx = context()
-    attack = MinSum(deviation="std")
-    out = attack.craft(ctx)
     d2 = torch.cdist(ctx.honest, ctx.honest) ** 2
-    bound = d2.sum(1).max()
-    assert (torch.cdist(out[:1], ctx.honest) ** 2).sum() <= bound + 1e-9
-    mu, gamma = ctx.honest.mean(0), attack.last_gamma
-    bigger = mu + (out[0] - mu) * (gamma + 1e-3) / gamma
-    assert (torch.cdist(bigger[None], ctx.honest) ** 2).sum() > bound
-    assert torch.allclose(out[0], mu - gamma * ctx.honest.std(0))
+    mu = ctx.honest.mean(0)
+    gammas = {}
+    for bound_kind, bound in (("min", d2.sum(1).min()), ("max", d2.sum(1).max())):
+        attack = MinSum(deviation=deviation) if bound_kind == "min" else MinSum(deviation=deviation, bound="max")
+        out = attack.craft(ctx)
+        gamma = attack.last_gamma
+        assert gamma is not None and gamma > 0
+        assert (torch.cdist(out[:1], ctx.honest) ** 2).sum() <= bound + 1e-9
+        bigger = mu + (out[0] - mu) * (gamma + 1e-3) / gamma
+        assert (torch.cdist(bigger[None], ctx.honest) ** 2).sum() > bound  # γ is (nearly) the largest passing
+        gammas[bound_kind] = gamma
+    assert gammas["min"] < gammas["max"]
+    if deviation == "std":
+        assert torch.allclose(out[0], mu - gammas["max"] * ctx.honest.std(0))
+    with pytest.raises(ValueError, match="bound"):
+        MinSum(bound="median")
 
 
 def test_model_replacement_scales_own_update_by_n_over_eta() -> None:

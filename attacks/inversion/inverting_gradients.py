@@ -179,7 +179,7 @@ class InvertingGradients(OptimizationAttack):
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
         return optimizer, scheduler
 
-    # -- the image draw and one-restart / batched entry points (benchmarks.inversion.ig_speed) --
+    # -- the image draw and one-restart / batched entry points (benchmarks.reproductions.inversion.ig_speed) --
 
     def _init(self, problem: InversionProblem) -> Tensor:
         s = self.settings

@@ -38,11 +38,11 @@ class LabelFlip:
     def poison(self, data: ImageDataset, generator: torch.Generator) -> ImageDataset:
         _check_classes("label_flip", self.pairs, data.num_classes)
         labels = data.labels.clone()
-        source = torch.tensor(list(self.pairs), dtype=labels.dtype)
-        target = torch.tensor(list(self.pairs.values()), dtype=labels.dtype)
+        source = torch.tensor(list(self.pairs), dtype=labels.dtype, device=labels.device)
+        target = torch.tensor(list(self.pairs.values()), dtype=labels.dtype, device=labels.device)
         hit = (data.labels.unsqueeze(1) == source).nonzero()  # [k, 2]: sample, pair index
         if self.fraction < 1.0 and len(hit):
-            keep = torch.randperm(len(hit), generator=generator)[: round(self.fraction * len(hit))]
+            keep = torch.randperm(len(hit), generator=generator)[: round(self.fraction * len(hit))].to(hit.device)
             hit = hit[keep.sort().values]
         labels[hit[:, 0]] = target[hit[:, 1]]
         return _with(data, data.images, labels)
@@ -96,8 +96,8 @@ class Backdoor:
         self.target, self.fraction, self.pattern = target, float(fraction), pattern
         self.size, self.margin, self.value = size, margin, float(value)
 
-    def trigger_mask(self, height: int, width: int) -> Tensor:
-        """Boolean ``[H, W]`` mask of the trigger's pixels."""
+    def trigger_mask(self, height: int, width: int, device: torch.device | str | None = None) -> Tensor:
+        """Boolean ``[H, W]`` mask of the trigger's pixels (on ``device``, default CPU)."""
         if self.size + self.margin > min(height, width):
             raise ValueError(f"backdoor: a {self.size}px trigger {self.margin}px from the corner does not fit "
                              f"{height}x{width} images")
@@ -112,12 +112,12 @@ class Backdoor:
         mask = torch.zeros(height, width, dtype=torch.bool)
         top, left = height - self.margin - self.size, width - self.margin - self.size
         mask[top: top + self.size, left: left + self.size] = patch
-        return mask
+        return mask.to(device) if device is not None else mask
 
     def apply_trigger(self, images: Tensor) -> Tensor:
         """A copy of ``images`` ``[N, C, H, W]`` (pixels in [0, 1]) with the trigger stamped in."""
         out = images.clone()
-        mask = self.trigger_mask(images.shape[-2], images.shape[-1])
+        mask = self.trigger_mask(images.shape[-2], images.shape[-1], images.device)
         out[..., mask] = self.value
         return out
 
@@ -126,7 +126,7 @@ class Backdoor:
             raise ValueError(f"backdoor: target {self.target} is not a class of {data.name} "
                              f"({data.num_classes} classes)")
         count = round(self.fraction * len(data))
-        chosen = torch.randperm(len(data), generator=generator)[:count]
+        chosen = torch.randperm(len(data), generator=generator)[:count].to(data.labels.device)
         images, labels = data.images.clone(), data.labels.clone()
         images[chosen] = self.apply_trigger(data.images[chosen])
         labels[chosen] = self.target

@@ -8,11 +8,10 @@ pairwise matrix: they are O(n·d).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from fl_core.aggregation import AggregationResult, Aggregator
-from fl_core.geometry import sq_distances_to
+from fl_core.geometry import row_norms, sq_distances_to
 
 from ..registry import AGGREGATORS
 from .common import sample_shares
@@ -44,11 +43,11 @@ class CenteredClipping(Aggregator):
     def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int]) -> AggregationResult:
         n, d = updates.shape
         v = self.center if self.center is not None and self.center.shape == (d,) else updates.new_zeros(d)
-        v = v.to(updates.dtype)
-        coef = torch.full((n,), 1.0 / n, dtype=updates.dtype)
+        v = v.to(device=updates.device, dtype=updates.dtype)
+        coef = updates.new_full((n,), 1.0 / n)
         for _ in range(self.iterations):
-            dist = sq_distances_to(updates, v).sqrt()
-            coef = (self.tau / dist.clamp_min(1e-12)).clamp_max(1.0) / n
+            dist = sq_distances_to(updates, v).sqrt()  # float64 where a square overflows: no inf
+            coef = ((self.tau / dist.clamp_min(1e-12)).clamp_max(1.0) / n).to(updates.dtype)
             v = coef @ updates + (1.0 - coef.sum()) * v  # v + Σ c_i (x_i − v)
         self.center = v.clone()
         return AggregationResult(v, coef, {"clipped": int((coef < 1.0 / n).sum())})
@@ -74,9 +73,9 @@ class NormClipping(Aggregator):
         self.max_norm = max_norm
 
     def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int]) -> AggregationResult:
-        norms = torch.linalg.vector_norm(updates, dim=1)
+        norms = row_norms(updates)  # float64 where a norm overflows: no inf
         bound = float(norms.median()) if self.max_norm is None else self.max_norm
-        scale = (bound / norms.clamp_min(1e-12)).clamp_max(1.0)
+        scale = (bound / norms.clamp_min(1e-12)).clamp_max(1.0).to(updates.dtype)
         share = sample_shares(num_samples, updates.dtype)
         weights = share * scale
         return AggregationResult(weights @ updates, weights, {"max_norm": bound})

@@ -4,7 +4,7 @@ Both need every coordinate's values in order, i.e. one sort of the ``[n, d]`` st
 along the client axis. On CPU, NumPy's sort (AVX-512 / AVX2 SIMD sort, NumPy ≥ 2) does
 this several times faster than ``torch.sort``, ``torch.kthvalue`` or ``torch.median``
 here (``torch.sort(dim=0)`` is timed beside it in
-``benchmarks/robustness/bench_aggregators.py``), so ``coordinate_sort`` uses it and falls
+``benchmarks/reproductions/robustness/bench_aggregators.py``), so ``coordinate_sort`` uses it and falls
 back to ``torch.sort`` off-CPU.
 
 Coordinate-wise rules do not pick clients: each coordinate may come from a different
@@ -14,7 +14,10 @@ client. Their ``weights`` are therefore uniform (1/n): every finite update was u
 from __future__ import annotations
 
 import functools
+import math
 from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,32 +40,60 @@ class CoordinateMedian(Aggregator):
 
     def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int]) -> AggregationResult:
         n = updates.shape[0]
-        return AggregationResult(coordinate_median(updates), uniform(n, updates.dtype))
+        return AggregationResult(coordinate_median(updates), uniform(n, updates.dtype, updates.device))
 
 
 @AGGREGATORS.register("trimmed_mean")
 class TrimmedMean(Aggregator):
-    """Coordinate-wise β-trimmed mean (Yin et al. 2018, Definition 2).
+    """Coordinate-wise trimmed mean (Yin et al. 2018, Definition 2).
 
-    For each coordinate drop the ⌊β·n⌋ largest and ⌊β·n⌋ smallest values and average the
-    rest. ``beta`` ∈ [0, 0.5); default 0.1 (the paper requires β ≥ the fraction of
-    Byzantine clients; pass that fraction when it is known). Unweighted, as in the paper.
+    For each coordinate drop the k largest and k smallest values and average the rest.
+    Give either ``f``, the number of values trimmed per side (ByzFL's ``TrMean(f)``), or
+    ``beta`` ∈ [0, 0.5), the fraction per side: k = ⌊β·n⌋ computed exactly, β read as the
+    simplest fraction its float stands for (β = f/n gives k = f; ``int(β·n)`` would give
+    f − 1 for 368 (f, n) pairs with n ≤ 200, e.g. 1/49·49 = 0.999…). Neither: β = 0.1
+    (the paper requires β ≥ the fraction of Byzantine clients; pass it when it is known).
+    A round with n ≤ 2f (clients absent or rejected) trims ⌊(n−1)/2⌋ per side instead,
+    recorded in ``info["f_clamped"]``. Unweighted, as in the paper.
     """
 
     name = "trimmed_mean"
 
-    def __init__(self, beta: float = 0.1) -> None:
-        if not 0.0 <= beta < 0.5:
-            raise ValueError(f"trimmed_mean: beta must be in [0, 0.5), got {beta}")
-        self.beta = float(beta)
+    def __init__(self, beta: float | None = None, f: int | None = None) -> None:
+        if beta is not None and f is not None:
+            raise ValueError(f"trimmed_mean: give beta or f, not both (got beta={beta}, f={f})")
+        if f is not None and (isinstance(f, bool) or not isinstance(f, int) or f < 0):
+            raise ValueError(f"trimmed_mean: f must be a non-negative int or None, got {f!r}")
+        if f is None:
+            beta = 0.1 if beta is None else beta
+            if not 0.0 <= beta < 0.5:
+                raise ValueError(f"trimmed_mean: beta must be in [0, 0.5), got {beta}")
+        self.f = f
+        self.beta = None if beta is None else float(beta)
+        self._fraction = None if beta is None else Fraction(beta).limit_denominator(10**9)
+
+    def trimmed_per_side(self, n: int) -> int:
+        """k for n values: ``f``, or ⌊β·n⌋ with β as an exact fraction."""
+        if self.f is not None:
+            return self.f
+        assert self._fraction is not None
+        return math.floor(self._fraction * n)
 
     def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int]) -> AggregationResult:
         n = updates.shape[0]
-        k = int(self.beta * n)
+        k = self.trimmed_per_side(n)
+        info: dict[str, Any] = {}
+        if 2 * k >= n:
+            used = (n - 1) // 2
+            info["f_clamped"] = {"rule": self.name, "n": n, "f_requested": k, "f_used": used,
+                                 "condition": "n > 2f"}
+            k = used
+        info["trimmed_per_side"] = k
+        weights = uniform(n, updates.dtype, updates.device)
         if k == 0:
-            return AggregationResult(updates.mean(0), uniform(n, updates.dtype), {"trimmed_per_side": 0})
+            return AggregationResult(updates.mean(0), weights, info)
         ordered = coordinate_sort(updates)
-        return AggregationResult(ordered[k: n - k].mean(0), uniform(n, updates.dtype), {"trimmed_per_side": k})
+        return AggregationResult(ordered[k: n - k].mean(0), weights, info)
 
 
 def coordinate_sort(x: Tensor, inplace: bool = False, select: Tensor | None = None) -> Tensor:

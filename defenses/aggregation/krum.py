@@ -8,11 +8,16 @@ comparator network in C (``native.py``) on float32 CPU stacks, else one NumPy so
 
 ``f`` is the number of Byzantine clients the rule must tolerate. ``None`` means the
 largest the rule admits for the n rows it is given: ⌊(n−3)/2⌋ for Krum (n ≥ 2f + 3),
-⌊(n−3)/4⌋ for Bulyan (n ≥ 4f + 3). An explicit ``f`` too large for n is an error.
-Selected clients are averaged without sample weighting, as in the papers.
+⌊(n−3)/4⌋ for Bulyan (n ≥ 4f + 3). An explicit ``f`` that a round's n no longer admits
+(a client was absent or rejected as non-finite) is clamped to that largest admissible
+value for the round, never an error that fails the run; the result's
+``info["f_clamped"]`` records it (rule, n, requested and used f). Selected clients are
+averaged without sample weighting, as in the papers.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,12 +45,12 @@ class Krum(Aggregator):
     def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int],
                   gram: Tensor | None = None) -> AggregationResult:
         n = updates.shape[0]
-        f = resolve_f(self.name, self.f, n, multiplier=2)
+        f, info = f_for_round(self.name, self.f, n, multiplier=2)
         scores = krum_scores(pairwise_sq_distances(updates, gram), f)
         best = int(torch.argmin(scores))
-        weights = torch.zeros(n, dtype=updates.dtype)
+        weights = updates.new_zeros(n)
         weights[best] = 1.0
-        return AggregationResult(updates[best].clone(), weights, {"f": f, "selected": [client_ids[best]]})
+        return AggregationResult(updates[best].clone(), weights, {**info, "selected": [client_ids[best]]})
 
 
 @AGGREGATORS.register("multi_krum")
@@ -65,14 +70,14 @@ class MultiKrum(Aggregator):
     def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int],
                   gram: Tensor | None = None) -> AggregationResult:
         n = updates.shape[0]
-        f = resolve_f(self.name, self.f, n, multiplier=2)
+        f, info = f_for_round(self.name, self.f, n, multiplier=2)
         m = min(self.m if self.m is not None else n - f, n)
         scores = krum_scores(pairwise_sq_distances(updates, gram), f)
         chosen = torch.sort(torch.argsort(scores, stable=True)[:m]).values
-        weights = torch.zeros(n, dtype=updates.dtype)
+        weights = updates.new_zeros(n)
         weights[chosen] = 1.0 / m
         return AggregationResult(weights @ updates, weights,
-                                 {"f": f, "m": m, "selected": [client_ids[i] for i in chosen.tolist()]})
+                                 {**info, "m": m, "selected": [client_ids[i] for i in chosen.tolist()]})
 
 
 @AGGREGATORS.register("bulyan")
@@ -96,14 +101,14 @@ class Bulyan(Aggregator):
     def aggregate(self, updates: Tensor, num_samples: Tensor, client_ids: list[int],
                   gram: Tensor | None = None) -> AggregationResult:
         n = updates.shape[0]
-        f = resolve_f(self.name, self.f, n, multiplier=4)
+        f, info = f_for_round(self.name, self.f, n, multiplier=4)
         theta = n - 2 * f
         beta = theta - 2 * f
-        selected = recursive_krum(pairwise_sq_distances(updates, gram), f, theta)
+        selected = recursive_krum(pairwise_sq_distances(updates, gram), f, theta).to(updates.device)
         aggregate = trimmed_around_median(updates, 2 * f, select=selected)
-        weights = torch.zeros(n, dtype=updates.dtype)
+        weights = updates.new_zeros(n)
         weights[selected] = 1.0 / theta
-        return AggregationResult(aggregate, weights, {"f": f, "theta": theta, "beta": beta,
+        return AggregationResult(aggregate, weights, {**info, "theta": theta, "beta": beta,
                                                       "selected": [client_ids[i] for i in selected.tolist()]})
 
 
@@ -112,7 +117,7 @@ def krum_scores(sq_dist: Tensor, f: int) -> Tensor:
     other rows (at least one neighbour when n ≥ 2)."""
     n = sq_dist.shape[0]
     if n == 1:
-        return torch.zeros(1, dtype=sq_dist.dtype)
+        return sq_dist.new_zeros(1)
     k = max(n - f - 2, 1)
     others = sq_dist.clone().fill_diagonal_(float("inf"))
     return torch.topk(others, k, dim=1, largest=False).values.sum(1)
@@ -125,7 +130,9 @@ def recursive_krum(sq_dist: Tensor, f: int, count: int) -> Tensor:
     each remaining row's first k = |left| − f − 2 remaining neighbours (k ≥ 1), so the
     whole selection costs O(count · n²) on the ``[n, n]`` matrix and nothing on ``[n, d]``.
     The steps run in NumPy: on n ≈ 100 a step is microseconds there, while each small
-    torch op costs a thread-pool round trip.
+    torch op costs a thread-pool round trip. Each step picks among the rows still in the
+    set only, so infinite (or NaN) scores can never re-select a removed row (issue 14,
+    item 5); ties, infinite ones included, go to the lowest index.
     """
     n = sq_dist.shape[0]
     if not 1 <= count <= n:
@@ -142,11 +149,13 @@ def recursive_krum(sq_dist: Tensor, f: int, count: int) -> Tensor:
         usable = alive[neighbour]  # [n, n-1]: is the j-th nearest neighbour of i still in the set?
         take = usable & (np.cumsum(usable, axis=1) <= k)
         scores = np.where(take, ordered, 0.0).sum(axis=1) if left > 1 else np.zeros(n)
-        scores[~alive] = np.inf
+        scores[~alive | np.isnan(scores)] = np.inf
         best = int(np.argmin(scores))
+        if not alive[best]:  # every row left scores inf: the first one left, never a removed row
+            best = int(np.argmax(alive))
         picked.append(best)
         alive[best] = False
-    return torch.tensor(sorted(picked), dtype=torch.long)
+    return torch.tensor(sorted(picked), dtype=torch.long, device=sq_dist.device)
 
 
 def trimmed_around_median(rows: Tensor, drop: int, inplace: bool = False, select: Tensor | None = None,
@@ -175,7 +184,7 @@ def trimmed_around_median(rows: Tensor, drop: int, inplace: bool = False, select
     if drop == 0:
         return (rows if select is None else rows[select]).mean(0)
     if native:
-        picked = torch.arange(theta) if select is None else select
+        picked = torch.arange(theta, device=rows.device) if select is None else select
         fast = closest_to_median_mean(rows, picked, keep)
         if fast is not None:
             return fast
@@ -189,7 +198,7 @@ def trimmed_around_median(rows: Tensor, drop: int, inplace: bool = False, select
     j = _count_below(low, high, 2.0 * median_of_sorted(s)).unsqueeze(0)  # [1, d]
     # Dropped: s[t] for t < j and s[keep + u] for u ≥ j — disjoint even when low and high
     # overlap (keep < drop), so the window sum is the total minus one pick per t.
-    below = torch.arange(drop).unsqueeze(1) < j
+    below = torch.arange(drop, device=j.device).unsqueeze(1) < j
     return (s.sum(0) - torch.where(below, low, high).sum(0)) / keep
 
 
@@ -207,13 +216,20 @@ def _count_below(low: Tensor, high: Tensor, bound: Tensor) -> Tensor:
 
 
 def resolve_f(rule: str, f: int | None, n: int, multiplier: int) -> int:
-    """The f to use for n rows: the given one (checked n ≥ multiplier·f + 3) or the largest allowed."""
-    if f is None:
-        return max((n - 3) // multiplier, 0)
-    if n < multiplier * f + 3:
-        raise ValueError(f"{rule}: f={f} needs at least {multiplier * f + 3} updates "
-                         f"(n ≥ {multiplier}f + 3), got {n}")
-    return f
+    """The f to use for n rows: the given one, clamped to the largest n admits
+    (n ≥ multiplier·f + 3), or that largest one when ``f`` is None."""
+    return f_for_round(rule, f, n, multiplier)[0]
+
+
+def f_for_round(rule: str, f: int | None, n: int, multiplier: int) -> tuple[int, dict[str, Any]]:
+    """``resolve_f`` plus the result info: ``{"f": used}``, and ``"f_clamped"`` (rule, n,
+    requested, used, the condition) when an explicit f was too large for this round's n."""
+    largest = max((n - 3) // multiplier, 0)
+    if f is None or f <= largest:
+        return (largest if f is None else f), {"f": largest if f is None else f}
+    record = {"rule": rule, "n": n, "f_requested": f, "f_used": largest,
+              "condition": f"n >= {multiplier}f + 3"}
+    return largest, {"f": largest, "f_clamped": record}
 
 
 def _check_f(rule: str, f: int | None) -> int | None:

@@ -29,7 +29,8 @@ class NNM(Aggregator):
     ``f``: tolerated Byzantine clients; ``None`` means ⌊(n−1)/2⌋ (NNM assumes f < n/2).
     When the inner rule is built by name and takes an ``f`` that ``aggregator_params``
     does not set, it receives the same ``f`` (the paper pairs NNM and the rule with one
-    f). Ties in distance go to the lower row index.
+    f). Ties in distance go to the lower row index. A round with n ≤ f (clients absent or
+    rejected) uses ⌊(n−1)/2⌋ instead, recorded in ``info["nnm_f_clamped"]``.
     """
 
     name = "nnm"
@@ -60,15 +61,21 @@ class NNM(Aggregator):
                   gram: Tensor | None = None) -> AggregationResult:
         n = updates.shape[0]
         f = (n - 1) // 2 if self.f is None else self.f
-        if f >= n:
-            raise ValueError(f"nnm: f={f} leaves no neighbours among {n} updates")
+        clamped: dict[str, Any] = {}
+        if f >= n:  # a round with fewer clients than the explicit f: NNM's own default, recorded
+            clamped = {"nnm_f_clamped": {"rule": self.name, "n": n, "f_requested": f, "f_used": (n - 1) // 2,
+                                     "condition": "n > f"}}
+            f = (n - 1) // 2
         g = inner_products(updates) if gram is None else gram
-        mixing = mixing_matrix(pairwise_sq_distances(updates, g), n - f).to(updates.dtype)
-        # The mixed rows' Gram matrix is M G Mᵀ: an [n, n] product instead of another pass over [n, d].
-        extra = {"gram": mixing @ g @ mixing.T} if self.inner.uses_gram else {}
+        exact = mixing_matrix(pairwise_sq_distances(updates, g), n - f)
+        mixing = exact.to(updates.dtype)
+        # The mixed rows' Gram matrix is M G Mᵀ: an [n, n] product instead of another pass over [n, d]
+        # (in float64 when G is, as after an overflowing product).
+        m = mixing if g.dtype == mixing.dtype else exact.to(g.dtype)
+        extra = {"gram": m @ g @ m.T} if self.inner.uses_gram else {}
         inner = self.inner.aggregate(mixing @ updates, num_samples, client_ids, **extra)
         weights = inner.weights.to(updates.dtype) @ mixing
-        return AggregationResult(inner.aggregate, weights, dict(inner.info, nnm_f=f, inner=self.inner.name))
+        return AggregationResult(inner.aggregate, weights, dict(inner.info, nnm_f=f, inner=self.inner.name, **clamped))
 
     def reset(self) -> None:
         self.inner.reset()
@@ -79,6 +86,6 @@ def mixing_matrix(sq_dist: Tensor, k: int) -> Tensor:
     n = sq_dist.shape[0]
     d = sq_dist.clone().fill_diagonal_(-1.0)  # self is always its own nearest neighbour
     nearest = torch.argsort(d, dim=1, stable=True)[:, :k]
-    m = torch.zeros(n, n, dtype=torch.float64)
+    m = torch.zeros(n, n, dtype=torch.float64, device=sq_dist.device)
     m.scatter_(1, nearest, 1.0 / k)
     return m
