@@ -1,7 +1,7 @@
 """Gradient inversion: matching losses, the simulated client, label recovery, the attacks.
 
 Tiny models and synthetic smooth images keep this file fast; the paper-scale numbers
-live in benchmarks/inversion/.
+live in benchmarks/reproductions/inversion/.
 """
 
 from __future__ import annotations
