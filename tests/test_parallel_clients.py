@@ -1,0 +1,75 @@
+"""A round's clients in worker processes (``Simulation(client_workers=N)``): the same History and
+final model as sequential training, bit for bit, with dropout, client momentum and a data attack."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from attacks.poisoning.data_poisoning import LabelFlip
+from fl_core import Client, FederationConfig, LocalTraining, Simulation, model_to_vector
+from fl_core.datasets import load_dataset
+from fl_core.models import build_model
+from fl_core.parallel import ClientPool
+from fl_core.protocol import ClientMomentum
+from fl_core.simulation import Adversary, History
+
+
+def _federation(workers: int, protocol: str | None) -> tuple[History, torch.Tensor, Simulation]:
+    train = load_dataset("digits")
+    test = load_dataset("digits", "test")
+    parts = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:600].chunk(6)
+    clients = [Client(i, train.subset(p), "label_flip" if i == 4 else "honest") for i, p in enumerate(parts)]
+    model = build_model("mlp", 10, train.input_shape, hidden=(32,), dropout=0.3, seed=0)
+    cfg = FederationConfig(rounds=3, clients_per_round=5, seed=3,
+                           local=LocalTraining(lr=0.1, epochs=1, batch_size=16))
+    sim = Simulation(model, clients, cfg, test, protocol=ClientMomentum(0.5) if protocol else None,
+                     adversaries=[Adversary([4], data_attack=LabelFlip({1: 7, 3: 8}), name="flip")],
+                     progress=False, client_workers=workers)
+    history = sim.run()
+    return history, model_to_vector(sim.model), sim
+
+
+def _without_timing(history: History) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in json.loads(history.to_json())["rounds"]]
+
+
+@pytest.mark.parametrize("protocol", [None, "client_momentum"])
+def test_two_workers_equal_sequential_training(protocol: str | None) -> None:
+    seq_history, seq_model, seq = _federation(1, protocol)
+    par_history, par_model, par = _federation(2, protocol)
+    assert torch.equal(seq_model, par_model)  # bit-identical global model
+    assert _without_timing(seq_history) == _without_timing(par_history)
+    assert seq_history.accuracies and seq_history.rounds[-1].applied
+    assert par._pool is None  # run() stopped the workers
+    if protocol:  # client state kept in the driver, the same as sequentially
+        assert seq.client_states.keys() == par.client_states.keys()
+        for cid, kept in seq.client_states.items():
+            assert torch.equal(kept.values["momentum"], par.client_states[cid].values["momentum"])
+
+
+def test_worker_results_depend_on_the_seed() -> None:
+    """Guard against a pool that ignores its inputs: another seed gives another model."""
+    train = load_dataset("digits")
+    clients = [Client(i, train.subset(list(range(i * 50, i * 50 + 50)))) for i in range(4)]
+    model = build_model("mlp", 10, train.input_shape, hidden=(16,), dropout=0.3, seed=0)
+    local = LocalTraining(lr=0.1, batch_size=16)
+    out = []
+    for seed in (0, 1):
+        sim = Simulation(build_model("mlp", 10, train.input_shape, hidden=(16,), dropout=0.3, seed=0), clients,
+                         FederationConfig(rounds=1, seed=seed, local=local), progress=False, client_workers=2)
+        sim.run()
+        out.append(model_to_vector(sim.model))
+    assert not torch.equal(out[0], out[1]) and not torch.equal(out[0], model_to_vector(model))
+
+
+def test_unpicklable_trainer_is_a_clear_error() -> None:
+    train = load_dataset("digits")
+    clients = [Client(i, train.subset(list(range(i * 20, i * 20 + 20)))) for i in range(2)]
+    model = build_model("mlp", 10, train.input_shape, hidden=(8,), seed=0)
+    with pytest.raises(ValueError, match="must be picklable"):
+        ClientPool(2, model, clients, lambda *a: None, LocalTraining(), 0)
+    with pytest.raises(ValueError, match="client_workers must be >= 1"):
+        Simulation(model, clients, FederationConfig(rounds=1), client_workers=0)
