@@ -240,6 +240,16 @@ class Simulation:
             self.close()
         return self.history
 
+    def start_workers(self) -> ClientPool:
+        """Start the client worker processes now (else at the first round): model and data go out once."""
+        if self.client_workers < 2:
+            raise ValueError("Simulation.start_workers: client_workers is 1 (clients train in this process)")
+        if self._pool is None:
+            attacks = {cid: adv.data_attack for cid, adv in self._adversary_of.items() if adv.data_attack is not None}
+            self._pool = ClientPool(self.client_workers, self.worker, self.clients, self.trainer,
+                                    self.config.local, self.config.seed, attacks, self.client_threads)
+        return self._pool
+
     def close(self) -> None:
         """Stop the client worker processes, if any (a later round starts them again)."""
         if self._pool is not None:
@@ -295,13 +305,8 @@ class Simulation:
         kept = [self.client_state(c.client_id) for c in sampled]
         starts = [self.protocol.client_start(state, k) for k in kept]
         if self.client_workers > 1:
-            if self._pool is None:
-                attacks = {cid: adv.data_attack for cid, adv in self._adversary_of.items()
-                           if adv.data_attack is not None}
-                self._pool = ClientPool(self.client_workers, self.worker, self.clients, self.trainer,
-                                        self.config.local, self.config.seed, attacks, self.client_threads)
             jobs = [(c.client_id, None if s is state else s) for c, s in zip(sampled, starts, strict=True)]
-            trained = self._pool.train(state, r, jobs)
+            trained = self.start_workers().train(state, r, jobs)
         else:
             trained = [local_round(self.worker, self.trainer, s, c.client_id, c.data, self.config.local,
                                    self.config.seed, r, self._data_attack(c.client_id), self.device)
