@@ -48,10 +48,11 @@ def import_ray() -> ModuleType:
 
 
 def worker_env(threads: int) -> dict[str, str]:
-    """Env vars every Ray worker gets: the driver's data root and the torch/BLAS thread count."""
+    """Env vars every Ray worker gets: the driver's data root, ``--client-workers`` and the thread count."""
     env = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    if os.environ.get("FEDARENA_DATA"):
-        env["FEDARENA_DATA"] = os.environ["FEDARENA_DATA"]
+    for name in ("FEDARENA_DATA", "FEDARENA_CLIENT_WORKERS"):
+        if os.environ.get(name):
+            env[name] = os.environ[name]
     return env
 
 
