@@ -4,11 +4,16 @@ final model as sequential training, bit for bit, with dropout, client momentum a
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from attacks.poisoning.data_poisoning import LabelFlip
+from benchmarks.harness.runner import run_suite
+from benchmarks.harness.store import Store
+from benchmarks.harness.suite import parse_suite
+from benchmarks.harness.tasks.common import CLIENT_WORKERS_ENV, client_workers
 from fl_core import Client, FederationConfig, LocalTraining, Simulation, model_to_vector
 from fl_core.datasets import load_dataset
 from fl_core.models import build_model
@@ -73,3 +78,43 @@ def test_unpicklable_trainer_is_a_clear_error() -> None:
         ClientPool(2, model, clients, lambda *a: None, LocalTraining(), 0)
     with pytest.raises(ValueError, match="client_workers must be >= 1"):
         Simulation(model, clients, FederationConfig(rounds=1), client_workers=0)
+
+
+SUITE = """
+suite: tiny_clients
+runs:
+  - task: robustness
+    dataset: {name: digits, size: 300}
+    test_dataset: {name: digits, split: test, size: 100}
+    model: {name: mlp, params: {hidden: [8], dropout: 0.2}}
+    federation: {clients: 4, rounds: 2, local: {lr: 0.2, batch_size: 16}}
+    attacks: [none]
+    defenses: [none]
+    seeds: 1
+"""
+
+
+def test_client_workers_setting_keeps_run_ids_and_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    suite = parse_suite(SUITE, "tiny_clients.yaml")
+    run_suite(suite, tmp_path / "one", progress=False)
+    monkeypatch.setenv(CLIENT_WORKERS_ENV, "2")
+    assert client_workers() == 2
+    pools: list[int] = []
+    original = ClientPool.__init__
+
+    def spy(self: ClientPool, workers: int, *args: object, **kwargs: object) -> None:
+        pools.append(workers)
+        original(self, workers, *args, **kwargs)
+
+    monkeypatch.setattr(ClientPool, "__init__", spy)
+    run_suite(suite, tmp_path / "two", progress=False)
+    assert pools == [2]  # the run's federation did train in 2 worker processes
+    timing = {"fl_seconds", "seconds_per_round", "attack_seconds"}
+    stored = []
+    for out in ("one", "two"):
+        with Store.in_folder(tmp_path / out) as store:
+            stored.append({r.run_id: {k: v for k, v in r.metrics.items() if k not in timing} for r in store.runs()})
+    assert stored[0] == stored[1] and len(stored[0]) == 1
+    monkeypatch.setenv(CLIENT_WORKERS_ENV, "0")
+    with pytest.raises(ValueError, match="FEDARENA_CLIENT_WORKERS must be a whole number >= 1"):
+        client_workers()
