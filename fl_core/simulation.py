@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import json
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -185,6 +186,10 @@ class Simulation:
     ) -> None:
         if client_workers < 1:
             raise ValueError(f"Simulation: client_workers must be >= 1, got {client_workers}")
+        if client_workers > 1 and not inspect.isfunction(trainer):
+            raise ValueError(f"Simulation: client_workers={client_workers} needs a trainer function; "
+                             f"{type(trainer).__name__} is an object that may keep state (DP-SGD's accountant), "
+                             "which workers would update in their copies only: train it with client_workers=1")
         ids = [c.client_id for c in clients]
         if len(set(ids)) != len(ids):
             raise ValueError("client ids must be unique")

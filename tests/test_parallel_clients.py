@@ -79,6 +79,12 @@ def test_unpicklable_trainer_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="client_workers must be >= 1"):
         Simulation(model, clients, FederationConfig(rounds=1), client_workers=0)
 
+    class Counting:  # a trainer object keeping state: its workers' copies would drift from the driver's
+        def __call__(self, *args: object) -> None: ...
+
+    with pytest.raises(ValueError, match="needs a trainer function; Counting is an object"):
+        Simulation(model, clients, FederationConfig(rounds=1), trainer=Counting(), client_workers=2)
+
 
 SUITE = """
 suite: tiny_clients

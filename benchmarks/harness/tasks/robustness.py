@@ -48,7 +48,8 @@ def run_robustness(config: dict[str, Any], workdir: Path, progress: bool = False
     model = prepare_model(defense, build_global_model(config["model"], train, seed)).to(device or "cpu")
     sim = Simulation(model, federation.clients, federation_config(fed, seed), test, aggregator,
                      trainer=defense.trainer or train_client, adversaries=federation.adversaries,
-                     transforms=defense.transforms, progress=progress, client_workers=client_workers())
+                     transforms=defense.transforms, progress=progress,
+                     client_workers=1 if defense.trainer else client_workers())  # stateful trainers: in process
     start = time.perf_counter()
     history = sim.run()
     seconds = time.perf_counter() - start
