@@ -23,7 +23,7 @@ import dataclasses
 import pickle
 import traceback
 from collections.abc import Mapping, Sequence
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -96,12 +96,14 @@ def _worker_main(conn: Connection) -> None:
         if message is None:
             return
         state, r, jobs = message
-        try:
-            out = [local_round(setup.model, setup.trainer, state if start is None else start, cid, setup.data[cid],
-                               setup.training, setup.seed, r, setup.attacks.get(cid), device) for cid, start in jobs]
-            _send(conn, ("ok", out))
-        except BaseException:
-            _send(conn, ("error", traceback.format_exc()))
+        for cid, start in jobs:  # one reply per client, so sending overlaps the next client's training
+            try:
+                out = local_round(setup.model, setup.trainer, state if start is None else start, cid,
+                                  setup.data[cid], setup.training, setup.seed, r, setup.attacks.get(cid), device)
+                _send(conn, ("ok", out))
+            except BaseException:
+                _send(conn, ("error", f"client {cid}, round {r}:\n{traceback.format_exc()}"))
+                break
 
 
 class ClientPool:
@@ -153,9 +155,17 @@ class ClientPool:
         for w, ks in per_worker.items():
             _send(self._conns[w], (state, r, [jobs[k] for k in ks]))
         results: list[Any] = [None] * len(jobs)
-        for w, ks in per_worker.items():
-            for k, result in zip(ks, self._reply(w, self._conns[w]), strict=True):
-                results[k] = result
+        waiting = {self._conns[w]: (w, iter(ks)) for w, ks in per_worker.items()}
+        todo = len(jobs)
+        try:
+            while todo:
+                for conn in wait(list(waiting)):  # whichever worker has a result ready
+                    w, ks = waiting[conn]
+                    results[next(ks)] = self._reply(w, conn)
+                    todo -= 1
+        except BaseException:  # a worker failed or died: the others' replies are out of step, stop them all
+            self.close()
+            raise
         return results
 
     def _reply(self, w: int, conn: Connection) -> Any:
@@ -166,6 +176,10 @@ class ClientPool:
         if status == "error":
             raise RuntimeError(f"client worker {w} failed:\n{payload}")
         return payload
+
+    @property
+    def closed(self) -> bool:
+        return not self._conns
 
     def close(self) -> None:
         for conn in self._conns:

@@ -249,7 +249,7 @@ class Simulation:
         """Start the client worker processes now (else at the first round): model and data go out once."""
         if self.client_workers < 2:
             raise ValueError("Simulation.start_workers: client_workers is 1 (clients train in this process)")
-        if self._pool is None:
+        if self._pool is None or self._pool.closed:
             attacks = {cid: adv.data_attack for cid, adv in self._adversary_of.items() if adv.data_attack is not None}
             self._pool = ClientPool(self.client_workers, self.worker, self.clients, self.trainer,
                                     self.config.local, self.config.seed, attacks, self.client_threads)

@@ -15,6 +15,7 @@ from benchmarks.harness.store import Store
 from benchmarks.harness.suite import parse_suite
 from benchmarks.harness.tasks.common import CLIENT_WORKERS_ENV, client_workers
 from fl_core import Client, FederationConfig, LocalTraining, Simulation, model_to_vector
+from fl_core.client import train_client
 from fl_core.datasets import load_dataset
 from fl_core.models import build_model
 from fl_core.parallel import ClientPool
@@ -68,6 +69,26 @@ def test_worker_results_depend_on_the_seed() -> None:
         sim.run()
         out.append(model_to_vector(sim.model))
     assert not torch.equal(out[0], out[1]) and not torch.equal(out[0], model_to_vector(model))
+
+
+def _failing_trainer(model, state, client_id, data, training, generator):  # noqa: ANN001, ANN202
+    if client_id == 1:
+        raise ArithmeticError("client one cannot train")
+    return train_client(model, state, client_id, data, training, generator)
+
+
+def test_a_failing_client_names_itself_and_the_pool_is_stopped() -> None:
+    train = load_dataset("digits")
+    clients = [Client(i, train.subset(list(range(i * 30, i * 30 + 30)))) for i in range(4)]
+    sim = Simulation(build_model("mlp", 10, train.input_shape, hidden=(8,), seed=0), clients,
+                     FederationConfig(rounds=1), trainer=_failing_trainer, progress=False, client_workers=2)
+    with pytest.raises(RuntimeError, match=r"(?s)client 1, round 0.*ArithmeticError: client one cannot train"):
+        sim.run_round(0)
+    assert sim._pool is not None and sim._pool.closed  # stopped, not left out of step
+    pool = sim.start_workers()  # a later round starts fresh workers
+    assert pool is not sim._pool or not pool.closed
+    assert not sim._pool.closed
+    sim.close()
 
 
 def test_unpicklable_trainer_is_a_clear_error() -> None:
