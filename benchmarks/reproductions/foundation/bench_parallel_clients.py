@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{n_clients} clients × {per_client} MNIST images, lenet5, 1 local epoch, batch 32, SGD lr 0.01; "
         f"{args.rounds} round(s) each, seed {args.seed}.", "",
         "CPU cores obtained = CPU seconds of this process and its workers during the rounds / wall "
-        "seconds: how much of the 2 cores the shared machine actually gave the federation.", "",
+        "seconds: how much of the cores the shared machine gave the federation (the workers' CPU seconds "
+        "include their start-up, torch import and data, so the N-worker figure is an upper bound).", "",
         "| client workers | start-up s | s per round | vs 1 worker | CPU cores obtained |",
         "| ---: | ---: | ---: | ---: | ---: |",
         *[f"| {w} | {'—' if w == 1 else f'{s:.2f}'} | {t:.2f} | {t / rows[0][2]:.2f}× | {c:.2f} |"
