@@ -207,7 +207,7 @@ def train_reply(msg: Message, *, worker: nn.Module, data: ImageDataset, training
                 seed: int, codec: ArrayCodec | None = None) -> Message:
     """One FedArena client round as a Flower reply (the body of a ClientApp's ``train``).
 
-    Same as ``Simulation._train`` for round ``server-round − 1``: generator
+    As ``fl_core.parallel.local_round`` (a Simulation client) for round ``server-round − 1``: generator
     ``torch_generator(seed, "client", id, "round", r)``, global torch seed for dropout,
     poison generator ``(seed, "poison", id, r)``; the reply carries global + update and
     ``metrics`` with ``num-examples``, ``client-id`` and the training loss.

@@ -18,12 +18,19 @@ The protocol (``fl_core.protocol``; default FedSGD/FedAvg) decides what each cli
 shares and keeps: ``client_states`` holds what clients keep between rounds, client-side.
 Everything runs on the device of the model it is given: client and test data are moved
 there once, at construction.
+
+``client_workers=N`` (N ≥ 2) trains a round's clients in N worker processes
+(``fl_core.parallel.ClientPool``, started at the first round, closed by ``run`` or
+``close``); results are identical to sequential training, since a client's local round
+is a pure function of (start state, data, seed, round) and the protocol's client state,
+the transforms, attacks on updates and aggregation stay in this process, in client order.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import json
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -37,7 +44,7 @@ from tqdm.auto import tqdm
 from .aggregation import Aggregator
 from .client import Client, GlobalState, LocalTrainer, train_client
 from .data import ImageDataset
-from .models.dropout import dropout_masks
+from .parallel import ClientPool, local_round
 from .protocol import ClientState, FLProtocol
 from .seeding import torch_generator
 from .server import Server
@@ -176,7 +183,15 @@ class Simulation:
         progress: bool | None = None,
         protocol: FLProtocol | None = None,
         server: Server | None = None,
+        client_workers: int = 1,
+        client_threads: int = 1,
     ) -> None:
+        if client_workers < 1:
+            raise ValueError(f"Simulation: client_workers must be >= 1, got {client_workers}")
+        if client_workers > 1 and not inspect.isfunction(trainer):
+            raise ValueError(f"Simulation: client_workers={client_workers} needs a trainer function; "
+                             f"{type(trainer).__name__} is an object that may keep state (DP-SGD's accountant), "
+                             "which workers would update in their copies only: train it with client_workers=1")
         ids = [c.client_id for c in clients]
         if len(set(ids)) != len(ids):
             raise ValueError("client ids must be unique")
@@ -220,15 +235,42 @@ class Simulation:
                     raise ValueError(f"client {cid} belongs to two adversaries")
                 self._adversary_of[cid] = adv
         self.history = History(roles={c.client_id: c.role for c in self.clients})
+        self.client_workers, self.client_threads = client_workers, client_threads
+        self._pool: ClientPool | None = None
 
     @property
     def model(self) -> nn.Module:
         return self.server.model
 
     def run(self) -> History:
-        for r in tqdm(range(self.config.rounds), desc="rounds", disable=_disabled(self.progress), leave=False):
-            self.history.rounds.append(self.run_round(r))
+        try:
+            for r in tqdm(range(self.config.rounds), desc="rounds", disable=_disabled(self.progress), leave=False):
+                self.history.rounds.append(self.run_round(r))
+        finally:
+            self.close()
         return self.history
+
+    def start_workers(self) -> ClientPool:
+        """Start the client worker processes now (else at the first round): model and data go out once."""
+        if self.client_workers < 2:
+            raise ValueError("Simulation.start_workers: client_workers is 1 (clients train in this process)")
+        if self._pool is None or self._pool.closed:
+            attacks = {cid: adv.data_attack for cid, adv in self._adversary_of.items() if adv.data_attack is not None}
+            self._pool = ClientPool(self.client_workers, self.worker, self.clients, self.trainer,
+                                    self.config.local, self.config.seed, attacks, self.client_threads)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the client worker processes, if any (a later round starts them again)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> Simulation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def sample_clients(self, round_index: int) -> list[Client]:
         k = self.config.clients_per_round
@@ -243,12 +285,7 @@ class Simulation:
         cfg = self.config
         state = self.server.state
         sampled = self.sample_clients(r)
-        updates: list[ClientUpdate] = []
-        privates: list[PrivateData] = []
-        for client in sampled:
-            update, private = self._train(client, state, r)
-            updates.append(update)
-            privates.append(private)
+        updates, privates = self._train_all(sampled, state, r)
         updates = self._apply_update_attacks(updates, r, state)
         for client, update, private in zip(sampled, updates, privates, strict=True):
             event = UploadEvent(r, update, private, state, cfg.local, client.role)
@@ -272,25 +309,30 @@ class Simulation:
             kept = self.client_states[client_id] = ClientState(client_id, self._initial)
         return kept
 
-    def _train(self, client: Client, state: GlobalState, r: int) -> tuple[ClientUpdate, PrivateData]:
-        seed = self.config.seed
-        cid = client.client_id
-        gen = torch_generator(seed, "client", cid, "round", r)  # CPU: the same batches on every device
-        data = client.data
+    def _train_all(self, sampled: list[Client], state: GlobalState,
+                   r: int) -> tuple[list[ClientUpdate], list[PrivateData]]:
+        """Every sampled client's upload and private data, in order; in workers if ``client_workers`` > 1."""
+        kept = [self.client_state(c.client_id) for c in sampled]
+        starts = [self.protocol.client_start(state, k) for k in kept]
+        if self.client_workers > 1:
+            jobs = [(c.client_id, None if s is state else s) for c, s in zip(sampled, starts, strict=True)]
+            trained = self.start_workers().train(state, r, jobs)
+        else:
+            trained = [local_round(self.worker, self.trainer, s, c.client_id, c.data, self.config.local,
+                                   self.config.seed, r, self._data_attack(c.client_id), self.device)
+                       for c, s in zip(sampled, starts, strict=True)]
+        updates, privates = [], []
+        for client, start, k, (update, private) in zip(sampled, starts, kept, trained, strict=True):
+            update = self.protocol.client_upload(update, start, k, self.config.local)
+            for i, transform in enumerate(self.transforms):
+                update = transform(update, torch_generator(self.config.seed, "transform", i, client.client_id, r))
+            updates.append(update)
+            privates.append(private)
+        return updates, privates
+
+    def _data_attack(self, cid: int) -> DataAttack | None:
         adv = self._adversary_of.get(cid)
-        if adv is not None and adv.data_attack is not None:
-            data = adv.data_attack.poison(data, torch_generator(seed, "poison", cid, r))
-        kept = self.client_state(cid)
-        start = self.protocol.client_start(state, kept)
-        masks_gen = torch_generator(seed, "dropout", cid, r, device=self.device)
-        with dropout_masks(self.worker, generator=masks_gen, record=True) as masks:
-            update, private = self.trainer(self.worker, start, cid, data, self.config.local, gen)
-        if masks:
-            private = dataclasses.replace(private, dropout_masks=masks)
-        update = self.protocol.client_upload(update, start, kept, self.config.local)
-        for i, transform in enumerate(self.transforms):
-            update = transform(update, torch_generator(seed, "transform", i, client.client_id, r))
-        return update, private
+        return None if adv is None else adv.data_attack
 
     def _apply_update_attacks(self, updates: list[ClientUpdate], r: int, state: GlobalState) -> list[ClientUpdate]:
         attackers = {a.name: a for a in self.adversaries if a.update_attack is not None}

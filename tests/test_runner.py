@@ -138,7 +138,7 @@ class FakeRay:
     def is_initialized(self) -> bool:
         return self.initialized_with is not None
 
-    def init(self, address: str) -> None:
+    def init(self, address: str, **options: Any) -> None:
         self.initialized_with = address
 
     def remote(self, **options: Any) -> Callable[[Callable[..., Any]], Any]:

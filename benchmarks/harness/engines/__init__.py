@@ -1,6 +1,7 @@
 """Engines: where runs execute. ``local`` (inline, or ``--workers N`` spawned processes) and
-``ray`` (``--ray ADDRESS``, one task per run). Each yields ``(spec, result)`` as runs
-finish; only the driver (``runner.run_suite``) writes artefacts and the store.
+``ray`` (``--ray auto``: a local instance with ``--workers`` CPUs; ``--ray ADDRESS``: a cluster;
+one task per run). Each yields ``(spec, result)`` as runs finish; only the driver
+(``runner.run_suite``) writes artefacts and the store.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def make_backend(workers: int = 1, ray_address: str | None = None, progress: boo
     if ray_address:
         from .ray import RayBackend
 
-        return RayBackend(ray_address, device=device)
+        return RayBackend(ray_address, device=device, workers=workers)
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     from .local import InlineBackend, ProcessBackend

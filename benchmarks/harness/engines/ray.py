@@ -1,26 +1,40 @@
-"""``fedarena run --ray ADDRESS``: one Ray task per run, results written by the driver.
+"""``fedarena run --ray auto|ADDRESS``: one Ray task per run, results written by the driver.
 
-Ray is an optional extra (``pip install 'fedarena[ray]'``); every node of the cluster
-needs FedArena installed (and the data root, for datasets that need files). Tasks
-return the same ``RunResult`` as local workers, artefacts included as bytes, so the
-driver writes artefacts and store rows exactly as for a local suite.
+Ray is an optional extra (``pip install 'fedarena[ray]'``). ``--ray auto`` starts a local
+Ray instance in the driver (``ray.init(num_cpus=--workers)``, no dashboard); any other
+value joins that cluster (``ray.init(address=...)``). Every node needs FedArena installed
+(the same code as the driver: checked at start, see ``CodeMismatchError``) and, for
+datasets that need files, the data root: the driver's ``FEDARENA_DATA`` and a torch
+thread count go to every worker through ``runtime_env`` env vars. Tasks return the same
+``RunResult`` as local workers, artefacts included as bytes, so the driver writes
+artefacts and store rows exactly as for a local suite. A task whose worker process dies
+is retried by Ray (``max_retries``, Ray's default 3); one that still fails is recorded as
+a failed run (``--retry-failed`` re-runs it).
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from ..provenance import REPO_ROOT, Provenance, current_provenance
 from ..store import RunResult
 
 if TYPE_CHECKING:
     from ..suite import RunSpec
 
+LOCAL = "auto"
+
 
 class RayUnavailableError(RuntimeError):
     """``--ray`` was asked for but Ray cannot be imported."""
+
+
+class CodeMismatchError(RuntimeError):
+    """The cluster's workers run other FedArena code than the driver (version, commit or edits)."""
 
 
 def import_ray() -> ModuleType:
@@ -33,19 +47,64 @@ def import_ray() -> ModuleType:
     return ray
 
 
+def worker_env(threads: int) -> dict[str, str]:
+    """Env vars every Ray worker gets: the driver's data root, ``--client-workers`` and the thread count."""
+    env = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    for name in ("FEDARENA_DATA", "FEDARENA_CLIENT_WORKERS"):
+        if os.environ.get(name):
+            env[name] = os.environ[name]
+    return env
+
+
+def _worker_provenance() -> dict[str, Any]:
+    return current_provenance().as_dict()
+
+
 class RayBackend:
-    """Submits every run as a task (``num_cpus`` each) and yields results as they finish."""
+    """Submits every run as a task (``num_cpus`` each) and yields results as they finish.
+
+    ``address`` is ``"auto"`` (start a local instance with ``workers`` CPUs) or a cluster
+    address. ``task`` is what each task runs (default ``execute_run``; tests wrap it).
+    ``check_code`` (default: with the real Ray) runs one task first and raises
+    ``CodeMismatchError`` when the worker's provenance differs from the driver's.
+    """
 
     def __init__(self, address: str, *, num_cpus: float = 1.0, threads: int = 1, ray: Any = None,
-                 device: str = "cpu") -> None:
-        self.ray = ray if ray is not None else import_ray()
-        if not self.ray.is_initialized():
-            self.ray.init(address=address)
+                 device: str = "cpu", workers: int = 1, max_retries: int | None = None,
+                 task: Callable[..., RunResult] | None = None, check_code: bool | None = None) -> None:
+        real = ray is None
+        self.ray = import_ray() if real else ray
         self.threads, self.device = threads, device
-        from ..execute import execute_run  # torch and the registries: only once Ray is there
+        self.started_here = False
+        if not self.ray.is_initialized():
+            env = {"env_vars": worker_env(threads)}
+            if address == LOCAL:  # workers import this checkout, as the driver does
+                path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+                env["env_vars"]["PYTHONPATH"] = path
+                self.ray.init(num_cpus=workers, include_dashboard=False, runtime_env=env)
+            else:
+                self.ray.init(address=address, runtime_env=env)
+            self.started_here = True
+        if task is None:
+            from ..execute import execute_run  # torch and the registries: only once Ray is there
 
-        self._remote = self.ray.remote(num_cpus=num_cpus)(execute_run)
+            task = execute_run
+        options: dict[str, Any] = {"num_cpus": num_cpus}
+        if max_retries is not None:
+            options["max_retries"] = max_retries
+        self._remote = self.ray.remote(**options)(task)
         self._pending: list[Any] = []
+        if real if check_code is None else check_code:
+            self.check_code()
+
+    def check_code(self) -> None:
+        """Raise ``CodeMismatchError`` naming both sides when a worker runs other code than this driver."""
+        theirs = Provenance.from_dict(self.ray.get(self.ray.remote(num_cpus=0)(_worker_provenance).remote()))
+        ours = current_provenance()
+        if theirs != ours:
+            raise CodeMismatchError(
+                f"the Ray cluster's workers run {theirs.describe()}, but this driver is {ours.describe()}: "
+                "install the driver's FedArena on every node (or run the driver from the cluster's checkout)")
 
     def run(self, specs: Sequence[RunSpec]) -> Iterator[tuple[RunSpec, RunResult]]:
         refs = {self._remote.remote(spec, False, self.threads, self.device): spec for spec in specs}
@@ -57,9 +116,10 @@ class RayBackend:
                 self._pending = list(refs)
                 try:
                     result = self.ray.get(ref)
-                except Exception as exc:  # the task itself died (node lost, OOM): record it
+                except Exception as exc:  # the task died past its retries (worker killed, node lost): record it
                     now = time.time()
-                    result = RunResult(spec.run_id, "failed", {}, {}, f"RayTaskError: {exc}", now, now, "ray")
+                    result = RunResult(spec.run_id, "failed", {}, {},
+                                       f"RayTaskError: {exc}; re-run with --retry-failed", now, now, "ray")
                 yield spec, result
 
     def close(self) -> None:
@@ -69,3 +129,6 @@ class RayBackend:
             except Exception:
                 pass
         self._pending = []
+        if self.started_here and hasattr(self.ray, "shutdown"):
+            self.ray.shutdown()
+            self.started_here = False

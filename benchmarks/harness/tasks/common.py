@@ -7,6 +7,7 @@ defense: a new one is a registry entry and the harness picks it up.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -52,6 +53,22 @@ def federation_config(fed: dict[str, Any], seed: int, rounds: int | None = None)
     return FederationConfig(rounds=rounds if rounds is not None else fed["rounds"],
                             clients_per_round=fed["clients_per_round"], local=local_training(fed),
                             server_lr=fed["server_lr"], seed=seed, eval_every=fed["eval_every"])
+
+
+CLIENT_WORKERS_ENV = "FEDARENA_CLIENT_WORKERS"
+
+
+def client_workers() -> int:
+    """Client worker processes per federation (``fedarena run --client-workers N``, default 1).
+
+    An execution setting like ``--device``, not part of the run id (results are identical
+    for every N), so it reaches the run's process through the environment, which local
+    and Ray workers inherit, rather than through the run's config.
+    """
+    value = os.environ.get(CLIENT_WORKERS_ENV, "1")
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{CLIENT_WORKERS_ENV} must be a whole number >= 1, got {value!r}")
+    return int(value)
 
 
 def federation_context(fed: dict[str, Any], seed: int, *keys: object) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from defenses.privacy import defense_epsilon, defense_epsilons, prepare_model
 from fl_core import Simulation, train_client
 
 from ..atomic import write_atomic
-from .common import build_defense, build_global_model, federation_config, load_data
+from .common import build_defense, build_global_model, client_workers, federation_config, load_data
 
 HISTORY = "history.json"
 
@@ -48,7 +48,8 @@ def run_robustness(config: dict[str, Any], workdir: Path, progress: bool = False
     model = prepare_model(defense, build_global_model(config["model"], train, seed)).to(device or "cpu")
     sim = Simulation(model, federation.clients, federation_config(fed, seed), test, aggregator,
                      trainer=defense.trainer or train_client, adversaries=federation.adversaries,
-                     transforms=defense.transforms, progress=progress)
+                     transforms=defense.transforms, progress=progress,
+                     client_workers=1 if defense.trainer else client_workers())  # stateful trainers: in process
     start = time.perf_counter()
     history = sim.run()
     seconds = time.perf_counter() - start
