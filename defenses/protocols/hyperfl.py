@@ -235,7 +235,7 @@ class HyperFL(FedPer):
         super().__init__(private=("embedding", "target"))
         if embedding_dim < 1 or hidden_dim < 1:
             raise ValueError(f"hyperfl: embedding_dim and hidden_dim must be >= 1, got {embedding_dim}, {hidden_dim}")
-        self.head, self.embedding_dim, self.hidden_dim = head, int(embedding_dim), int(hidden_dim)
+        self.head_name, self.embedding_dim, self.hidden_dim = head, int(embedding_dim), int(hidden_dim)
         if head_epochs < 0:
             raise ValueError(f"hyperfl: head_epochs must be >= 0, got {head_epochs}")
         if not clip_norm > 0:
@@ -250,7 +250,7 @@ class HyperFL(FedPer):
         head; hypernetwork and embedding drawn from ``seed``); a ``HyperFLNet`` is kept."""
         if isinstance(model, HyperFLNet):
             return model
-        return build_hyperfl_net(model, self.head, self.embedding_dim, self.hidden_dim, seed=seed)
+        return build_hyperfl_net(model, self.head_name, self.embedding_dim, self.hidden_dim, seed=seed)
 
     def shared_layout(self, model: nn.Module) -> ParameterLayout:
         if not isinstance(model, HyperFLNet):
