@@ -11,12 +11,19 @@ from typing import Any
 import pytest
 import yaml
 
+from attacks.poisoning.data_poisoning import LabelFlip
 from benchmarks.harness.runner import run_suite
 from benchmarks.harness.suite import SuiteError, load_suite, parse_suite
 from benchmarks.harness.tasks.common import build_protocol
+from benchmarks.harness.tasks.federation import AttackGroup, build_federation, summarize
+from benchmarks.harness.tasks.privacy import attacked_uploads
+from benchmarks.metrics.robustness import label_flip_asr
 from defenses.protocols import HyperFL
+from defenses.registry import ClientDefense
+from fl_core import FederationConfig, LocalTraining, Simulation, load_dataset
 from fl_core.data_root import data_root
-from fl_core.protocol import FedAvgProtocol
+from fl_core.models import build_model
+from fl_core.protocol import FedAvgProtocol, FedPer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "benchmarks" / "suites" / "hyperfl.yaml"
@@ -100,7 +107,7 @@ def test_shipped_hyperfl_block_runs_end_to_end(tmp_path: Path) -> None:
     and Krum excludes the sign flipper."""
     doc = yaml.safe_load(SHIPPED.read_text())
     block = doc["runs"][0]
-    block["federation"].update(rounds=1, protocol={"name": "hyperfl", "params": {"head": "fc3"}})
+    block["federation"].update(rounds=1, protocol=block["federation"]["protocol"]["grid"][1])
     block["federation"]["local"]["epochs"] = 1
     block["dataset"]["size"], block["test_dataset"]["size"] = 150, 60
     block["attacks"] = block["attacks"][1:]
@@ -109,11 +116,46 @@ def test_shipped_hyperfl_block_runs_end_to_end(tmp_path: Path) -> None:
     summary = run_suite(suite, tmp_path, progress=False)
     assert summary.failed == 0 and summary.ok == 2, summary
     with sqlite3.connect(tmp_path / "results.sqlite") as db:
-        rows = [json.loads(m) for (m,) in db.execute("select metrics from runs order by run_id")]
-    assert len(rows) == 2
-    for m in rows:
+        rows = {json.loads(c)["attack"]["groups"][0]["name"]: json.loads(m)
+                for c, m in db.execute("select config, metrics from runs")}
+    assert set(rows) == {"sign_flip", "label_flip"}
+    for m in rows.values():
         assert m["rejected_updates"] == 0  # every upload matched the hypernetwork's layout
-        assert m["malicious_recall"] == 1.0  # Krum left out the attacker's hypernetwork update
         assert 0.0 <= m["final_accuracy"] <= 1.0
-    flips = [m for m in rows if m["attack_success_rate"] is not None]
-    assert len(flips) == 1 and 0.0 <= flips[0]["attack_success_rate"] <= 1.0  # label flip, on own models
+    assert rows["sign_flip"]["malicious_recall"] == 1.0  # Krum left out the negated hypernetwork update
+    assert rows["sign_flip"]["attack_success_rate"] is None  # untargeted
+    assert 0.0 <= rows["label_flip"]["attack_success_rate"] <= 1.0  # on the honest clients' own models
+
+def test_targeted_attack_success_is_scored_on_the_honest_clients_own_models() -> None:
+    """Under a personalised protocol the server's model is not what any client uses: a label
+    flip's ASR is the mean over the honest clients' personalised models (FedPer here)."""
+    data = load_dataset("digits", "train")
+    test = load_dataset("digits", "test")
+    fed = build_federation(data, 4, 0, [AttackGroup("label_flip", 2, {"pairs": {1: 7}})])
+    model = build_model("mlp", data.num_classes, data.input_shape, seed=0, hidden=[16])
+    config = FederationConfig(rounds=1, local=LocalTraining(lr=0.5, epochs=2, batch_size=32), seed=0)
+    sim = Simulation(model, fed.clients, config, test, adversaries=fed.adversaries, protocol=FedPer(_head(model)),
+                     progress=False)
+    sim.history.rounds.append(sim.run_round(0))
+    attack = fed.attacks["label_flip"]
+    assert isinstance(attack, LabelFlip)
+    own = {c.client_id: (c.role, label_flip_asr(sim.protocol.client_model(sim.model, sim.client_states[c.client_id]),
+                                                test, attack.targets)) for c in fed.clients}
+    honest = [asr for role, asr in own.values() if role == "honest"]
+    got = summarize(sim, sim.history, test, fed.attacks)["asr_label_flip"]
+    assert len(honest) == 2 and got == pytest.approx(sum(honest) / len(honest))  # type: ignore[arg-type]
+    assert got != label_flip_asr(sim.model, test, attack.targets)  # not the server's (untrained-head) model
+    assert max(asr for role, asr in own.values() if role != "honest") > got  # nor the attackers' own models
+
+
+def _head(model: object) -> tuple[str, ...]:
+    names = [n for n, _ in model.named_parameters()]  # type: ignore[attr-defined]
+    return (names[-1].rsplit(".", 1)[0],)
+
+
+def test_privacy_building_block_refuses_a_personalised_protocol() -> None:
+    data = load_dataset("digits", "train").subset(range(4))
+    model = build_model("mlp", data.num_classes, data.input_shape, seed=0, hidden=[8])
+    with pytest.raises(ValueError, match="protocol 'fedper' does not upload the whole-model update"):
+        attacked_uploads(model, [], FederationConfig(rounds=1), ClientDefense(), None, 0, {0},
+                         protocol=FedPer(_head(model)))
