@@ -31,6 +31,14 @@ trainer and the one aggregation step:
 5. **Who trains** — ``local_trainer(trainer)``: the trainer the simulation runs; the
    given one (honest ``train_client``, DP-SGD, …) by default; a protocol whose local
    round is its own (HyperFL's two phases) returns its trainer.
+6. **What the server holds** — ``server_model(model, seed)``: the server's model built
+   from the network a suite names (the one clients evaluate); that network itself by
+   default, a ``HyperFLNet`` around it for HyperFL. ``client_model(model, kept)`` is the
+   network one client evaluates (the global model by default; its personalised model
+   for FedPer/HyperFL), e.g. to score a targeted attack on the clients it targets.
+   ``upload_is_update`` says whether the upload is the trainer's whole-model update,
+   the ``Observation`` an inversion attack assumes (False for FedPer, HyperFL, client
+   momentum: the harness's privacy task refuses them until an attack for them exists).
 
 ``FLProtocol`` itself is FedSGD/FedAvg and the default everywhere (bit-identical to the
 federation before protocols existed). How others plug in:
@@ -102,6 +110,18 @@ class FLProtocol:
     is evaluated. Subclasses override the rules that differ (see the module docstring)."""
 
     name = "fedavg"
+    #: The upload is the trainer's whole-model update (what inversion attacks observe).
+    upload_is_update = True
+
+    # -- what the server holds ------------------------------------------------------
+    def server_model(self, model: nn.Module, seed: int | None = None) -> nn.Module:
+        """The server's model for the network ``model`` (drawing any new parameters from ``seed``)."""
+        return model
+
+    def client_model(self, model: nn.Module, kept: ClientState, worker: nn.Module | None = None) -> nn.Module:
+        """The network client ``kept.client_id`` evaluates: the global ``model`` here; a
+        personalised protocol loads the client's own into ``worker`` (a copy of ``model``)."""
+        return model
 
     # -- what is shared -------------------------------------------------------------
     def shared_layout(self, model: nn.Module) -> ParameterLayout:
@@ -163,6 +183,7 @@ class ClientMomentum(FLProtocol):
     """
 
     name = "client_momentum"
+    upload_is_update = False  # the upload mixes earlier rounds' updates
 
     def __init__(self, beta: float = 0.9) -> None:
         if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0 <= beta < 1:
@@ -191,6 +212,7 @@ class FedPer(FLProtocol):
     """
 
     name = "fedper"
+    upload_is_update = False  # the head stays private: the upload is part of the model
 
     def __init__(self, private: Collection[str] = ("head",)) -> None:
         if isinstance(private, str) or not private:
@@ -262,14 +284,16 @@ class FedPer(FLProtocol):
         if not ids:
             return super().evaluate(model, states, test_set, batch_size)
         worker = copy.deepcopy(model)
-        base = self.read_shared(model)
-
-        def personalised(cid: int) -> nn.Module:
-            vector_to_model(self.client_start(GlobalState(base), states[cid]).params, worker)
-            return worker
-
         splits = {cid: test_set for cid in ids} if isinstance(test_set, ImageDataset) else test_set
-        return per_client_evaluation({cid: (lambda cid=cid: personalised(cid)) for cid in ids}, splits, batch_size)
+        return per_client_evaluation({cid: (lambda cid=cid: self.client_model(model, states[cid], worker))
+                                      for cid in ids}, splits, batch_size)
+
+    def client_model(self, model: nn.Module, kept: ClientState, worker: nn.Module | None = None) -> nn.Module:
+        """The global base with the client's private parameters, in ``worker`` (a new copy of
+        ``model`` when not given)."""
+        worker = copy.deepcopy(model) if worker is None else worker
+        vector_to_model(self.client_start(GlobalState(self.read_shared(model)), kept).params, worker)
+        return worker
 
 
 def per_client_evaluation(models: Mapping[int, Callable[[], nn.Module]], test_sets: Mapping[int, ImageDataset],

@@ -51,7 +51,7 @@ def comps() -> Components:
     aggregators: Registry = Registry("aggregator")
     aggregators.add("mean", _Mean, "mean")
     return Components(real.datasets, real.models, real.partitioners, real.corruptions, real.inversion_attacks,
-                      poisoning, real.privacy_defenses, aggregators)
+                      poisoning, real.privacy_defenses, aggregators, real.protocols)
 
 
 ROBUST = """

@@ -32,6 +32,7 @@ _SOURCES: dict[str, tuple[str, str, str]] = {
     "poisoning_attacks": ("attacks", "attacks.registry", "POISONING_ATTACKS"),
     "privacy_defenses": ("defenses", "defenses.registry", "PRIVACY_DEFENSES"),
     "aggregators": ("defenses", "defenses.registry", "AGGREGATORS"),
+    "protocols": ("defenses", "fl_core.protocol", "PROTOCOLS"),  # defenses.protocols registers hyperfl
 }
 
 
@@ -47,6 +48,7 @@ class Components:
     poisoning_attacks: Registry
     privacy_defenses: Registry
     aggregators: Registry
+    protocols: Registry
 
     def catalogue(self) -> dict[str, dict[str, str]]:
         """``{kind: {name: one-line description}}`` for the kinds ``fedarena list`` shows."""

@@ -18,7 +18,7 @@ Block fields (defaults in brackets)::
     model: NAME | {name, params}       (params are the model's options: dropout, width, …)
     federation: {clients [1], clients_per_round [all], rounds [1], server_lr [1.0],
                  eval_every [1], partition [iid]: NAME | {name, params},
-                 local: LocalTraining fields}
+                 protocol [fedavg]: NAME | {name, params}, local: LocalTraining fields}
     attacks: [ATTACK, …]               privacy: inversion attacks {name, params, adaptive [false]};
                                        robustness: none | {name, params, clients | fraction,
                                        update_attack} | {mix: [...]} (several groups at once)
@@ -30,6 +30,14 @@ Block fields (defaults in brackets)::
     robustness only: test_dataset [the dataset's test split],
                      unreliable: {clients | fraction, corruption: NAME | {name, params},
                                   data_fraction [0.5], train_fraction [1.0]}
+
+``federation.protocol`` is an ``fl_core.protocol.PROTOCOLS`` name (``hyperfl``, ``fedper``,
+…); the block's ``model`` is then the network clients evaluate, and the protocol builds
+the server's model from it (HyperFL: a hypernetwork for its feature extractor). Left at
+``fedavg`` without params it is not written into the resolved configuration, so run ids
+stay those of suites written before protocols existed. A robustness run composes a
+protocol with the poisoning attacks and aggregators (they act on its uploads); a privacy
+run needs a protocol whose upload is the whole-model update (``upload_is_update``).
 """
 
 from __future__ import annotations
@@ -61,7 +69,9 @@ TOP_KEYS = ("suite", "description", "runs", "definitions", "max_runs")
 COMMON_KEYS = ("task", "label", "dataset", "model", "federation", "attacks", "defenses", "seeds")
 TASK_KEYS = {"privacy": ("threat_model", "attacked_clients", "attack_round"),
              "robustness": ("test_dataset", "unreliable")}
-FEDERATION_KEYS = ("clients", "clients_per_round", "rounds", "server_lr", "eval_every", "partition", "local")
+FEDERATION_KEYS = ("clients", "clients_per_round", "rounds", "server_lr", "eval_every", "partition", "protocol",
+                   "local")
+DEFAULT_PROTOCOL = "fedavg"
 DATASET_KEYS = ("name", "params", "split", "indices", "size")
 UNRELIABLE_KEYS = ("clients", "fraction", "corruption", "data_fraction", "train_fraction")
 # Arguments the harness passes itself; a suite may not set them.
@@ -286,6 +296,11 @@ class _Validator:
         if task == "privacy":
             if fed is not None:
                 extra = self.privacy_extra(b, path, fed)
+                if "protocol" in fed and not self.c.protocols.get(fed["protocol"]["name"]).upload_is_update:
+                    self.add(f"{path}.federation.protocol", f"protocol {fed['protocol']['name']!r} does not upload "
+                             "the whole-model update an inversion attack observes (its shared part or what it "
+                             "uploads differs), and no attack for it exists yet; a privacy task needs fedavg")
+                    extra = None
             f = fed if fed is not None else _UNBOUNDED_FEDERATION
             attacks = self.alternatives(b["attacks"], f"{path}.attacks", self.inversion_attack)
             defenses = self.alternatives(b.get("defenses", [NONE]), f"{path}.defenses",
@@ -377,11 +392,15 @@ class _Validator:
         eval_every = self.number(value.get("eval_every", 1), f"{path}.eval_every", integer=True, minimum=1)
         part = self.component(value.get("partition", "iid"), f"{path}.partition", "partitioners",
                               reserved=RESERVED["partitioners"])
+        protocol = self.component(value.get("protocol", DEFAULT_PROTOCOL), f"{path}.protocol", "protocols", trial=True)
         local = self.local(value.get("local", {}), f"{path}.local")
-        if None in (clients, rounds, server_lr, eval_every, part, local):
+        if None in (clients, rounds, server_lr, eval_every, part, protocol, local):
             return None
-        return {"clients": clients, "clients_per_round": per_round, "rounds": rounds, "server_lr": server_lr,
-                "eval_every": eval_every, "partition": part, "local": local}
+        out = {"clients": clients, "clients_per_round": per_round, "rounds": rounds, "server_lr": server_lr,
+               "eval_every": eval_every, "partition": part, "local": local}
+        if protocol != {"name": DEFAULT_PROTOCOL, "params": {}}:  # the default keeps earlier run ids
+            out["protocol"] = protocol
+        return out
 
     def local(self, value: Any, path: str) -> dict[str, Any] | None:
         fields = {f.name: f for f in dataclasses.fields(LocalTraining)}

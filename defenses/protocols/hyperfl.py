@@ -222,14 +222,20 @@ class HyperFL(FedPer):
     local round is the reference's two phases (module docstring), ``trainer``, which the
     simulation runs (``local_trainer``); ``FederationConfig.local = REFERENCE_TRAINING``
     is the hypernetwork phase; the head phase takes its own ``head_*`` settings and the
-    batch size of ``training``.
+    batch size of ``training``. ``head``, ``embedding_dim``, ``hidden_dim`` shape the
+    ``HyperFLNet`` that ``server_model`` builds around a target network (a suite names
+    the target as its model; e.g. ``head: fc3`` for ``lenet5``).
     """
 
     name = "hyperfl"
 
     def __init__(self, head_epochs: int = 1, head_lr: float = 0.1, head_momentum: float = 0.5,
-                 head_weight_decay: float = 5e-4, clip_norm: float = 50.0, loss_fn: LossFn = F.cross_entropy) -> None:
+                 head_weight_decay: float = 5e-4, clip_norm: float = 50.0, loss_fn: LossFn = F.cross_entropy,
+                 head: str = "fc2", embedding_dim: int = 64, hidden_dim: int = 128) -> None:
         super().__init__(private=("embedding", "target"))
+        if embedding_dim < 1 or hidden_dim < 1:
+            raise ValueError(f"hyperfl: embedding_dim and hidden_dim must be >= 1, got {embedding_dim}, {hidden_dim}")
+        self.head_name, self.embedding_dim, self.hidden_dim = head, int(embedding_dim), int(hidden_dim)
         if head_epochs < 0:
             raise ValueError(f"hyperfl: head_epochs must be >= 0, got {head_epochs}")
         if not clip_norm > 0:
@@ -238,6 +244,13 @@ class HyperFL(FedPer):
         self.head_training = LocalTraining(lr=head_lr, momentum=head_momentum, weight_decay=head_weight_decay)
         self.clip_norm = float(clip_norm)
         self.loss_fn = loss_fn
+
+    def server_model(self, model: nn.Module, seed: int | None = None) -> nn.Module:
+        """A ``HyperFLNet`` whose target is ``model`` (its ``head`` parameters the private
+        head; hypernetwork and embedding drawn from ``seed``); a ``HyperFLNet`` is kept."""
+        if isinstance(model, HyperFLNet):
+            return model
+        return build_hyperfl_net(model, self.head_name, self.embedding_dim, self.hidden_dim, seed=seed)
 
     def shared_layout(self, model: nn.Module) -> ParameterLayout:
         if not isinstance(model, HyperFLNet):

@@ -19,6 +19,7 @@ from fl_core.aggregation import Aggregator
 from fl_core.datasets import load_dataset
 from fl_core.models import build_model
 from fl_core.partition import partition
+from fl_core.protocol import PROTOCOLS, FLProtocol
 
 from ..params import build_component
 
@@ -43,6 +44,13 @@ def load_data(spec: dict[str, Any], seed: int) -> ImageDataset:
 
 def build_global_model(spec: dict[str, Any], data: ImageDataset, seed: int) -> nn.Module:
     return build_model(spec["name"], data.num_classes, data.input_shape, seed=seed, **spec["params"])
+
+
+def build_protocol(fed: dict[str, Any]) -> FLProtocol:
+    """The run's protocol (``federation.protocol``; FedSGD/FedAvg when the suite names none).
+    One instance per run: a protocol remembers its federation's model layout."""
+    spec = fed.get("protocol") or {"name": "fedavg", "params": {}}
+    return build_component(PROTOCOLS, spec["name"], spec["params"], {})
 
 
 def local_training(fed: dict[str, Any]) -> LocalTraining:

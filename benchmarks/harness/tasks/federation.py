@@ -25,6 +25,7 @@ from fl_core import Adversary, Client, FederationConfig, History, ImageDataset, 
 from fl_core.aggregation import Aggregator
 from fl_core.corruptions import corrupt
 from fl_core.partition import partition
+from fl_core.protocol import FLProtocol
 from fl_core.seeding import derive_seed, torch_generator
 
 
@@ -131,11 +132,26 @@ def summarize(sim: Simulation, history: History, test: ImageDataset, attacks: di
     """Final accuracy, attack success rate per targeted attack, detection P/R per role."""
     out: dict[str, Any] = {"final_accuracy": history.final_accuracy}
     for name, attack in attacks.items():
-        asr = attack_success_rate(sim.model, test, attack)
+        asr = _success_rate(sim, test, attack)
         if asr is not None:
             out[f"asr_{name}"] = asr
     out.update(flatten_scores(detection_scores(history, rounds)))  # type: ignore[arg-type]
     return out
+
+
+def _success_rate(sim: Simulation, test: ImageDataset, attack: Any) -> float | None:
+    """ASR on the global model; under a personalised protocol (its own ``client_model``) the
+    mean over the honest clients' own models, the models such an attack aims at."""
+    if type(sim.protocol).client_model is FLProtocol.client_model:
+        return attack_success_rate(sim.model, test, attack)
+    honest = [c.client_id for c in sim.clients if c.role == "honest" and c.client_id in sim.client_states]
+    if not honest:
+        return None
+    worker = copy.deepcopy(sim.model)
+    rates = [attack_success_rate(sim.protocol.client_model(sim.model, sim.client_states[cid], worker), test, attack)
+             for cid in honest]
+    known = [r for r in rates if r is not None]
+    return sum(known) / len(known) if len(known) == len(rates) else None
 
 
 def _degrade(data: ImageDataset, spec: UnreliableSpec, seed: int) -> ImageDataset:

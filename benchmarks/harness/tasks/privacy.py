@@ -40,6 +40,7 @@ from fl_core import (
     train_client,
 )
 from fl_core.aggregation import Aggregator
+from fl_core.protocol import FLProtocol
 
 if TYPE_CHECKING:
     from attacks.inversion.base import Reconstruction
@@ -48,6 +49,7 @@ from ..params import build_component
 from .common import (
     build_defense,
     build_global_model,
+    build_protocol,
     component_seed,
     federation_config,
     load_data,
@@ -81,9 +83,13 @@ class Inversion:
 
 def attacked_uploads(model: nn.Module, clients: list[Client], config: FederationConfig, defense: ClientDefense,
                      aggregator: Aggregator | None, attack_round: int, attacked: set[int],
-                     progress: bool = False) -> Uploads:
+                     progress: bool = False, protocol: FLProtocol | None = None) -> Uploads:
     """Run the federation (the defense installed: its trainer, upload transforms, aggregator)
-    through ``attack_round``; an observer keeps the uploads of the ``attacked`` clients in it."""
+    through ``attack_round``; an observer keeps the uploads of the ``attacked`` clients in it.
+    ``protocol`` (default FedAvg) must upload the whole-model update the attacks observe."""
+    if protocol is not None and not protocol.upload_is_update:
+        raise ValueError(f"privacy task: protocol {protocol.name!r} does not upload the whole-model update an "
+                         "inversion attack observes; no attack for it exists yet, use fedavg")
     events: list[UploadEvent] = []
 
     def observe(event: UploadEvent) -> None:
@@ -91,7 +97,7 @@ def attacked_uploads(model: nn.Module, clients: list[Client], config: Federation
             events.append(event)
 
     sim = Simulation(model, clients, config, None, aggregator, trainer=defense.trainer or train_client,
-                     transforms=defense.transforms, observers=[observe], progress=progress)
+                     transforms=defense.transforms, observers=[observe], progress=progress, protocol=protocol)
     start = time.perf_counter()
     for r in range(attack_round + 1):
         if r == attack_round:  # the model the attacked clients start from, before this round's step
@@ -128,11 +134,12 @@ def run_privacy(config: dict[str, Any], workdir: Path, progress: bool = False,
     fed = config["federation"]
     data = load_data(config["dataset"], seed)
     defense, aggregator = build_defense(config["defense"], fed, seed)
-    model = prepare_model(defense, build_global_model(config["model"], data, seed)).to(device or "cpu")
+    protocol = build_protocol(fed)
+    model = protocol.server_model(prepare_model(defense, build_global_model(config["model"], data, seed)), seed)
     clients = split_clients(data, fed, seed)
-    uploads = attacked_uploads(model, clients, federation_config(fed, seed, rounds=config["attack_round"] + 1),
-                               defense, aggregator, config["attack_round"], set(config["attacked_clients"]),
-                               progress)
+    uploads = attacked_uploads(model.to(device or "cpu"), clients,
+                               federation_config(fed, seed, rounds=config["attack_round"] + 1), defense, aggregator,
+                               config["attack_round"], set(config["attacked_clients"]), progress, protocol)
 
     threat = ThreatModel(**config["threat_model"])
     attack_cfg = config["attack"]

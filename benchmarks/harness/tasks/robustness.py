@@ -6,6 +6,10 @@ each attack group takes its count of clients, then the unreliable ones; one coll
 scored by ``benchmarks.metrics.robustness`` (accuracy, attack success rate of targeted
 attacks, detection precision/recall per role). The defense, an aggregator or a privacy
 defense, is built by name here; a privacy defense brings its trainer and transforms.
+The federation's protocol (``federation.protocol``, FedAvg by default) builds the
+server's model from the suite's model and decides what is shared: under HyperFL the
+attacks craft, and the aggregators aggregate, hypernetwork updates, and a targeted
+attack's success rate is the mean over the honest clients' personalised models.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from defenses.privacy import defense_epsilon, defense_epsilons, prepare_model
 from fl_core import Simulation, train_client
 
 from ..atomic import write_atomic
-from .common import build_defense, build_global_model, client_workers, federation_config, load_data
+from .common import build_defense, build_global_model, build_protocol, client_workers, federation_config, load_data
 
 HISTORY = "history.json"
 
@@ -45,10 +49,11 @@ def run_robustness(config: dict[str, Any], workdir: Path, progress: bool = False
     federation = build_federation(train, fed["clients"], seed, groups, unreliable, fed["partition"]["name"],
                                   fed["partition"]["params"])
     defense, aggregator = build_defense(config["defense"], fed, seed)
-    model = prepare_model(defense, build_global_model(config["model"], train, seed)).to(device or "cpu")
-    sim = Simulation(model, federation.clients, federation_config(fed, seed), test, aggregator,
+    protocol = build_protocol(fed)
+    model = protocol.server_model(prepare_model(defense, build_global_model(config["model"], train, seed)), seed)
+    sim = Simulation(model.to(device or "cpu"), federation.clients, federation_config(fed, seed), test, aggregator,
                      trainer=defense.trainer or train_client, adversaries=federation.adversaries,
-                     transforms=defense.transforms, progress=progress,
+                     transforms=defense.transforms, progress=progress, protocol=protocol,
                      client_workers=1 if defense.trainer else client_workers())  # stateful trainers: in process
     start = time.perf_counter()
     history = sim.run()

@@ -1,0 +1,286 @@
+"""HyperFL's accuracy (Guo et al., AAAI 2025, Table 2 setting) against FedAvg, FedAvg with
+its head fine-tuned locally, and local-only training: the mean over clients of each
+client's model on its own test split, per round.
+
+Fashion-MNIST over ``--clients`` clients with the ``noniid_s`` partition (600 training and
+300 test images per client, 20 % IID + 80 % from a dominant class triplet, the paper's
+personalised-FL split); every method trains the reference's FMNIST CNN
+(``ReferenceCNN``): HyperFL generates its feature extractor from the shared hypernetwork
+(``HyperFL`` protocol, the reference's two-phase local round), the others train it
+directly with the hypernetwork phase's schedule (``REFERENCE_TRAINING``: SGD lr 0.02,
+momentum 0.5, weight decay 5e-4, batch 50, 5 epochs). ``fedavg_ft`` is FedAvg's global
+model with its head (``fc2``) fine-tuned for one epoch on each client (HyperFL's head
+phase settings), evaluated on that client's split; it is not a federation of its own.
+
+Each (method, round range) is a cached unit (``UnitCache``, with the federation's state
+at its end), so a killed or extended run resumes at the first missing range of
+``--chunk`` rounds. Writes ``benchmarks/results/hyperfl_accuracy.md`` and a per-round
+accuracy figure next to it.
+
+    python -m benchmarks.reproductions.protocols.hyperfl_accuracy [--clients 20] [--rounds 50]
+        [--methods fedavg local hyperfl] [--chunk 5] [--threads 1] [--device cpu] [--fresh]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import defenses  # noqa: F401  (registers hyperfl)
+from benchmarks.figures.report import Curve, accuracy_curves
+from benchmarks.harness.atomic import write_atomic
+from benchmarks.harness.device import add_device_option
+from benchmarks.harness.units import UnitCache, digest, unit_key
+from benchmarks.reproductions import RESULTS as REPRO_RESULTS
+from benchmarks.reproductions import command, run_script
+from benchmarks.reproductions.robustness.common import fmt, machine_line, today, write_lines
+from defenses.protocols import REFERENCE_TRAINING, HyperFL, ReferenceCNN, build_hyperfl_net, hyperfl_sizes
+from fl_core import Client, FederationConfig, ImageDataset, LocalTraining, Simulation, load_dataset, partition
+from fl_core.client import GlobalState, train_client
+from fl_core.evaluation import evaluate
+from fl_core.seeding import torch_generator
+from fl_core.vectors import model_to_vector
+
+RESULTS = REPRO_RESULTS / "hyperfl_accuracy.md"
+METHODS = ("fedavg", "local", "hyperfl")
+LABELS = {"fedavg": "FedAvg", "fedavg_ft": "FedAvg + local head fine-tuning", "local": "local only",
+          "hyperfl": "HyperFL"}
+#: HyperFL's head phase settings, used for FedAvg's head fine-tuning.
+HEAD = LocalTraining(lr=0.1, epochs=1, batch_size=50, momentum=0.5, weight_decay=5e-4)
+TRAIN_PER_CLIENT, TEST_PER_CLIENT = 600, 300
+
+
+@dataclass
+class Federation:
+    clients: list[Client]
+    tests: dict[int, ImageDataset]
+    seed: int
+    device: torch.device
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_data(clients: int, seed: int, device: torch.device) -> Federation:
+    train, test = load_dataset("fashion_mnist", "train"), load_dataset("fashion_mnist", "test")
+    tr = partition("noniid_s", train.labels, clients, seed, local_size=TRAIN_PER_CLIENT)
+    te = partition("noniid_s", test.labels, clients, seed, local_size=TEST_PER_CLIENT)
+    return Federation([Client(i, train.subset(tr[i]).to(device)) for i in range(clients)],
+                      {i: test.subset(te[i]).to(device) for i in range(clients)}, seed, device)
+
+
+def target(seed: int) -> ReferenceCNN:
+    """The reference's FMNIST CNN, the same initialisation for every method and client."""
+    torch.manual_seed(seed)
+    return ReferenceCNN(10, (1, 28, 28))
+
+
+class Method:
+    """One method's federation, stepped round by round; ``state``/``restore`` carry it
+    across cached round ranges (everything a later round depends on)."""
+
+    def __init__(self, fed: Federation) -> None:
+        self.fed = fed
+
+    def round(self, r: int) -> dict[str, float]:
+        raise NotImplementedError
+
+    def state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def restore(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class SimulationMethod(Method):
+    """FedAvg or HyperFL through ``Simulation`` (all clients every round)."""
+
+    def __init__(self, fed: Federation, rounds: int, hyperfl: bool) -> None:
+        super().__init__(fed)
+        model = build_hyperfl_net(target(fed.seed), seed=fed.seed) if hyperfl else target(fed.seed)
+        self.sizes = hyperfl_sizes(model) if hyperfl else None
+        cfg = FederationConfig(rounds=rounds, seed=fed.seed, local=REFERENCE_TRAINING)
+        self.sim = Simulation(model.to(fed.device), fed.clients, cfg, test_set=fed.tests,
+                              protocol=HyperFL() if hyperfl else None, progress=False)
+        self.fine_tune = not hyperfl
+
+    def round(self, r: int) -> dict[str, float]:
+        rec = self.sim.run_round(r)
+        out = {"acc": float(rec.accuracy), "seconds": rec.seconds}  # type: ignore[arg-type]
+        if self.fine_tune:
+            out["acc_ft"] = sum(evaluate(self._fine_tuned(c, r), self.fed.tests[c.client_id])[0]
+                                for c in self.fed.clients) / len(self.fed.clients)
+        return out
+
+    def _fine_tuned(self, client: Client, r: int) -> torch.nn.Module:
+        m = copy.deepcopy(self.sim.model)
+        for n, p in m.named_parameters():
+            p.requires_grad_(n.startswith("fc2"))
+        train_client(m, GlobalState(model_to_vector(m)), client.client_id, client.data, HEAD,
+                     torch_generator(self.fed.seed, "ft", client.client_id, r))
+        return m
+
+    def state(self) -> dict[str, Any]:
+        server = self.sim.server
+        return {"model": server.model.state_dict(), "params": server.state.params, "buffers": server.state.buffers,
+                "clients": {cid: kept.values for cid, kept in self.sim.client_states.items()}}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.sim.server.model.load_state_dict(state["model"])
+        self.sim.server.state = GlobalState(state["params"], state["buffers"])
+        for cid, values in state["clients"].items():
+            self.sim.client_state(cid).values.update(values)
+
+
+class LocalOnly(Method):
+    """Every client trains its own copy of the target on its data, nothing shared."""
+
+    def __init__(self, fed: Federation) -> None:
+        super().__init__(fed)
+        self.worker = target(fed.seed).to(fed.device)
+        self.params = {c.client_id: GlobalState(model_to_vector(target(fed.seed)).to(fed.device))
+                       for c in fed.clients}
+
+    def round(self, r: int) -> dict[str, float]:
+        start = time.perf_counter()
+        total = 0.0
+        for c in self.fed.clients:
+            upd, _ = train_client(self.worker, self.params[c.client_id], c.client_id, c.data, REFERENCE_TRAINING,
+                                  torch_generator(self.fed.seed, "client", c.client_id, "round", r))
+            self.params[c.client_id] = GlobalState(self.params[c.client_id].params + upd.vector)
+            total += evaluate(self.worker, self.fed.tests[c.client_id])[0]
+        return {"acc": total / len(self.fed.clients), "seconds": time.perf_counter() - start}
+
+    def state(self) -> dict[str, Any]:
+        return {"params": {cid: s.params for cid, s in self.params.items()}}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.params = {cid: GlobalState(p) for cid, p in state["params"].items()}
+
+
+def build_method(name: str, fed: Federation, rounds: int) -> Method:
+    if name == "local":
+        return LocalOnly(fed)
+    return SimulationMethod(fed, rounds, hyperfl=name == "hyperfl")
+
+
+def ranges(rounds: int, chunk: int) -> list[tuple[int, int]]:
+    """Round ranges [a, b) of ``chunk`` rounds (the last one shorter)."""
+    return [(a, min(a + chunk, rounds)) for a in range(0, rounds, chunk)]
+
+
+def run_method(name: str, fed: Federation, args: argparse.Namespace, cache: UnitCache,
+               setting: str) -> list[dict[str, float]]:
+    """Per-round results of ``name`` for rounds 1..``args.rounds``, from cached ranges where
+    present; computing resumes from the state stored with the last cached range."""
+    rows: list[dict[str, float]] = []
+    method: Method | None = None
+    previous: str | None = None
+    for a, b in ranges(args.rounds, args.chunk):
+        key = unit_key(f"{name} rounds {a + 1}-{b}", setting)
+        cached = cache.get(key)
+        if cached is not None:
+            rows.extend(cached)
+            previous, method = key, None
+            print(f"[{name}] rounds {a + 1}-{b}: cached", flush=True)
+            continue
+        if method is None:
+            method = build_method(name, fed, args.rounds)
+            if previous is not None:
+                blob = cache.get_data(previous + ".state")
+                if blob is None:
+                    raise RuntimeError(f"cached range {previous!r} has no stored state to resume from; "
+                                       "re-run with --fresh")
+                method.restore(torch.load(io.BytesIO(blob), map_location=fed.device, weights_only=True))
+        out = []
+        for r in range(a, b):
+            out.append(method.round(r))
+            print(f"[{name}] round {r + 1}/{args.rounds}: accuracy {out[-1]['acc']:.4f} "
+                  f"({out[-1]['seconds']:.0f} s)", flush=True)
+        buf = io.BytesIO()
+        torch.save(method.state(), buf)
+        cache.put_data(key + ".state", buf.getvalue())
+        cache.put(key, out)
+        rows.extend(out)
+        previous = key
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--chunk", type=int, default=5, help="rounds per cached unit")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--fresh", action="store_true", help="recompute every range even if cached")
+    add_device_option(parser)
+    args = parser.parse_args(argv)
+    if args.clients < 1 or args.rounds < 1 or args.chunk < 1:
+        parser.error("--clients, --rounds and --chunk must be >= 1")
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    fed = build_data(args.clients, args.seed, device)
+    setting = digest({"clients": args.clients, "seed": args.seed, "chunk": args.chunk, "device": device.type})
+    results: dict[str, list[dict[str, float]]] = {}
+    start = time.perf_counter()
+    with UnitCache("hyperfl_accuracy", fresh=args.fresh) as cache:
+        for name in args.methods:
+            results[name] = run_method(name, fed, args, cache, setting)
+    sizes = hyperfl_sizes(build_hyperfl_net(target(args.seed), seed=args.seed))
+    figure = args.out.with_suffix(".png")
+    write_atomic(figure, accuracy_curves(_curves(results), f"Fashion-MNIST, noniid_s, {args.clients} clients"))
+    write_lines(args.out, report(results, args, argv, sizes, figure))
+    print(f"all methods: {time.perf_counter() - start:.0f} s; wrote {args.out} and {figure}")
+    return 0
+
+
+def _curves(results: dict[str, list[dict[str, float]]]) -> list[Curve]:
+    curves = []
+    for name, rows in results.items():
+        for key, label in (("acc", LABELS[name]), ("acc_ft", LABELS["fedavg_ft"])):
+            if rows and key in rows[0]:
+                accs = [row[key] for row in rows]
+                curves.append(Curve(label, list(range(1, len(accs) + 1)), accs, [0.0] * len(accs)))
+    return curves
+
+
+def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace, argv: list[str] | None,
+           sizes: Any, figure: Path) -> list[str]:
+    rounds = args.rounds
+    lines = [
+        "# HyperFL vs FedAvg, FedAvg + head fine-tuning, local-only: mean local test accuracy",
+        "",
+        f"- command: `{command('benchmarks.reproductions.protocols.hyperfl_accuracy', argv)}`",
+        f"- machine: {machine_line()}; device {args.device}",
+        f"- date: {today()}",
+        f"- federation: Fashion-MNIST, {args.clients} clients, noniid_s ({TRAIN_PER_CLIENT} train / "
+        f"{TEST_PER_CLIENT} test images per client), all clients every round, {rounds} round(s), seed {args.seed}; "
+        "target network the reference's FMNIST CNN for every method; local schedule SGD lr 0.02, momentum 0.5, "
+        "weight decay 5e-4, batch 50, 5 epochs (HyperFL's hypernetwork phase; its head phase 1 epoch at lr 0.1)",
+        f"- HyperFL upload: the hypernetwork, {sizes.hypernetwork:,} parameters, {sizes.upload_ratio:.1f}× "
+        f"FedAvg's {sizes.target:,}",
+        f"- accuracy: mean over clients of each client's model on its own test split; figure "
+        f"`{figure.name}`",
+        "",
+        "| method | " + " | ".join(f"round {r + 1}" for r in range(rounds)) + " | seconds per round |",
+        "| --- | " + " | ".join("---" for _ in range(rounds)) + " | --- |",
+    ]
+    for name, rows in results.items():
+        secs = sum(row["seconds"] for row in rows) / len(rows)
+        lines.append(f"| {LABELS[name]} | " + " | ".join(fmt(row["acc"], 4) for row in rows) + f" | {secs:.0f} |")
+        if rows and "acc_ft" in rows[0]:
+            lines.append(f"| {LABELS['fedavg_ft']} | " + " | ".join(fmt(row["acc_ft"], 4) for row in rows)
+                         + " | (FedAvg's, plus the fine-tuning) |")
+    return lines + [""]
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_script(main))
