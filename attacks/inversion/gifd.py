@@ -341,13 +341,7 @@ class GIFD(GeneratorLatent):
         start = time.perf_counter()
         problem = self.build(observation)
         notes = list(problem.notes)
-        runs = self.run_restarts(problem, notes)
-        scores = [self.score(problem, run.variables) for run in runs]
-        best = min(range(len(runs)), key=lambda r: scores[r])
-        for r, run in enumerate(runs):
-            if run.stopped is not None:
-                notes.append(f"restart {r} stopped at iteration {run.stopped}: non-finite value "
-                             f"(kept its last finite iterate)")
+        runs, scores, best = self.best_restart(problem, notes)
         stages = [self._stage(problem, LATENT, runs[best], scores[best], None)]
         g = self.generator(problem.device)
         staged = self.feature_stage()

@@ -128,13 +128,7 @@ class OptimizationAttack(InversionAttack):
         start = time.perf_counter()
         problem = self.build(observation)
         notes = list(problem.notes)
-        runs = self.run_restarts(problem, notes)
-        scores = [self.score(problem, run.variables) for run in runs]
-        best = min(range(len(runs)), key=lambda r: scores[r])
-        for r, run in enumerate(runs):
-            if run.stopped is not None:
-                notes.append(f"restart {r} stopped at iteration {run.stopped}: non-finite value "
-                             f"(kept its last finite iterate)")
+        runs, scores, best = self.best_restart(problem, notes)
         if not math.isfinite(scores[best]):
             notes.append("every restart diverged (non-finite matching loss)")
         chosen = runs[best].variables
@@ -147,6 +141,18 @@ class OptimizationAttack(InversionAttack):
             restarts=s.restarts, chosen_restart=best, restart_losses=scores,
             label_method=problem.label_method, config={**s.record(), **describe(problem)},
             assumed=problem.setting.assumed, notes=notes, variables=dict(chosen))
+
+    def best_restart(self, problem: InversionProblem, notes: list[str]) -> tuple[list[Run], list[float], int]:
+        """Run the restarts, score each by the attack's own matching loss, and pick the lowest
+        (non-finite = +inf); a restart stopped by a non-finite value is noted."""
+        runs = self.run_restarts(problem, notes)
+        scores = [self.score(problem, run.variables) for run in runs]
+        best = min(range(len(runs)), key=lambda r: scores[r])
+        for r, run in enumerate(runs):
+            if run.stopped is not None:
+                notes.append(f"restart {r} stopped at iteration {run.stopped}: non-finite value "
+                             f"(kept its last finite iterate)")
+        return runs, scores, best
 
     def objective(self, problem: InversionProblem, functional: bool = False) -> Objective:
         """``matching + Σ weight · term`` over the attack's regularisers with weight > 0."""
