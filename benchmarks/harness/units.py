@@ -14,10 +14,13 @@ turns the settings a unit depends on into a short stable suffix.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from .provenance import Provenance, current_provenance, mismatch_message, same_code
 from .store import STORE_NAME, Store
@@ -33,8 +36,9 @@ class UnitCache:
     """``get(key)`` → the stored JSON value or None; ``put(key, value)`` stores and returns it.
 
     ``fresh=True`` (a ``--fresh`` run) never reads, but still writes (replacing the old
-    unit, provenance included). ``get_data``/``put_data`` do the same for binary units
-    (e.g. a ``torch.save`` of tensors).
+    unit, provenance included). ``get_data``/``put_data`` do the same for binary units;
+    ``get_tensors``/``put_tensors`` store a mapping of tensors and plain values through
+    ``torch.save`` and read it back with ``weights_only=True`` (no code runs from a unit).
     """
 
     def __init__(self, benchmark: str, *, fresh: bool = False, root: str | Path = CACHE_ROOT,
@@ -76,6 +80,16 @@ class UnitCache:
     def put_data(self, key: str, data: bytes) -> bytes:
         self.store.put_unit(self.benchmark, key, None, data, self.provenance)
         return data
+
+    def get_tensors(self, key: str, map_location: Any = None) -> Any:
+        data = self.get_data(key)
+        return None if data is None else torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+
+    def put_tensors(self, key: str, value: Any) -> Any:
+        buffer = io.BytesIO()
+        torch.save(value, buffer)
+        self.put_data(key, buffer.getvalue())  # one transaction: a killed run leaves no half-written unit
+        return value
 
     def _read(self, key: str) -> tuple[Any, bytes | None] | None:
         if self.fresh or not self.path.exists():

@@ -13,7 +13,6 @@ well-informed IG sees the client's masks, through the oracle grant
 from __future__ import annotations
 
 import dataclasses
-import io
 from dataclasses import asdict, dataclass
 
 import torch
@@ -110,11 +109,9 @@ def attack_image(attack: str, model: nn.Module, data: ImageDataset, index: int, 
 
 
 def save(cache: UnitCache, key: str, unit: Unit) -> None:
-    buffer = io.BytesIO()
-    torch.save(asdict(unit), buffer)
-    cache.put_data(key, buffer.getvalue())  # one transaction: a killed run leaves no half-written unit
+    cache.put_tensors(key, asdict(unit))
 
 
 def load(cache: UnitCache, key: str) -> Unit | None:
-    data = cache.get_data(key)
-    return None if data is None else Unit(**torch.load(io.BytesIO(data), weights_only=True))
+    data = cache.get_tensors(key)
+    return None if data is None else Unit(**data)

@@ -10,7 +10,6 @@ split evenly over its feature stages.
 
 from __future__ import annotations
 
-import io
 import math
 import statistics
 from collections.abc import Callable
@@ -109,9 +108,9 @@ def run_unit(cache: UnitCache, setting: str, key: str, attack: OptimizationAttac
              data: ImageDataset, index: int, extra: dict[str, Any]) -> Unit:
     """Attack image ``index`` of ``data`` (a one-image dataset) with ``attack``, or read the cached unit."""
     unit_key = f"{setting}/{key}/image_{index}/{settings_digest(attack, extra)}"
-    blob = cache.get_data(unit_key)
-    if blob is not None:
-        return Unit(**torch.load(io.BytesIO(blob), weights_only=True))
+    cached = cache.get_tensors(unit_key)
+    if cached is not None:
+        return Unit(**cached)
     obs, private = observe(model, data, TRAINING)
     with Stopwatch() as t:
         if isinstance(attack, GIFD):
@@ -131,9 +130,7 @@ def run_unit(cache: UnitCache, setting: str, key: str, attack: OptimizationAttac
                 seconds=t.seconds, iterations=iterations_used(attack),
                 reconstruction=to_unit(rec.images, data.normalization)[0],
                 truth=to_unit(private.inputs, data.normalization)[0], stages=staged)
-    buffer = io.BytesIO()
-    torch.save(asdict(unit), buffer)
-    cache.put_data(unit_key, buffer.getvalue())
+    cache.put_tensors(unit_key, asdict(unit))
     return unit
 
 

@@ -21,7 +21,6 @@ unit cached by other code stops the script (see ``benchmarks.harness.provenance`
 from __future__ import annotations
 
 import argparse
-import io
 import statistics
 from dataclasses import asdict, dataclass
 
@@ -118,14 +117,12 @@ def _attack_one(attack: InvertingGradients, model: torch.nn.Module, training: Lo
 
 
 def _save(cache: UnitCache, key: str, result: ImageResult) -> None:
-    buffer = io.BytesIO()
-    torch.save(asdict(result), buffer)
-    cache.put_data(key, buffer.getvalue())  # one transaction: a killed run leaves no half-written entry
+    cache.put_tensors(key, asdict(result))
 
 
 def _load(cache: UnitCache, key: str) -> ImageResult | None:
-    data = cache.get_data(key)
-    return None if data is None else ImageResult(**torch.load(io.BytesIO(data), weights_only=True))
+    data = cache.get_tensors(key)
+    return None if data is None else ImageResult(**data)
 
 
 def _report(args: argparse.Namespace, argv: list[str] | None, results: list[ImageResult], name: str,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,19 +191,17 @@ def run_method(name: str, fed: Federation, args: argparse.Namespace, cache: Unit
         if method is None:
             method = build_method(name, fed, args.rounds)
             if previous is not None:
-                blob = cache.get_data(previous + ".state")
-                if blob is None:
+                state = cache.get_tensors(previous + ".state", map_location=fed.device)
+                if state is None:
                     raise RuntimeError(f"cached range {previous!r} has no stored state to resume from; "
                                        "re-run with --fresh")
-                method.restore(torch.load(io.BytesIO(blob), map_location=fed.device, weights_only=True))
+                method.restore(state)
         out = []
         for r in range(a, b):
             out.append(method.round(r))
             print(f"[{name}] round {r + 1}/{args.rounds}: accuracy {out[-1]['acc']:.4f} "
                   f"({out[-1]['seconds']:.0f} s)", flush=True)
-        buf = io.BytesIO()
-        torch.save(method.state(), buf)
-        cache.put_data(key + ".state", buf.getvalue())
+        cache.put_tensors(key + ".state", method.state())
         cache.put(key, out)
         rows.extend(out)
         previous = key
