@@ -31,8 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fedarena {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("list", help="list the datasets, models, attacks and defenses suites can name")
-    p.add_argument("--json", action="store_true", help='print {"datasets": [...], "models": [...], ...}')
+    p = sub.add_parser("list", help="list every component suites can name, or one component's parameters")
+    p.add_argument("name", nargs="?", metavar="NAME",
+                   help="a component: print its parameters, types, defaults and the notes on their sources")
+    p.add_argument("--json", action="store_true",
+                   help='print {"datasets": {name: description}, "models": ..., ...} (with NAME: its details)')
     p.set_defaults(handler=_cmd_list)
 
     p = sub.add_parser("run", help="run a suite (skipping runs already in DIR's store)")
@@ -67,14 +70,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from benchmarks.harness.components import default_components
+    from benchmarks.harness import catalogue
 
-    comps = default_components()
-    if args.json:
-        print(json.dumps({kind: list(names) for kind, names in comps.catalogue().items()}, indent=2))
+    if args.name is not None:
+        try:
+            found = catalogue.find(args.name)
+        except KeyError as exc:
+            print(f"error: {exc.args[0]}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps([c.as_dict() for c in found], indent=2))
+        else:
+            print("\n\n".join(catalogue.format_component(c) for c in found))
         return 0
-    for title, registry in comps.sections():
-        print(f"{title}s:")
+    if args.json:
+        print(json.dumps(catalogue.catalogue(), indent=2))
+        return 0
+    for registry in catalogue.registries().values():
+        print(f"{registry.kind}s:")
         descriptions = registry.descriptions()
         if not descriptions:
             print("  (none registered)")
@@ -82,6 +95,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for name, text in descriptions.items():
             print(f"  {name:<{width}}  {text}".rstrip())
         print()
+    print("`fedarena list NAME` shows a component's parameters, types and defaults.")
     return 0
 
 
