@@ -1,4 +1,4 @@
-"""The ``fedarena`` command line: list components, run suites, write reports, show runs.
+"""The ``fedarena`` command line: list components, run suites, write reports, list, show and export runs.
 
 Heavy imports (torch, the registries, the harness) happen inside each sub-command so
 ``fedarena --version`` and ``fedarena --help`` answer at once.
@@ -66,6 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output folder to look in (default: every folder under runs/)")
     p.add_argument("--json", action="store_true", help="print the stored record as JSON")
     p.set_defaults(handler=_cmd_show)
+
+    p = sub.add_parser("runs", help="list a result folder's run ids with their labels and status (ok/failed/pending)")
+    p.add_argument("dir", metavar="DIR", help="an output folder of `fedarena run`")
+    p.add_argument("--status", choices=("ok", "failed", "pending"), help="only the runs with this status")
+    p.add_argument("--json", action="store_true", help="print the runs as a JSON list")
+    p.set_defaults(handler=_cmd_runs)
+
+    p = sub.add_parser("export", help="write a result folder's metric tables (one row per run) as CSV, LaTeX or JSON")
+    p.add_argument("dir", metavar="DIR", help="an output folder of `fedarena run`")
+    fmt = p.add_mutually_exclusive_group(required=True)
+    for name in ("csv", "latex", "json"):
+        fmt.add_argument(f"--{name}", dest="format", action="store_const", const=name, help=f"{name} output")
+    p.add_argument("--out", metavar="FOLDER", help="write <suite>.<task>.<ext> per table there (default: stdout)")
+    p.add_argument("--suite", metavar="NAME", help="only this suite's runs")
+    p.add_argument("--task", choices=("privacy", "robustness"), help="only this task's runs")
+    p.set_defaults(handler=_cmd_export)
     return parser
 
 
@@ -176,6 +192,42 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     print(format_run(record, folder, as_json=args.json))
+    return 0
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from benchmarks.harness.runs_list import format_runs, list_runs
+    from benchmarks.harness.store import StoreError
+
+    folder = Path(args.dir)
+    try:
+        lines = list_runs(folder, status=args.status)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_runs(lines, folder, as_json=args.json))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from benchmarks.harness.export import ExportError, export_tables, render_stdout, write_export
+    from benchmarks.harness.store import StoreError
+
+    folder = Path(args.dir)
+    try:
+        tables = export_tables(folder, suite=args.suite, task=args.task)
+        if args.out is None:
+            print(render_stdout(tables, args.format, str(folder)))
+            return 0
+        if not tables:
+            raise ExportError(f"{folder} holds no runs to export" + (" of that suite/task" if args.suite or
+                                                                       args.task else ""))
+        paths = write_export(tables, args.format, args.out, str(folder))
+    except (StoreError, ExportError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
     return 0
 
 
