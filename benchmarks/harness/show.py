@@ -50,8 +50,8 @@ def _not_stored(run_id: str, stores: list[Path]) -> str:
                 if len(planned) == 1:
                     return (f"run {planned[0]} of suite {suite['suite']} in {path.parent} is pending: planned, "
                             "with no stored result yet (not run, still running, or interrupted)")
-    folders = ", ".join(str(p.parent) for p in stores)
-    return f"no run {run_id!r} in {', '.join(str(s) for s in stores)}; `fedarena runs {folders}` lists the run ids"
+    folder = str(stores[0].parent) if len(stores) == 1 else "DIR"
+    return f"no run {run_id!r} in {', '.join(str(s) for s in stores)}; `fedarena runs {folder}` lists the run ids"
 
 
 def format_run(record: RunRecord, folder: Path, as_json: bool = False) -> str:
