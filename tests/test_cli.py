@@ -101,6 +101,11 @@ def test_list_name_shows_parameters_types_defaults_and_sources(capsys: pytest.Ca
     assert "``fraction=0.1`` keeps 10 % and prunes 90 %" in out  # the share KEPT, said where it is listed
     assert re.search(r"^  fraction  float, required", out, re.M) and "``fraction = 1 − p``" in out
 
+    assert main(["list", "mlp"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^  num_classes  int, set by the harness", out, re.M)  # a suite may not set it
+    assert re.search(r"^  hidden       a list of int, default \(200, 200\)", out, re.M)
+
     assert main(["list", "fedavg"]) == 0
     out = capsys.readouterr().out
     assert "fedavg (aggregator;" in out and "fedavg (protocol;" in out

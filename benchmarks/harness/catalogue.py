@@ -27,6 +27,7 @@ from fl_core.registry import Registry
 from .components import default_components
 from .params import _accepted, _signature
 from .params import describe as describe_hint
+from .suite import RESERVED
 
 # Category (as in ``list --json``) -> (module to import so entries register, module holding it, name).
 # The first nine are ``Components``' registries; generators and regularisers are the inversion
@@ -36,6 +37,10 @@ _EXTRA: dict[str, tuple[str, str, str]] = {
     "regularisers": ("attacks", "attacks.inversion.priors", "REGULARISERS"),
 }
 MAX_NOTES = 3  # docstring sentences shown per parameter
+# Category -> its key in ``suite.RESERVED`` (the arguments the harness passes itself).
+_RESERVED_KIND = {"datasets": "datasets", "models": "models", "partitioners": "partitioners",
+                  "corruptions": "corruptions", "inversion_attacks": "attacks", "poisoning_attacks": "attacks",
+                  "privacy_defenses": "defenses", "aggregators": "defenses"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class Parameter:
     default: Any
     defined_in: str  # where the default is written: "signature of X" or a settings dataclass
     notes: list[str] = field(default_factory=list)
+    harness: bool = False  # passed by the harness itself (a seed, the dataset's shape); a suite may not set it
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -107,7 +113,9 @@ def describe(category: str, registry: Registry, name: str) -> Component:
     module_sentences = [s for doc in modules for s in _sentences(doc)]
     description = registry.descriptions()[name]
     candidates = [s for s in own_sentences + module_sentences if s not in description]  # not said twice
-    parameters = [dataclasses.replace(p, notes=_notes(p.name, candidates)) for p in _parameters(factory)]
+    reserved = RESERVED.get(_RESERVED_KIND.get(category, ""), ())
+    parameters = [dataclasses.replace(p, notes=_notes(p.name, candidates), harness=p.name in reserved)
+                  for p in _parameters(factory)]
     # Where defaults come from: any sentence of the component's own docstrings that speaks of
     # defaults; of a module docstring, only one about defaults ("Defaults follow the reference code …").
     defaults = _unique(s for s in candidates
@@ -128,7 +136,7 @@ def format_component(c: Component) -> str:
         lines.append("parameters:")
         width = max(len(p.name) for p in c.parameters)
         for p in c.parameters:
-            default = "required" if p.required else f"default {_show(p.default)}"
+            default = "set by the harness" if p.harness else "required" if p.required else f"default {_show(p.default)}"
             lines.append(f"  {p.name:<{width}}  {p.type or 'any'}, {default}  [{p.defined_in}]")
             lines += [f"  {'':<{width}}    {note}" for note in p.notes]
     else:
