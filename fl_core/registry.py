@@ -23,6 +23,13 @@ class Entry(Generic[T]):
     description: str
 
 
+def summary(doc: str | None) -> str:
+    """The first paragraph of a docstring on one line: a docstring's first *line* often stops
+    mid-sentence (the sentence wraps), so ``fedarena list`` shows the whole paragraph."""
+    paragraph = (doc or "").strip().split("\n\n", 1)[0]
+    return " ".join(paragraph.split())
+
+
 class Registry(Generic[T]):
     """Maps names used in suites (``"krum"``, ``"lenet5"``) to factories.
 
@@ -44,10 +51,7 @@ class Registry(Generic[T]):
     def add(self, name: str, factory: T, description: str = "") -> None:
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
-        if not description:
-            doc = getattr(factory, "__doc__", None) or ""
-            description = doc.strip().splitlines()[0] if doc.strip() else ""
-        self._entries[name] = Entry(name, factory, description)
+        self._entries[name] = Entry(name, factory, description or summary(getattr(factory, "__doc__", None)))
 
     def get(self, name: str) -> T:
         try:

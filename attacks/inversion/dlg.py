@@ -8,8 +8,11 @@ no box constraint, no prior. ``idlg`` is the same optimisation with the label ta
 analytically from the last layer (iDLG); with a batch, that rule's batch
 generalisation (``batch_labels``, default ``bias``) supplies the labels.
 
-When the threat model grants labels they are used; with ``labels="auto"`` one image
-gets iDLG's analytic label and a batch gets DLG's jointly optimised soft labels.
+When the threat model grants labels they are used; with ``labels="auto"`` (the default)
+one image gets iDLG's analytic label and a batch gets DLG's jointly optimised soft labels:
+so ``dlg`` at batch 1 with ``labels="auto"`` is iDLG (Zhao et al. 2020), and
+``labels="optimize"`` gives the original DLG (labels optimised jointly with the image, as
+in Zhu et al. 2019) at any batch size.
 Restarts run one after another (L-BFGS keeps per-run curvature history) and the one
 with the lowest final matching loss is returned. That loop, stopping a restart at its
 first non-finite value (DLG can diverge; its last finite iterate is kept) and the
@@ -55,7 +58,9 @@ class DLGSettings(OptimizationSettings):
             raise ValueError(f"line_search must be None or 'strong_wolfe', got {self.line_search!r}")
 
 
-@INVERSION_ATTACKS.register("dlg", "Deep Leakage from Gradients: L2 gradient matching with L-BFGS (Zhu et al. 2019)")
+@INVERSION_ATTACKS.register("dlg", "Deep Leakage from Gradients: L2 gradient matching with L-BFGS (Zhu et al. 2019). "
+                                   "At batch 1 with labels=\"auto\" (the default) it is iDLG (analytic label); "
+                                   "labels=\"optimize\" gives the original DLG.")
 class DLG(OptimizationAttack):
     """DLG; ``DLG(iterations=300, restarts=1, labels="auto", ...)`` (see ``DLGSettings``)."""
 

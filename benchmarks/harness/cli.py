@@ -1,4 +1,4 @@
-"""The ``fedarena`` command line: list components, run suites, write reports, show runs.
+"""The ``fedarena`` command line: list components, run suites, write reports, list, show and export runs.
 
 Heavy imports (torch, the registries, the harness) happen inside each sub-command so
 ``fedarena --version`` and ``fedarena --help`` answer at once.
@@ -31,8 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fedarena {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("list", help="list the datasets, models, attacks and defenses suites can name")
-    p.add_argument("--json", action="store_true", help='print {"datasets": [...], "models": [...], ...}')
+    p = sub.add_parser("list", help="list every component suites can name, or one component's parameters")
+    p.add_argument("name", nargs="?", metavar="NAME",
+                   help="a component: print its parameters, types, defaults and the notes on their sources")
+    p.add_argument("--json", action="store_true",
+                   help='print {"datasets": {name: description}, "models": ..., ...} (with NAME: its details)')
     p.set_defaults(handler=_cmd_list)
 
     p = sub.add_parser("run", help="run a suite (skipping runs already in DIR's store)")
@@ -63,18 +66,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output folder to look in (default: every folder under runs/)")
     p.add_argument("--json", action="store_true", help="print the stored record as JSON")
     p.set_defaults(handler=_cmd_show)
+
+    p = sub.add_parser("runs", help="list a result folder's run ids with their labels and status (ok/failed/pending)")
+    p.add_argument("dir", metavar="DIR", help="an output folder of `fedarena run`")
+    p.add_argument("--status", choices=("ok", "failed", "pending"), help="only the runs with this status")
+    p.add_argument("--json", action="store_true", help="print the runs as a JSON list")
+    p.set_defaults(handler=_cmd_runs)
+
+    p = sub.add_parser("export", help="write a result folder's metric tables (one row per run) as CSV, LaTeX or JSON")
+    p.add_argument("dir", metavar="DIR", help="an output folder of `fedarena run`")
+    fmt = p.add_mutually_exclusive_group(required=True)
+    for name in ("csv", "latex", "json"):
+        fmt.add_argument(f"--{name}", dest="format", action="store_const", const=name, help=f"{name} output")
+    p.add_argument("--out", metavar="FOLDER", help="write <suite>.<task>.<ext> per table there (default: stdout)")
+    p.add_argument("--suite", metavar="NAME", help="only this suite's runs")
+    p.add_argument("--task", choices=("privacy", "robustness"), help="only this task's runs")
+    p.set_defaults(handler=_cmd_export)
     return parser
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from benchmarks.harness.components import default_components
+    from benchmarks.harness import catalogue
 
-    comps = default_components()
-    if args.json:
-        print(json.dumps({kind: list(names) for kind, names in comps.catalogue().items()}, indent=2))
+    if args.name is not None:
+        try:
+            found = catalogue.find(args.name)
+        except KeyError as exc:
+            print(f"error: {exc.args[0]}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps([c.as_dict() for c in found], indent=2))
+        else:
+            print("\n\n".join(catalogue.format_component(c) for c in found))
         return 0
-    for title, registry in comps.sections():
-        print(f"{title}s:")
+    if args.json:
+        print(json.dumps(catalogue.catalogue(), indent=2))
+        return 0
+    for registry in catalogue.registries().values():
+        print(f"{registry.kind}s:")
         descriptions = registry.descriptions()
         if not descriptions:
             print("  (none registered)")
@@ -82,6 +111,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for name, text in descriptions.items():
             print(f"  {name:<{width}}  {text}".rstrip())
         print()
+    print("`fedarena list NAME` shows a component's parameters, types and defaults.")
     return 0
 
 
@@ -162,6 +192,42 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     print(format_run(record, folder, as_json=args.json))
+    return 0
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from benchmarks.harness.runs_list import format_runs, list_runs
+    from benchmarks.harness.store import StoreError
+
+    folder = Path(args.dir)
+    try:
+        lines = list_runs(folder, status=args.status)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_runs(lines, folder, as_json=args.json))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from benchmarks.harness.export import ExportError, export_tables, render_stdout, write_export
+    from benchmarks.harness.store import StoreError
+
+    folder = Path(args.dir)
+    try:
+        tables = export_tables(folder, suite=args.suite, task=args.task)
+        if args.out is None:
+            print(render_stdout(tables, args.format, str(folder)))
+            return 0
+        if not tables:
+            raise ExportError(f"{folder} holds no runs to export" + (" of that suite/task" if args.suite or
+                                                                       args.task else ""))
+        paths = write_export(tables, args.format, args.out, str(folder))
+    except (StoreError, ExportError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
     return 0
 
 

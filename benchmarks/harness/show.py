@@ -1,4 +1,8 @@
-"""``fedarena show RUN_ID``: find a run in an output folder (or under ``runs/``) and print it."""
+"""``fedarena show RUN_ID``: find a run in an output folder (or under ``runs/``) and print it.
+
+A planned run without a stored result is reported as pending; ``fedarena runs DIR`` lists
+every id a folder plans or holds.
+"""
 
 from __future__ import annotations
 
@@ -30,11 +34,24 @@ def find_run(run_id: str, folder: Path | None = None) -> tuple[RunRecord, Path]:
                 if "matches" in str(exc):
                     raise
     if not found:
-        raise KeyError(f"no run {run_id!r} in {', '.join(str(s) for s in stores)}")
+        raise KeyError(_not_stored(run_id, stores))
     if len({r.run_id for r, _ in found}) > 1:
         raise KeyError(f"{run_id!r} matches runs in several folders: "
                        f"{', '.join(f'{r.run_id} ({f})' for r, f in found)}; pass --out DIR")
     return found[0]
+
+
+def _not_stored(run_id: str, stores: list[Path]) -> str:
+    """Why ``run_id`` has no record: planned but not finished (pending), or unknown; and what lists the ids."""
+    for path in stores:
+        with Store(path, readonly=True) as store:
+            for suite in store.suites():
+                planned = [rid for rid, _, _ in store.planned(suite["suite"]) if rid.startswith(run_id)]
+                if len(planned) == 1:
+                    return (f"run {planned[0]} of suite {suite['suite']} in {path.parent} is pending: planned, "
+                            "with no stored result yet (not run, still running, or interrupted)")
+    folder = str(stores[0].parent) if len(stores) == 1 else "DIR"
+    return f"no run {run_id!r} in {', '.join(str(s) for s in stores)}; `fedarena runs {folder}` lists the run ids"
 
 
 def format_run(record: RunRecord, folder: Path, as_json: bool = False) -> str:

@@ -19,7 +19,10 @@ from .common import sample_shares
 
 @AGGREGATORS.register("centered_clipping")
 class CenteredClipping(Aggregator):
-    """Centered clipping, CClip (Karimireddy et al. 2021, Eq. 2):
+    """Centered clipping, CClip (Karimireddy et al. 2021, Eq. 2): the previous aggregate
+    moved by the mean of the updates' deviations from it, each clipped to norm τ.
+
+    The rule:
 
         v ← v + (1/n) Σ_i (x_i − v) · min(1, τ / ‖x_i − v‖),   repeated L times,
 

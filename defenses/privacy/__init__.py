@@ -108,7 +108,12 @@ def clipping(max_norm: float) -> ClientDefense:
 
 @PRIVACY_DEFENSES.register("pruning")
 def pruning(fraction: float) -> ClientDefense:
-    """Keep the fraction of upload coordinates largest in magnitude (gradient sparsification)."""
+    """Keep the largest-magnitude ``fraction`` of the upload's coordinates, zero the rest (gradient
+    sparsification; ``fraction=0.1`` keeps 10 % and prunes 90 %).
+
+    ``fraction`` is the share of coordinates kept, in (0, 1], not the share removed: DLG's
+    literature (Zhu et al. 2019, Sec. 5) speaks of a prune *ratio* p, the share set to zero,
+    which is ``fraction = 1 − p`` here (their 20 % pruned is ``fraction=0.8``). See ``Pruning``."""
     return ClientDefense(transforms=[Pruning(fraction)])
 
 

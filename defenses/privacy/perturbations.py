@@ -123,6 +123,8 @@ class Clipping:
 class Pruning:
     """Keeps the ``fraction`` of coordinates largest in magnitude and zeroes the rest.
 
+    ``fraction`` is the share KEPT (``fraction=0.1`` zeroes 90 % of the coordinates); the
+    prune ratio of Zhu et al. (2019), the share zeroed, is ``1 − fraction``.
     Exactly k = round(fraction · d) coordinates are kept (Python's ``round``: halves
     to even). Ties in magnitude are broken towards the lower index (a stable sort),
     so the mask is a deterministic function of the vector. Zhu et al. (2019) call this
