@@ -1,4 +1,4 @@
-"""The ``fedarena`` command line: list components, run suites, write reports, show runs.
+"""The ``fedarena`` command line: list components, run suites, write reports, show runs, rebuild figures.
 
 Heavy imports (torch, the registries, the harness) happen inside each sub-command so
 ``fedarena --version`` and ``fedarena --help`` answer at once.
@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+
+from benchmarks.figures.command import add_parser as add_figure_parser  # argparse only: no torch
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output folder to look in (default: every folder under runs/)")
     p.add_argument("--json", action="store_true", help="print the stored record as JSON")
     p.set_defaults(handler=_cmd_show)
+    add_figure_parser(sub)
     return parser
 
 
