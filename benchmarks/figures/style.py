@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -46,9 +48,48 @@ def new_figure(width: float, height: float, nrows: int = 1, ncols: int = 1,
     return plt.subplots(nrows, ncols, figsize=(width, height), layout="constrained", dpi=DPI, **kw)
 
 
+@dataclass(frozen=True)
+class FigureCheck:
+    """One rendered figure's title and its ``layout_problems`` ([] when clean)."""
+
+    title: str
+    problems: list[str]
+
+
+_RECORDERS: list[list[FigureCheck]] = []
+
+
+@contextmanager
+def checking_layout() -> Iterator[list[FigureCheck]]:
+    """Run ``layout_problems`` on every figure rendered inside the block and collect the results.
+
+    The screenshot check builds a report inside one: the report's own figures, exactly as
+    rendered, are measured (costs one extra draw per figure; nothing is checked outside).
+    """
+    checks: list[FigureCheck] = []
+    _RECORDERS.append(checks)
+    try:
+        yield checks
+    finally:
+        _RECORDERS.remove(checks)
+
+
+def _record(fig: plt.Figure) -> None:
+    if _RECORDERS:
+        check = FigureCheck(_title(fig), layout_problems(fig))
+        for checks in _RECORDERS:
+            checks.append(check)
+
+
+def _title(fig: plt.Figure) -> str:
+    texts = [fig.get_suptitle(), *(ax.get_title() for ax in fig.axes)]
+    return next((t.replace("\n", " ") for t in texts if t), "(untitled figure)")
+
+
 def figure_bytes(fig: plt.Figure, format: str = "png", dpi: float = DPI) -> bytes:  # noqa: A002 (matplotlib's name)
     """The figure rendered as ``format`` (png, pdf, svg); closes ``fig``."""
     try:
+        _record(fig)
         return _render(fig, _format(format), dpi)
     finally:
         plt.close(fig)
@@ -73,6 +114,7 @@ def save_figure(fig: plt.Figure, path_stem: str | Path, formats: str | Sequence[
     stem = path.with_suffix("") if suffix in FORMATS else path
     fmts = [_format(f) for f in formats]
     try:
+        _record(fig)
         rendered = [(f, _render(fig, f, dpi)) for f in fmts]
     finally:
         plt.close(fig)
