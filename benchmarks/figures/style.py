@@ -218,7 +218,7 @@ def not_applicable_handle() -> Patch:
 
 def text_boxes(fig: plt.Figure) -> list[tuple[str, object]]:
     """``(description, display-space bbox)`` of every drawn, non-empty text of ``fig``."""
-    fig.canvas.draw()
+    fig.draw_without_rendering()  # lays out and places the text; rasterises nothing
     renderer = fig.canvas.get_renderer()
     out: list[tuple[str, object]] = []
 
