@@ -258,7 +258,11 @@ def _drawn_ticklabels(axis: Axis) -> list[Text]:
 
 def layout_problems(fig: plt.Figure, tolerance: float = 0.5) -> list[str]:
     """Every pair of texts whose boxes overlap, every text cut off by the figure's edge, and every
-    legend drawn over an axes' data area; [] for a clean figure. ``tolerance`` in pixels."""
+    legend drawn over an axes' data area; [] for a clean figure. ``tolerance`` in pixels.
+
+    Boxes are axis-aligned: exact for horizontal and vertical text (all FedArena draws),
+    an over-estimate for text rotated by other angles, which is therefore reported sooner.
+    """
     boxes = text_boxes(fig)
     width, height = fig.canvas.get_width_height()
     problems = []
