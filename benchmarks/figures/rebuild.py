@@ -117,8 +117,9 @@ def _rows(folder: Path, runs: list[RunRecord],
         raise FigureError(f"--images {bad or images}: the stored batch has {n} images (0 to {n - 1})")
     index = torch.tensor(images)
     labels = [f"{r.meta.get('attack_label', '?')}\nvs {r.meta.get('defense_label', '?')}" for r, _ in blobs]
-    if len(set(labels)) < len(labels):  # the same pair in two blocks: name the block too
-        labels = [f"{label}\n[{r.meta.get('block_label')}]" for label, (r, _) in zip(labels, blobs, strict=True)]
+    if len(set(labels)) < len(labels):  # the same pair in two blocks or suites: name them too
+        labels = [f"{label}\n[{r.suite}: {r.meta.get('block_label')}]"
+                  for label, (r, _) in zip(labels, blobs, strict=True)]
     rows = {label: GridRow(blob["reconstruction"][index].float() / 255, blob["psnr"][index].tolist())
             for label, (_, blob) in zip(labels, blobs, strict=True)}
     return blobs[0][1]["truth"][index].float() / 255, rows, [r for r, _ in blobs]
