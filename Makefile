@@ -12,7 +12,7 @@ endif
 endif
 export MPLBACKEND := Agg
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint setup clean screenshot-check
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,14 @@ test: setup
 
 lint: setup
 	$(PY) -m ruff check .
+
+# Figures of every shipped suite (a synthetic store, no compute) and report.html: no
+# overlapping labels, every table captioned, a 1400-px screenshot in headless Chromium
+# (Debian's package, installed when missing) under runs/screenshot/ to look at.
+# Add result folders with SCREENSHOT_DIRS="runs/quick ...".
+screenshot-check: setup
+	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+	$(PY) -m benchmarks.figures.screenshot_check --synthetic --shots runs/screenshot $(SCREENSHOT_DIRS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

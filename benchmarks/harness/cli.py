@@ -1,4 +1,4 @@
-"""The ``fedarena`` command line: list components, run suites, write reports, list, show and export runs.
+"""The ``fedarena`` command line: list components, run suites, write reports, list, show, export runs, draw figures.
 
 Heavy imports (torch, the registries, the harness) happen inside each sub-command so
 ``fedarena --version`` and ``fedarena --help`` answer at once.
@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+
+from benchmarks.figures.command import add_parser as add_figure_parser  # argparse only: no torch
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", metavar="NAME", help="only this suite's runs")
     p.add_argument("--task", choices=("privacy", "robustness"), help="only this task's runs")
     p.set_defaults(handler=_cmd_export)
+    add_figure_parser(sub)
     return parser
 
 

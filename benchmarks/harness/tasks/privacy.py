@@ -175,8 +175,9 @@ def run_privacy(config: dict[str, Any], workdir: Path, progress: bool = False,
     torch.save({"truth": _uint8(torch.cat(truths)), "reconstruction": _uint8(torch.cat(recons)),
                 "psnr": torch.tensor([p for s in scores for p in s.psnr])}, files[RECONSTRUCTION])
     if any(traces.values()):
+        title = f"{attack_cfg['name']} vs {config['defense']['name']}: matching loss"
         files[LOSS_CURVES] = loss_curves({k: v for k, v in traces.items() if v}, workdir / LOSS_CURVES,
-                                         title=f"{attack_cfg['name']}: matching loss", ylabel="attack objective")
+                                         title=title, ylabel="attack objective")
     return metrics, files
 
 

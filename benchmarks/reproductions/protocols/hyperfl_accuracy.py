@@ -15,7 +15,7 @@ phase settings), evaluated on that client's split; it is not a federation of its
 Each (method, round range) is a cached unit (``UnitCache``, with the federation's state
 at its end), so a killed or extended run resumes at the first missing range of
 ``--chunk`` rounds. Writes ``benchmarks/results/hyperfl_accuracy.md`` and a per-round
-accuracy figure next to it.
+accuracy figure next to it (PNG and PDF).
 
     python -m benchmarks.reproductions.protocols.hyperfl_accuracy [--clients 20] [--rounds 50]
         [--methods fedavg local hyperfl] [--chunk 5] [--threads 1] [--device cpu] [--fresh]
@@ -33,8 +33,8 @@ from typing import Any
 import torch
 
 import defenses  # noqa: F401  (registers hyperfl)
-from benchmarks.figures.report import Curve, accuracy_curves
-from benchmarks.harness.atomic import write_atomic
+from benchmarks.figures.report import Curve, accuracy_figure
+from benchmarks.figures.style import save_figure
 from benchmarks.harness.device import add_device_option
 from benchmarks.harness.units import UnitCache, digest, unit_key
 from benchmarks.reproductions import RESULTS as REPRO_RESULTS
@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = run_method(name, fed, args, cache, setting)
     sizes = hyperfl_sizes(build_hyperfl_net(target(args.seed), seed=args.seed))
     figure = args.out.with_suffix(".png")
-    write_atomic(figure, accuracy_curves(_curves(results), f"Fashion-MNIST, noniid_s, {args.clients} clients"))
+    save_figure(accuracy_figure(_curves(results), f"Fashion-MNIST, noniid_s, {args.clients} clients"), figure,
+                formats=("png", "pdf"))  # whole-round ticks; the PDF for a paper
     write_lines(args.out, report(results, args, argv, sizes, figure))
     print(f"all methods: {time.perf_counter() - start:.0f} s; wrote {args.out} and {figure}")
     return 0
