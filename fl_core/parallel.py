@@ -20,6 +20,7 @@ the data, so results do not depend on which worker trains a client.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import pickle
 import traceback
 from collections.abc import Mapping, Sequence
@@ -38,6 +39,19 @@ from .updates import ClientUpdate, LocalTraining, PrivateData
 
 if TYPE_CHECKING:
     from .simulation import DataAttack
+
+
+def workers_refuse(trainer: LocalTrainer) -> str | None:
+    """Why ``trainer`` cannot train in client workers, or None when it can.
+
+    Workers train with copies of the trainer; a trainer *object* may keep state across
+    calls (DP-SGD's privacy accountant counts its steps), which the copies would update
+    while the driver's stays as it was, so only plain functions go to workers.
+    """
+    if inspect.isfunction(trainer):
+        return None
+    return (f"{type(trainer).__name__} is an object that may keep state (DP-SGD's accountant), which "
+            "workers would update in their copies only")
 
 
 def local_round(model: nn.Module, trainer: LocalTrainer, start: GlobalState, cid: int, data: ImageDataset,

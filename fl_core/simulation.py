@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import json
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -44,7 +43,7 @@ from tqdm.auto import tqdm
 from .aggregation import Aggregator
 from .client import Client, GlobalState, LocalTrainer, train_client
 from .data import ImageDataset
-from .parallel import ClientPool, local_round
+from .parallel import ClientPool, local_round, workers_refuse
 from .protocol import ClientState, FLProtocol
 from .seeding import torch_generator
 from .server import Server
@@ -188,10 +187,10 @@ class Simulation:
     ) -> None:
         if client_workers < 1:
             raise ValueError(f"Simulation: client_workers must be >= 1, got {client_workers}")
-        if client_workers > 1 and not inspect.isfunction(trainer):
-            raise ValueError(f"Simulation: client_workers={client_workers} needs a trainer function; "
-                             f"{type(trainer).__name__} is an object that may keep state (DP-SGD's accountant), "
-                             "which workers would update in their copies only: train it with client_workers=1")
+        refused = workers_refuse(trainer) if client_workers > 1 else None
+        if refused:
+            raise ValueError(f"Simulation: client_workers={client_workers} needs a trainer function; {refused}: "
+                             "train it with client_workers=1")
         ids = [c.client_id for c in clients]
         if len(set(ids)) != len(ids):
             raise ValueError("client ids must be unique")

@@ -50,6 +50,7 @@ from .common import (
     build_defense,
     build_global_model,
     build_protocol,
+    client_parallelism,
     component_seed,
     federation_config,
     load_data,
@@ -96,13 +97,15 @@ def attacked_uploads(model: nn.Module, clients: list[Client], config: Federation
         if event.round == attack_round and event.update.client_id in attacked:
             events.append(event)
 
-    sim = Simulation(model, clients, config, None, aggregator, trainer=defense.trainer or train_client,
-                     transforms=defense.transforms, observers=[observe], progress=progress, protocol=protocol)
+    trainer = defense.trainer or train_client
+    sim = Simulation(model, clients, config, None, aggregator, trainer=trainer, transforms=defense.transforms,
+                     observers=[observe], progress=progress, protocol=protocol, **client_parallelism(trainer))
     start = time.perf_counter()
-    for r in range(attack_round + 1):
-        if r == attack_round:  # the model the attacked clients start from, before this round's step
-            template = _snapshot(sim)
-        sim.history.rounds.append(sim.run_round(r))
+    with sim:  # stops the client workers, if any
+        for r in range(attack_round + 1):
+            if r == attack_round:  # the model the attacked clients start from, before this round's step
+                template = _snapshot(sim)
+            sim.history.rounds.append(sim.run_round(r))
     seconds = time.perf_counter() - start
     if not events:
         raise RuntimeError(f"none of the attacked clients {sorted(attacked)} uploaded in round {attack_round} "
