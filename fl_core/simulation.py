@@ -286,10 +286,11 @@ class Simulation:
         sampled = self.sample_clients(r)
         updates, privates = self._train_all(sampled, state, r)
         updates = self._apply_update_attacks(updates, r, state)
-        for client, update, private in zip(sampled, updates, privates, strict=True):
-            event = UploadEvent(r, update, private, state, cfg.local, client.role)
-            for observer in self.observers:
-                observer(event)
+        if self.observers:  # privates are None without observers (workers keep them)
+            for client, update, private in zip(sampled, updates, privates, strict=True):
+                event = UploadEvent(r, update, private, state, cfg.local, client.role)  # type: ignore[arg-type]
+                for observer in self.observers:
+                    observer(event)
         step = self.server.step(updates, client_lr=cfg.local.lr, kind=cfg.local.kind)
         acc = loss = None
         info = dict(step.info)
@@ -309,13 +310,14 @@ class Simulation:
         return kept
 
     def _train_all(self, sampled: list[Client], state: GlobalState,
-                   r: int) -> tuple[list[ClientUpdate], list[PrivateData]]:
-        """Every sampled client's upload and private data, in order; in workers if ``client_workers`` > 1."""
+                   r: int) -> tuple[list[ClientUpdate], list[PrivateData | None]]:
+        """Every sampled client's upload and private data, in order; in workers if ``client_workers`` > 1
+        (whose private data come back only for observers, else None)."""
         kept = [self.client_state(c.client_id) for c in sampled]
         starts = [self.protocol.client_start(state, k) for k in kept]
         if self.client_workers > 1:
             jobs = [(c.client_id, None if s is state else s) for c, s in zip(sampled, starts, strict=True)]
-            trained = self.start_workers().train(state, r, jobs)
+            trained = self.start_workers().train(state, r, jobs, private=bool(self.observers))
         else:
             trained = [local_round(self.worker, self.trainer, s, c.client_id, c.data, self.config.local,
                                    self.config.seed, r, self._data_attack(c.client_id), self.device)
