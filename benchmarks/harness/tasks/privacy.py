@@ -87,7 +87,9 @@ def attacked_uploads(model: nn.Module, clients: list[Client], config: Federation
                      progress: bool = False, protocol: FLProtocol | None = None) -> Uploads:
     """Run the federation (the defense installed: its trainer, upload transforms, aggregator)
     through ``attack_round``; an observer keeps the uploads of the ``attacked`` clients in it.
-    ``protocol`` (default FedAvg) must upload the whole-model update the attacks observe."""
+    ``protocol`` (default FedAvg) must upload the whole-model update the attacks observe.
+    Clients train in ``tasks.common.client_workers()`` processes (identical uploads), except
+    under a stateful trainer (DP-SGD), see ``client_parallelism``."""
     if protocol is not None and not protocol.upload_is_update:
         raise ValueError(f"privacy task: protocol {protocol.name!r} does not upload the whole-model update an "
                          "inversion attack observes; no attack for it exists yet, use fedavg")
