@@ -140,10 +140,10 @@ class FedArenaStrategy(FedAvg):
                 rejected[cid] = "a second reply under this client id this round"
                 continue
             content = msg.content
-            arrays = content.array_records.get(ARRAYS_KEY)
-            metrics = content.metric_records.get(METRICS_KEY)
+            arrays = content.get(ARRAYS_KEY)  # not .array_records: that builds a filtered copy per call
+            metrics = content.get(METRICS_KEY)
             reason = self.codec.check(arrays)
-            if reason is None and (metrics is None or self.weighted_by_key not in metrics):
+            if reason is None and (not isinstance(metrics, MetricRecord) or self.weighted_by_key not in metrics):
                 reason = f"reply has no metrics[{self.weighted_by_key!r}]"
             if reason is not None:
                 rejected[cid] = reason

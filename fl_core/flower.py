@@ -92,8 +92,13 @@ class ArrayCodec:
         reason = self.check(record)
         if reason is not None:
             raise ValueError(reason)
-        params = self.layout.flatten([_tensor(record[n]) for n in self.layout.names])
-        buffers = torch.cat([_tensor(record[n]).reshape(-1) for n in self.buffer_names]) if self.buffer_names else None
+        return self.read_state(record, dtype, device)
+
+    def read_state(self, record: ArrayRecord, dtype: torch.dtype | None = None,
+                   device: torch.device | str | None = None) -> GlobalState:
+        """``to_state`` for a record ``check`` already passed (a strategy checks every reply once)."""
+        params = _flat(record, self.layout.names)
+        buffers = _flat(record, self.buffer_names) if self.buffer_names else None
         if dtype is not None or device is not None:
             params = params.to(device=device, dtype=dtype)
             buffers = None if buffers is None else buffers.to(device=device, dtype=dtype)
@@ -112,17 +117,28 @@ class ArrayCodec:
         return out
 
 
-def _tensor(array: Array) -> Tensor:
-    values = array.numpy()
-    return torch.from_numpy(values if values.flags.c_contiguous and values.flags.writeable
-                            else np.ascontiguousarray(values).copy())
+def _flat(record: ArrayRecord, names: tuple[str, ...]) -> Tensor:
+    """The arrays ``names`` of ``record`` concatenated (flattened, in that order) into one fresh vector.
+
+    As ``torch.cat`` of the arrays would give (same dtype promotion, same values), but
+    each deserialized array (read-only: it views the message's bytes) is copied once,
+    straight into its slice, instead of into a writable copy and then into the vector.
+    """
+    arrays = [record[n].numpy() for n in names]
+    out = np.empty(sum(a.size for a in arrays), dtype=np.result_type(*arrays))
+    start = 0
+    for a in arrays:
+        out[start:start + a.size] = a.reshape(-1)
+        start += a.size
+    return torch.from_numpy(out)
 
 
 def reply_update(codec: ArrayCodec, global_state: GlobalState, record: ArrayRecord, client_id: int,
                  num_samples: int, kind: UpdateKind = "delta") -> ClientUpdate:
-    """The FedArena update a reply carries: its parameters − the global ones (and its buffers)."""
-    state = codec.to_state(record, dtype=global_state.params.dtype, device=global_state.params.device)
-    delta = state.params.sub_(global_state.params)  # in place: to_state's vector is a fresh concatenation
+    """The FedArena update a reply carries: its parameters − the global ones (and its buffers).
+    ``record`` must have passed ``codec.check`` (callers check first to record why a reply is refused)."""
+    state = codec.read_state(record, dtype=global_state.params.dtype, device=global_state.params.device)
+    delta = state.params.sub_(global_state.params)  # in place: read_state's vector is a fresh concatenation
     return ClientUpdate(client_id, delta, kind, num_samples, {}, state.buffers)
 
 
@@ -143,6 +159,9 @@ def rewrite_reply(msg: Message, reply: Message, context: Context,
         raise ValueError(f"train message or its reply has no ArrayRecord {ARRAYS_KEY!r}")
     codec = codec if codec is not None else ArrayCodec.from_record(sent)
     state = codec.to_state(sent)
+    reason = codec.check(like)
+    if reason is not None:
+        raise ValueError(f"train reply: {reason}")
     metrics = reply.content.metric_records.get(METRICS_KEY, MetricRecord())
     update = reply_update(codec, state, like, client_id_of(context), int(metrics.get(NUM_EXAMPLES_KEY, 0)))
     reply.content[ARRAYS_KEY] = update_record(codec, state, change(update, server_round(msg) - 1), like)
@@ -168,8 +187,8 @@ def reply_client_id(msg: Message, key: str | None) -> int:
     given (e.g. the partition id a simulation's clients report), else the source node id."""
     if key is None:
         return int(msg.metadata.src_node_id)
-    metrics = msg.content.metric_records.get(METRICS_KEY)
-    if metrics is None or key not in metrics:
+    metrics = msg.content.get(METRICS_KEY)
+    if not isinstance(metrics, MetricRecord) or key not in metrics:
         raise ValueError(f"reply from node {msg.metadata.src_node_id} has no metrics[{key!r}]")
     return int(metrics[key])  # type: ignore[arg-type]
 

@@ -8,7 +8,8 @@ the model, the trainer and, once, the data of a fixed share of the clients (clie
 of the federation's list goes to worker ``i % workers``) plus the data attacks of its
 malicious clients; per round it receives the global state (and a client's own start
 state only where the protocol's differs from the global one) and sends back each
-client's ``(update, private)``.
+client's ``(update, private)`` — the private data only when the simulation has observers
+(the only readers of it; for FedAvg it is the client's whole dataset, most of a reply).
 
 Protocol client state (``ClientState``) stays in the driver: ``Simulation`` calls
 ``protocol.client_start`` before and ``protocol.client_upload`` and the transforms after
@@ -20,6 +21,7 @@ the data, so results do not depend on which worker trains a client.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import pickle
 import traceback
 from collections.abc import Mapping, Sequence
@@ -38,6 +40,19 @@ from .updates import ClientUpdate, LocalTraining, PrivateData
 
 if TYPE_CHECKING:
     from .simulation import DataAttack
+
+
+def workers_refuse(trainer: LocalTrainer) -> str | None:
+    """Why ``trainer`` cannot train in client workers, or None when it can.
+
+    Workers train with copies of the trainer; a trainer *object* may keep state across
+    calls (DP-SGD's privacy accountant counts its steps), which the copies would update
+    while the driver's stays as it was, so only plain functions go to workers.
+    """
+    if inspect.isfunction(trainer):
+        return None
+    return (f"{type(trainer).__name__} is an object that may keep state (DP-SGD's accountant), which "
+            "workers would update in their copies only")
 
 
 def local_round(model: nn.Module, trainer: LocalTrainer, start: GlobalState, cid: int, data: ImageDataset,
@@ -95,12 +110,13 @@ def _worker_main(conn: Connection) -> None:
             return
         if message is None:
             return
-        state, r, jobs = message
+        state, r, jobs, private = message
         for cid, start in jobs:  # one reply per client, so sending overlaps the next client's training
             try:
-                out = local_round(setup.model, setup.trainer, state if start is None else start, cid,
-                                  setup.data[cid], setup.training, setup.seed, r, setup.attacks.get(cid), device)
-                _send(conn, ("ok", out))
+                update, data = local_round(setup.model, setup.trainer, state if start is None else start, cid,
+                                           setup.data[cid], setup.training, setup.seed, r, setup.attacks.get(cid),
+                                           device)
+                _send(conn, ("ok", (update, data if private else None)))
             except BaseException:
                 _send(conn, ("error", f"client {cid}, round {r}:\n{traceback.format_exc()}"))
                 break
@@ -144,16 +160,20 @@ class ClientPool:
             self.close()
             raise
 
-    def train(self, state: GlobalState, r: int,
-              jobs: Sequence[tuple[int, GlobalState | None]]) -> list[tuple[ClientUpdate, PrivateData]]:
-        """Train ``jobs`` (client id, its start state or None for ``state``) and return results in job order."""
+    def train(self, state: GlobalState, r: int, jobs: Sequence[tuple[int, GlobalState | None]],
+              private: bool = True) -> list[tuple[ClientUpdate, PrivateData | None]]:
+        """Train ``jobs`` (client id, its start state or None for ``state``) and return results in job order.
+
+        ``private=False``: the private data stays in the workers (None in its place); it is
+        the bulk of a reply (a FedAvg client's whole normalised dataset) and only observers
+        read it."""
         per_worker: dict[int, list[int]] = {}
         for k, (cid, _) in enumerate(jobs):
             if cid not in self.worker_of:
                 raise KeyError(f"client {cid} was not given to the ClientPool")
             per_worker.setdefault(self.worker_of[cid], []).append(k)
         for w, ks in per_worker.items():
-            _send(self._conns[w], (state, r, [jobs[k] for k in ks]))
+            _send(self._conns[w], (state, r, [jobs[k] for k in ks], private))
         results: list[Any] = [None] * len(jobs)
         waiting = {self._conns[w]: (w, iter(ks)) for w, ks in per_worker.items()}
         todo = len(jobs)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import json
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -44,7 +43,7 @@ from tqdm.auto import tqdm
 from .aggregation import Aggregator
 from .client import Client, GlobalState, LocalTrainer, train_client
 from .data import ImageDataset
-from .parallel import ClientPool, local_round
+from .parallel import ClientPool, local_round, workers_refuse
 from .protocol import ClientState, FLProtocol
 from .seeding import torch_generator
 from .server import Server
@@ -188,10 +187,10 @@ class Simulation:
     ) -> None:
         if client_workers < 1:
             raise ValueError(f"Simulation: client_workers must be >= 1, got {client_workers}")
-        if client_workers > 1 and not inspect.isfunction(trainer):
-            raise ValueError(f"Simulation: client_workers={client_workers} needs a trainer function; "
-                             f"{type(trainer).__name__} is an object that may keep state (DP-SGD's accountant), "
-                             "which workers would update in their copies only: train it with client_workers=1")
+        refused = workers_refuse(trainer) if client_workers > 1 else None
+        if refused:
+            raise ValueError(f"Simulation: client_workers={client_workers} needs a trainer function; {refused}: "
+                             "train it with client_workers=1")
         ids = [c.client_id for c in clients]
         if len(set(ids)) != len(ids):
             raise ValueError("client ids must be unique")
@@ -287,10 +286,11 @@ class Simulation:
         sampled = self.sample_clients(r)
         updates, privates = self._train_all(sampled, state, r)
         updates = self._apply_update_attacks(updates, r, state)
-        for client, update, private in zip(sampled, updates, privates, strict=True):
-            event = UploadEvent(r, update, private, state, cfg.local, client.role)
-            for observer in self.observers:
-                observer(event)
+        if self.observers:  # privates are None without observers (workers keep them)
+            for client, update, private in zip(sampled, updates, privates, strict=True):
+                event = UploadEvent(r, update, private, state, cfg.local, client.role)  # type: ignore[arg-type]
+                for observer in self.observers:
+                    observer(event)
         step = self.server.step(updates, client_lr=cfg.local.lr, kind=cfg.local.kind)
         acc = loss = None
         info = dict(step.info)
@@ -310,13 +310,14 @@ class Simulation:
         return kept
 
     def _train_all(self, sampled: list[Client], state: GlobalState,
-                   r: int) -> tuple[list[ClientUpdate], list[PrivateData]]:
-        """Every sampled client's upload and private data, in order; in workers if ``client_workers`` > 1."""
+                   r: int) -> tuple[list[ClientUpdate], list[PrivateData | None]]:
+        """Every sampled client's upload and private data, in order; in workers if ``client_workers`` > 1
+        (whose private data come back only for observers, else None)."""
         kept = [self.client_state(c.client_id) for c in sampled]
         starts = [self.protocol.client_start(state, k) for k in kept]
         if self.client_workers > 1:
             jobs = [(c.client_id, None if s is state else s) for c, s in zip(sampled, starts, strict=True)]
-            trained = self.start_workers().train(state, r, jobs)
+            trained = self.start_workers().train(state, r, jobs, private=bool(self.observers))
         else:
             trained = [local_round(self.worker, self.trainer, s, c.client_id, c.data, self.config.local,
                                    self.config.seed, r, self._data_attack(c.client_id), self.device)

@@ -87,6 +87,26 @@ def test_codec_uses_layout_order_not_state_dict_order() -> None:
     assert torch.equal(state.buffers, torch.cat([b.reshape(-1) for b in model.buffers() if b.is_floating_point()]))
 
 
+def test_codec_reads_mixed_dtypes_as_torch_cat_would() -> None:
+    """The one-copy reader promotes and orders exactly as concatenating the arrays would, and
+    hands out a writable vector of its own (the strategy subtracts the global state in place)."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    g = torch.Generator().manual_seed(1)
+    values = {"0.weight": torch.randn(2, 3, generator=g).half(), "0.bias": torch.randn(2, generator=g),
+              "1.weight": torch.randn(1, 2, generator=g).double(), "1.bias": torch.randn(1, generator=g).half()}
+    record = ArrayRecord(values)  # a state dict
+    codec = ArrayCodec.of(model)
+    expected = torch.cat([values[n].reshape(-1) for n in codec.layout.names])
+    state = codec.to_state(record)
+    assert state.params.dtype == expected.dtype == torch.float64 and torch.equal(state.params, expected)
+    assert torch.equal(codec.to_state(record, dtype=torch.float32).params, expected.float())
+    state.params.sub_(1.0)  # its own memory: the record is untouched
+    assert torch.equal(codec.to_state(record).params, expected)
+    bad = ArrayRecord({k: v for k, v in values.items() if k != "1.bias"})
+    with pytest.raises(ValueError, match=r"reply lacks arrays \['1.bias'\]"):
+        codec.to_state(bad)
+
+
 def test_strategy_step_equals_server_step_and_rejects_bad_replies() -> None:
     model = tiny_mlp()
     d = ArrayCodec.of(model).layout.dim

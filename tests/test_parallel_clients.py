@@ -12,7 +12,7 @@ import torch
 from attacks.poisoning.data_poisoning import LabelFlip
 from benchmarks.harness.runner import run_suite
 from benchmarks.harness.store import Store
-from benchmarks.harness.suite import parse_suite
+from benchmarks.harness.suite import SuiteError, parse_suite
 from benchmarks.harness.tasks.common import CLIENT_WORKERS_ENV, client_workers
 from fl_core import Client, FederationConfig, LocalTraining, Simulation, model_to_vector
 from fl_core.client import train_client
@@ -145,3 +145,82 @@ def test_client_workers_setting_keeps_run_ids_and_metrics(tmp_path: Path, monkey
     monkeypatch.setenv(CLIENT_WORKERS_ENV, "0")
     with pytest.raises(ValueError, match="FEDARENA_CLIENT_WORKERS must be a whole number >= 1"):
         client_workers()
+
+
+# A suite's engine.client_workers: every task that trains a federation, the same stored metrics.
+ENGINE_SUITE = """
+suite: engine_clients
+runs:
+  - task: robustness
+    dataset: {name: digits, size: 300}
+    test_dataset: {name: digits, split: test, size: 100}
+    model: {name: mlp, params: {hidden: [8], dropout: 0.2}}
+    federation: {clients: 4, rounds: 2, local: {lr: 0.2, batch_size: 16}}
+    attacks: [none]
+    defenses: [none, {name: dp_sgd, params: {noise_multiplier: 1.0, max_grad_norm: 1.0}}]
+  - task: privacy
+    dataset: {name: digits, size: 40}
+    model: {name: mlp, params: {hidden: [8]}}
+    federation: {clients: 4, rounds: 2, local: {algorithm: fedavg, lr: 0.1, batch_size: 5, epochs: 1}}
+    attack_round: 1
+    attacked_clients: [2]
+    attacks: [{name: inverting_gradients, params: {iterations: 3}}]
+"""
+
+
+def _stored(out: Path) -> dict[str, dict]:
+    timing = {"fl_seconds", "seconds_per_round", "attack_seconds"}
+    with Store.in_folder(out) as store:
+        rows = {r.run_id: r for r in store.runs()}
+    assert all(r.status == "ok" for r in rows.values()), {k: r.error for k, r in rows.items()}
+    return {k: {m: v for m, v in r.metrics.items() if m not in timing} for k, r in rows.items()}
+
+
+def _strip_wall_time(metrics: dict) -> dict:
+    return {k: [{f: v for f, v in rec.items() if f != "wall_time"} for rec in v] if k == "reconstructions" else v
+            for k, v in metrics.items()}
+
+
+def test_suite_engine_field_gives_the_same_store_as_sequential_clients(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    with_field = parse_suite("engine: {client_workers: 2}\n" + ENGINE_SUITE, "engine_clients.yaml")
+    without = parse_suite(ENGINE_SUITE, "engine_clients.yaml")
+    assert (with_field.client_workers, without.client_workers) == (2, None)
+    assert [r.run_id for r in with_field.runs] == [r.run_id for r in without.runs]  # not part of the run id
+    pools: list[int] = []
+    original = ClientPool.__init__
+
+    def spy(self: ClientPool, workers: int, *args: object, **kwargs: object) -> None:
+        pools.append(workers)
+        original(self, workers, *args, **kwargs)
+
+    monkeypatch.setattr(ClientPool, "__init__", spy)
+    run_suite(without, tmp_path / "one", progress=False)
+    assert pools == []
+    run_suite(with_field, tmp_path / "two", progress=False)
+    assert pools == [2, 2]  # robustness without DP and the privacy run trained in 2 workers; DP-SGD in process
+    run_suite(with_field, tmp_path / "flag", progress=False, client_workers=1)  # the CLI flag overrides the field
+    assert pools == [2, 2]
+    one, two = _stored(tmp_path / "one"), _stored(tmp_path / "two")
+    assert one.keys() == two.keys() and len(one) == 3
+    dp = next(k for k in two if "warnings" in two[k])
+    assert any("client_workers=2 not used: DPSGD is an object that may keep state" in w for w in two[dp]["warnings"])
+    assert two[dp]["epsilon"] == one[dp]["epsilon"] and two[dp]["epsilon"] is not None  # the accountant counted
+    two[dp]["warnings"] = [w for w in two[dp]["warnings"] if "client_workers" not in w]
+    if not two[dp]["warnings"]:
+        del two[dp]["warnings"]
+    assert {k: _strip_wall_time(v) for k, v in one.items()} == {k: _strip_wall_time(v) for k, v in two.items()}
+    privacy = next(v for v in one.values() if "reconstructions" in v)
+    assert privacy["attacked_clients"] == [2] and privacy["psnr"] is not None
+
+
+@pytest.mark.parametrize(("engine", "message"), [
+    ("{client_workers: 0}", "engine.client_workers: must be an int >= 1; got 0"),
+    ("{client_workers: 1.5}", "engine.client_workers: must be an int >= 1; got 1.5"),
+    ("{workers: 2}", "engine.workers"),
+    ("2", "engine: must be a mapping with keys client_workers; got"),
+])
+def test_suite_engine_field_is_validated_up_front(engine: str, message: str) -> None:
+    with pytest.raises(SuiteError) as info:
+        parse_suite(f"engine: {engine}\n" + SUITE, "bad.yaml")
+    assert message in str(info.value)

@@ -3,6 +3,7 @@ local run, a worker SIGKILLed mid-run (retried, or recorded as failed and re-run
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from benchmarks.harness.engines.ray import CodeMismatchError, RayBackend  # noqa: E402
+from benchmarks.harness.engines.ray import ClusterTooSmallError, CodeMismatchError, RayBackend  # noqa: E402
 from benchmarks.harness.execute import execute_run  # noqa: E402
 from benchmarks.harness.provenance import current_provenance  # noqa: E402
 from benchmarks.harness.runner import run_suite  # noqa: E402
@@ -73,11 +74,12 @@ def _metrics(out: Path) -> dict[str, dict[str, Any]]:
 def _pid_then_hang(pid_file: str, victim: str) -> Callable[..., RunResult]:
     """A task whose victim run's first attempt writes its worker's pid and hangs until it is killed."""
 
-    def task(spec: RunSpec, progress: bool, threads: int | None, device: str) -> RunResult:
+    def task(spec: RunSpec, progress: bool, threads: int | None, device: str,
+             client_workers: int | None = None) -> RunResult:
         if spec.run_id == victim and not os.path.exists(pid_file):
             Path(pid_file).write_text(str(os.getpid()))
             time.sleep(120)
-        return execute_run(spec, progress, threads, device)
+        return execute_run(spec, progress, threads, device, client_workers)
 
     return task
 
@@ -136,3 +138,46 @@ def test_code_check_names_both_sides(local_ray: Any, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr("benchmarks.harness.engines.ray.current_provenance", lambda: other)
     with pytest.raises(CodeMismatchError, match=r"workers run fedarena .* but this driver is fedarena 0\.0\.0-other"):
         RayBackend("auto", ray=local_ray, check_code=True)
+
+
+def _pool_sizes_logged(log: str) -> Callable[..., RunResult]:
+    """``execute_run`` that appends, from inside the Ray worker, the size of every ClientPool the run starts."""
+
+    def task(spec: RunSpec, progress: bool, threads: int | None, device: str,
+             client_workers: int | None = None) -> RunResult:
+        import torch
+
+        from fl_core.parallel import ClientPool
+
+        original = ClientPool.__init__
+
+        def spy(self: ClientPool, workers: int, *args: Any, **kwargs: Any) -> None:
+            with open(log, "a") as f:
+                threads = args[6] if len(args) > 6 else kwargs.get("threads")
+                f.write(f"{workers} {threads} {torch.get_num_threads()}\n")
+            original(self, workers, *args, **kwargs)
+
+        ClientPool.__init__ = spy  # type: ignore[method-assign]
+        try:
+            return execute_run(spec, progress, threads, device, client_workers)
+        finally:
+            ClientPool.__init__ = original  # type: ignore[method-assign]
+
+    return task
+
+
+def test_client_workers_inside_ray_tasks_equal_the_local_run(local_ray: Any, reference: dict[str, Any],
+                                                             tmp_path: Path) -> None:
+    """Each Ray task (2 CPUs reserved) trains its federation's clients in its own pool of 2 processes."""
+    suite = parse_suite("engine: {client_workers: 2}\n" + SUITE, "tiny_ray.yaml")
+    suite = dataclasses.replace(suite, runs=suite.runs[:2])  # two of the reference's runs: each task is 2 CPUs
+    log = tmp_path / "pools.log"
+    backend = RayBackend("auto", ray=local_ray, task=_pool_sizes_logged(str(log)), check_code=False,
+                         client_workers=suite.client_workers)
+    summary = run_suite(suite, tmp_path / "out", backend=backend, progress=False)
+    assert (summary.ok, summary.failed) == (len(suite.runs), 0)
+    # one pool per run, 2 processes of 1 thread each, in a task of 2 torch threads
+    assert log.read_text().splitlines() == ["2 1 2"] * len(suite.runs)
+    assert _metrics(tmp_path / "out") == {r.run_id: reference[r.run_id] for r in suite.runs}
+    with pytest.raises(ClusterTooSmallError, match="each run needs 3 CPUs on one Ray node .* largest node has 2"):
+        RayBackend("auto", ray=local_ray, check_code=False, client_workers=3)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from importlib import metadata
@@ -45,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int, default=1, metavar="N", help="parallel worker processes")
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<suite name>)")
     p.add_argument("--ray", metavar="ADDRESS", help="distribute runs over a Ray cluster (pip install 'fedarena[ray]')")
-    p.add_argument("--client-workers", type=_positive_int, default=1, metavar="N",
-                   help="train each round's clients in N processes (identical results; not part of the run id)")
+    p.add_argument("--client-workers", type=_positive_int, metavar="N",
+                   help="train each round's clients in N processes (identical results; not part of the run id); "
+                        "default: the suite's engine.client_workers, else 1")
     p.add_argument("--retry-failed", action="store_true", help="run again the runs stored as failed")
     p.add_argument("--fresh", action="store_true",
                    help="recompute every run, even those DIR's store already has (e.g. written by other code)")
@@ -140,12 +140,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path("runs") / suite.name
-    os.environ["FEDARENA_CLIENT_WORKERS"] = str(args.client_workers)  # read by the tasks, in every worker
     print(f"suite {suite.name}: {len(suite.runs)} runs -> {out} (device {args.device})", file=sys.stderr)
     try:
         summary = run_suite(suite, out, workers=args.workers, ray_address=args.ray,
                             retry_failed=args.retry_failed, progress=not args.no_progress, fresh=args.fresh,
-                            device=args.device)
+                            device=args.device, client_workers=args.client_workers)
     except (RayUnavailableError, ProvenanceError, OutputFolderError, SuiteCollisionError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

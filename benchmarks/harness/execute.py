@@ -25,12 +25,19 @@ from fl_core import derive_seed
 from .store import RunResult
 from .suite import RunSpec
 from .tasks import task_function
+from .tasks.common import using_client_workers
 
 MAX_WARNINGS = 20
 
 
-def execute_run(spec: RunSpec, progress: bool = False, threads: int | None = None, device: str = "cpu") -> RunResult:
-    """Run ``spec`` on ``device`` and return its metrics and artefacts (or its error)."""
+def execute_run(spec: RunSpec, progress: bool = False, threads: int | None = None, device: str = "cpu",
+                client_workers: int | None = None) -> RunResult:
+    """Run ``spec`` on ``device`` and return its metrics and artefacts (or its error).
+
+    ``client_workers``: processes that train a round's clients (``tasks.common.client_workers``;
+    None leaves it to ``FEDARENA_CLIENT_WORKERS``); ``threads`` is the run's torch thread
+    count, which the task shares out over them.
+    """
     if threads is not None:
         torch.set_num_threads(max(1, threads))
     started = time.time()
@@ -43,7 +50,8 @@ def execute_run(spec: RunSpec, progress: bool = False, threads: int | None = Non
     random.seed(derive_seed(seed, "global", "random"))
     try:
         with warnings.catch_warnings(record=True) as caught, \
-                tempfile.TemporaryDirectory(prefix=f"fedarena-{spec.run_id}-") as tmp:
+                tempfile.TemporaryDirectory(prefix=f"fedarena-{spec.run_id}-") as tmp, \
+                using_client_workers(client_workers):
             warnings.simplefilter("always")
             metrics, files = task_function(spec.config["task"])(spec.config, Path(tmp), progress, torch.device(device))
             artefacts = {name: Path(path).read_bytes() for name, path in files.items()}

@@ -37,6 +37,7 @@ from .lock import FolderLock
 from .provenance import Provenance, current_provenance, mismatch_message
 from .store import Store, StoreError
 from .suite import Suite
+from .tasks.common import client_workers as tasks_client_workers
 
 ARTEFACTS = "artefacts"
 
@@ -61,8 +62,12 @@ class RunSummary:
 
 def run_suite(suite: Suite, out: str | Path, *, workers: int = 1, ray_address: str | None = None,
               retry_failed: bool = False, progress: bool = True, backend: Backend | None = None,
-              fresh: bool = False, device: str = "cpu", provenance: Provenance | None = None) -> RunSummary:
+              fresh: bool = False, device: str = "cpu", provenance: Provenance | None = None,
+              client_workers: int | None = None) -> RunSummary:
     """Execute every run of ``suite`` not yet in ``out``'s store; record each one as it finishes.
+
+    Each run trains a round's clients in ``client_workers`` processes (``--client-workers``;
+    None: the suite's ``engine.client_workers``, else ``FEDARENA_CLIENT_WORKERS``, else 1).
 
     Raises ``ProvenanceError`` (before running or writing anything) when runs it would
     skip were written by other code than ``provenance`` (default: the running code's),
@@ -75,7 +80,9 @@ def run_suite(suite: Suite, out: str | Path, *, workers: int = 1, ray_address: s
     lock = FolderLock(out).acquire()  # before the backend: a busy or unusable folder costs nothing
     try:
         if backend is None:  # before the store, so a missing Ray or a bad worker count writes nothing
-            backend = make_backend(workers, ray_address, progress, device)
+            if client_workers is None:
+                client_workers = suite.client_workers if suite.client_workers is not None else tasks_client_workers()
+            backend = make_backend(workers, ray_address, progress, device, client_workers)
         try:
             store = Store.in_folder(out)
         except BaseException:

@@ -10,6 +10,10 @@ top-level ``definitions`` key, which is otherwise ignored. A suite plans at most
 both), counted before anything is expanded. Keys may not repeat, numbers must be finite,
 and aliases may expand the document to at most ``safe_yaml.MAX_NODES`` nodes.
 
+The top-level ``engine`` says how runs execute, not what they compute, so it is in no run
+id: ``engine: {client_workers: N}`` trains each round's clients in N processes (identical
+results; ``fedarena run --client-workers N`` overrides it).
+
 Block fields (defaults in brackets)::
 
     task: privacy | robustness
@@ -65,7 +69,8 @@ from .safe_yaml import YamlInputError, load_yaml, non_finite, read_utf8
 TASKS = ("privacy", "robustness")
 SPLITS = ("train", "test")
 NONE = "none"
-TOP_KEYS = ("suite", "description", "runs", "definitions", "max_runs")
+TOP_KEYS = ("suite", "description", "runs", "definitions", "max_runs", "engine")
+ENGINE_KEYS = ("client_workers",)
 COMMON_KEYS = ("task", "label", "dataset", "model", "federation", "attacks", "defenses", "seeds")
 TASK_KEYS = {"privacy": ("threat_model", "attacked_clients", "attack_round"),
              "robustness": ("test_dataset", "unreliable")}
@@ -119,6 +124,7 @@ class Suite:
     runs: tuple[RunSpec, ...]
     path: str = "<string>"
     source: str = ""
+    client_workers: int | None = None  # engine.client_workers: an execution setting, in no run id
 
 
 def load_suite(path: str | Path, components: Components | None = None, *,
@@ -164,6 +170,7 @@ def parse_suite(text: str, file: str = "<string>", components: Components | None
     comps = components if components is not None else default_components()
     v = _Validator(comps)
     name, description, blocks = v.top(doc, default_name)
+    engine = v.engine(doc)
     limit = max_runs if max_runs is not None else v.max_runs(doc)
     planned = [(index, planned_runs(block)) for index, block in blocks]
     total = sum(n for _, n in planned)
@@ -182,7 +189,7 @@ def parse_suite(text: str, file: str = "<string>", components: Components | None
     unique: dict[str, RunSpec] = {}
     for spec in runs:  # the same configuration reached twice through a grid runs once
         unique.setdefault(spec.run_id, spec)
-    return Suite(name, description, tuple(unique.values()), file, text)
+    return Suite(name, description, tuple(unique.values()), file, text, engine.get("client_workers"))
 
 
 def attack_label(attack: dict[str, Any]) -> str:
@@ -247,6 +254,20 @@ class _Validator:
             return DEFAULT_MAX_RUNS
         limit = self.number(doc["max_runs"], "max_runs", integer=True, minimum=1)
         return DEFAULT_MAX_RUNS if limit is None else limit
+
+    def engine(self, doc: Any) -> dict[str, Any]:
+        """How the suite's runs execute (``engine``): settings that change no result, so no run id."""
+        raw = doc.get("engine", {}) if isinstance(doc, dict) else {}
+        if not isinstance(raw, dict):
+            self.add("engine", f"must be a mapping with keys {', '.join(ENGINE_KEYS)}; got {_kind(raw)}")
+            return {}
+        if not self.keys(raw, "engine", ENGINE_KEYS):
+            return {}
+        out = {}
+        if "client_workers" in raw:
+            out["client_workers"] = self.number(raw["client_workers"], "engine.client_workers", integer=True,
+                                                minimum=1)
+        return out
 
     def block(self, raw: dict[str, Any], path: str, index: int, suite: str) -> list[RunSpec]:
         task = raw.get("task")

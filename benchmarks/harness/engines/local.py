@@ -20,12 +20,13 @@ from ..suite import RunSpec
 class InlineBackend:
     """Runs one after another in this process, with the runs' own progress bars."""
 
-    def __init__(self, progress: bool = True, device: str = "cpu") -> None:
-        self.progress, self.device = progress, device
+    def __init__(self, progress: bool = True, device: str = "cpu", client_workers: int = 1) -> None:
+        self.progress, self.device, self.client_workers = progress, device, client_workers
 
     def run(self, specs: Sequence[RunSpec]) -> Iterator[tuple[RunSpec, RunResult]]:
         for spec in specs:
-            yield spec, execute_run(spec, progress=self.progress, device=self.device)
+            yield spec, execute_run(spec, progress=self.progress, device=self.device,
+                                    client_workers=self.client_workers)
 
     def close(self) -> None:
         pass
@@ -37,11 +38,12 @@ class ProcessBackend:
     Keeping only ``workers`` runs submitted bounds what a crash of the pool (a worker
     killed by the OOM killer, say) can take with it: those runs are recorded as failed
     with the reason, the pool is rebuilt, and the suite goes on. Each worker gets
-    ``cpu_count // workers`` torch threads and dies with the driver (Linux).
+    ``cpu_count // workers`` torch threads (shared out over a run's client workers, at least
+    one each) and dies with the driver (Linux).
     """
 
-    def __init__(self, workers: int, threads: int | None = None, device: str = "cpu") -> None:
-        self.workers, self.device = workers, device
+    def __init__(self, workers: int, threads: int | None = None, device: str = "cpu", client_workers: int = 1) -> None:
+        self.workers, self.device, self.client_workers = workers, device, client_workers
         self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
         self._pool: cf.ProcessPoolExecutor | None = None
 
@@ -56,7 +58,8 @@ class ProcessBackend:
         while queue or in_flight:
             while queue and len(in_flight) < self.workers:
                 spec = queue.pop()
-                in_flight[self._pool.submit(execute_run, spec, False, self.threads, self.device)] = spec
+                in_flight[self._pool.submit(execute_run, spec, False, self.threads, self.device,
+                                                   self.client_workers)] = spec
             done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
             broken = False
             for future in done:

@@ -1,11 +1,22 @@
 """``fedarena run --ray auto|ADDRESS``: one Ray task per run, results written by the driver.
 
 Ray is an optional extra (``pip install 'fedarena[ray]'``). ``--ray auto`` starts a local
-Ray instance in the driver (``ray.init(num_cpus=--workers)``, no dashboard); any other
+Ray instance in the driver (``ray.init(num_cpus=--workers × --client-workers)``, no dashboard); any other
 value joins that cluster (``ray.init(address=...)``). Every node needs FedArena installed
 (the same code as the driver: checked at start, see ``CodeMismatchError``) and, for
 datasets that need files, the data root: the driver's ``FEDARENA_DATA`` and a torch
-thread count go to every worker through ``runtime_env`` env vars. Tasks return the same
+thread count go to every worker through ``runtime_env`` env vars.
+
+Client workers (``--client-workers N`` or a suite's ``engine.client_workers``) compose with
+Ray as processes, not actors: a run is one task, all its rounds on one node, and the
+task starts its own ``fl_core.parallel.ClientPool`` of N spawned processes there, which
+keep the model and their clients' data for the whole federation (per round only the
+global state goes out and updates come back, over pipes on the node). The task reserves
+``N`` CPUs (``num_cpus`` × N) and ``threads`` × N torch threads, so each client worker gets
+``threads``. Ray actors would let one federation's clients spread over nodes, but every
+round would then ship the global state across the cluster and wait for its slowest node;
+for the models here a round is seconds, so one node per run and Ray for the grid is the
+better split. Tasks return the same
 ``RunResult`` as local workers, artefacts included as bytes, so the driver writes
 artefacts and store rows exactly as for a local suite. A task whose worker process dies
 is retried by Ray (``max_retries``, Ray's default 3); one that still fails is recorded as
@@ -33,6 +44,10 @@ class RayUnavailableError(RuntimeError):
     """``--ray`` was asked for but Ray cannot be imported."""
 
 
+class ClusterTooSmallError(RayUnavailableError):
+    """No node of the Ray cluster has the CPUs one run asks for (``--client-workers``)."""
+
+
 class CodeMismatchError(RuntimeError):
     """The cluster's workers run other FedArena code than the driver (version, commit or edits)."""
 
@@ -48,11 +63,11 @@ def import_ray() -> ModuleType:
 
 
 def worker_env(threads: int) -> dict[str, str]:
-    """Env vars every Ray worker gets: the driver's data root, ``--client-workers`` and the thread count."""
+    """Env vars every Ray worker gets: the driver's data root and the thread count (client workers
+    travel with each task, as an argument of ``execute_run``)."""
     env = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    for name in ("FEDARENA_DATA", "FEDARENA_CLIENT_WORKERS"):
-        if os.environ.get(name):
-            env[name] = os.environ[name]
+    if os.environ.get("FEDARENA_DATA"):
+        env["FEDARENA_DATA"] = os.environ["FEDARENA_DATA"]
     return env
 
 
@@ -61,9 +76,10 @@ def _worker_provenance() -> dict[str, Any]:
 
 
 class RayBackend:
-    """Submits every run as a task (``num_cpus`` each) and yields results as they finish.
+    """Submits every run as a task (``num_cpus`` × ``client_workers`` CPUs each) and yields results as they finish.
 
-    ``address`` is ``"auto"`` (start a local instance with ``workers`` CPUs) or a cluster
+    ``address`` is ``"auto"`` (start a local instance with ``workers`` × ``client_workers`` CPUs,
+so ``workers`` runs go at once) or a cluster
     address. ``task`` is what each task runs (default ``execute_run``; tests wrap it).
     ``check_code`` (default: with the real Ray) runs one task first and raises
     ``CodeMismatchError`` when the worker's provenance differs from the driver's.
@@ -71,17 +87,20 @@ class RayBackend:
 
     def __init__(self, address: str, *, num_cpus: float = 1.0, threads: int = 1, ray: Any = None,
                  device: str = "cpu", workers: int = 1, max_retries: int | None = None,
-                 task: Callable[..., RunResult] | None = None, check_code: bool | None = None) -> None:
+                 task: Callable[..., RunResult] | None = None, check_code: bool | None = None,
+                 client_workers: int = 1) -> None:
+        if client_workers < 1:
+            raise ValueError(f"client_workers must be >= 1, got {client_workers}")
         real = ray is None
         self.ray = import_ray() if real else ray
-        self.threads, self.device = threads, device
+        self.threads, self.device, self.client_workers = threads, device, client_workers
         self.started_here = False
         if not self.ray.is_initialized():
             env = {"env_vars": worker_env(threads)}
             if address == LOCAL:  # workers import this checkout, as the driver does
                 path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
                 env["env_vars"]["PYTHONPATH"] = path
-                self.ray.init(num_cpus=workers, include_dashboard=False, runtime_env=env)
+                self.ray.init(num_cpus=workers * client_workers, include_dashboard=False, runtime_env=env)
             else:
                 self.ray.init(address=address, runtime_env=env)
             self.started_here = True
@@ -89,13 +108,23 @@ class RayBackend:
             from ..execute import execute_run  # torch and the registries: only once Ray is there
 
             task = execute_run
-        options: dict[str, Any] = {"num_cpus": num_cpus}
+        options: dict[str, Any] = {"num_cpus": num_cpus * client_workers}
         if max_retries is not None:
             options["max_retries"] = max_retries
+        self._check_fits(options["num_cpus"])
         self._remote = self.ray.remote(**options)(task)
         self._pending: list[Any] = []
         if real if check_code is None else check_code:
             self.check_code()
+
+    def _check_fits(self, cpus: float) -> None:
+        """A task that no node can hold would wait forever: say so now."""
+        nodes = self.ray.nodes() if hasattr(self.ray, "nodes") else []
+        largest = max((n.get("Resources", {}).get("CPU", 0.0) for n in nodes if n.get("Alive", True)), default=None)
+        if largest is not None and largest < cpus:
+            raise ClusterTooSmallError(f"each run needs {cpus:g} CPUs on one Ray node (--client-workers "
+                                       f"{self.client_workers}), but the largest node has {largest:g}: lower "
+                                       "--client-workers or add larger nodes")
 
     def check_code(self) -> None:
         """Raise ``CodeMismatchError`` naming both sides when a worker runs other code than this driver."""
@@ -107,7 +136,8 @@ class RayBackend:
                 "install the driver's FedArena on every node (or run the driver from the cluster's checkout)")
 
     def run(self, specs: Sequence[RunSpec]) -> Iterator[tuple[RunSpec, RunResult]]:
-        refs = {self._remote.remote(spec, False, self.threads, self.device): spec for spec in specs}
+        refs = {self._remote.remote(spec, False, self.threads * self.client_workers, self.device,
+                                    self.client_workers): spec for spec in specs}
         self._pending = list(refs)
         while refs:
             done, _ = self.ray.wait(list(refs), num_returns=1)

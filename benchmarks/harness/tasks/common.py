@@ -7,7 +7,11 @@ defense: a new one is a registry entry and the harness picks it up.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -16,8 +20,10 @@ from torch import nn
 from defenses.registry import AGGREGATORS, PRIVACY_DEFENSES, ClientDefense
 from fl_core import Client, FederationConfig, ImageDataset, LocalTraining, derive_seed, torch_generator
 from fl_core.aggregation import Aggregator
+from fl_core.client import LocalTrainer
 from fl_core.datasets import load_dataset
 from fl_core.models import build_model
+from fl_core.parallel import workers_refuse
 from fl_core.partition import partition
 from fl_core.protocol import PROTOCOLS, FLProtocol
 
@@ -64,19 +70,54 @@ def federation_config(fed: dict[str, Any], seed: int, rounds: int | None = None)
 
 
 CLIENT_WORKERS_ENV = "FEDARENA_CLIENT_WORKERS"
+_CLIENT_WORKERS: contextvars.ContextVar[int | None] = contextvars.ContextVar("fedarena_client_workers",
+                                                                             default=None)
 
 
 def client_workers() -> int:
-    """Client worker processes per federation (``fedarena run --client-workers N``, default 1).
+    """Client worker processes per federation, default 1.
 
     An execution setting like ``--device``, not part of the run id (results are identical
-    for every N), so it reaches the run's process through the environment, which local
-    and Ray workers inherit, rather than through the run's config.
+    for every N). A suite run gets it from ``run_suite`` (``--client-workers N``, else the
+    suite's ``engine.client_workers``), set around the task by ``execute_run`` with
+    ``using_client_workers``; a task called directly (a reproduction script) reads
+    ``FEDARENA_CLIENT_WORKERS`` from the environment.
     """
+    chosen = _CLIENT_WORKERS.get()
+    if chosen is not None:
+        return chosen
     value = os.environ.get(CLIENT_WORKERS_ENV, "1")
     if not value.isdigit() or int(value) < 1:
         raise ValueError(f"{CLIENT_WORKERS_ENV} must be a whole number >= 1, got {value!r}")
     return int(value)
+
+
+@contextlib.contextmanager
+def using_client_workers(workers: int | None) -> Iterator[None]:
+    """Inside the block, ``client_workers()`` is ``workers`` (None: leave it to the environment)."""
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+        raise ValueError(f"client_workers must be a whole number >= 1, got {workers!r}")
+    token = _CLIENT_WORKERS.set(workers)
+    try:
+        yield
+    finally:
+        _CLIENT_WORKERS.reset(token)
+
+
+def client_parallelism(trainer: LocalTrainer) -> dict[str, int]:
+    """``Simulation``'s ``client_workers`` and ``client_threads`` for a run training with ``trainer``.
+
+    The run's torch threads are shared out over its client workers (at least one each).
+    A trainer that workers cannot run (a stateful object: DP-SGD) trains in process, and
+    the run says so in its stored ``warnings`` rather than falling back silently.
+    """
+    workers = client_workers()
+    refused = workers_refuse(trainer) if workers > 1 else None
+    if refused:
+        warnings.warn(f"client_workers={workers} not used: {refused}; this run's clients trained in process",
+                      RuntimeWarning, stacklevel=2)
+        workers = 1
+    return {"client_workers": workers, "client_threads": max(1, torch.get_num_threads() // workers)}
 
 
 def federation_context(fed: dict[str, Any], seed: int, *keys: object) -> dict[str, Any]:

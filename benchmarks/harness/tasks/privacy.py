@@ -50,6 +50,7 @@ from .common import (
     build_defense,
     build_global_model,
     build_protocol,
+    client_parallelism,
     component_seed,
     federation_config,
     load_data,
@@ -86,7 +87,9 @@ def attacked_uploads(model: nn.Module, clients: list[Client], config: Federation
                      progress: bool = False, protocol: FLProtocol | None = None) -> Uploads:
     """Run the federation (the defense installed: its trainer, upload transforms, aggregator)
     through ``attack_round``; an observer keeps the uploads of the ``attacked`` clients in it.
-    ``protocol`` (default FedAvg) must upload the whole-model update the attacks observe."""
+    ``protocol`` (default FedAvg) must upload the whole-model update the attacks observe.
+    Clients train in ``tasks.common.client_workers()`` processes (identical uploads), except
+    under a stateful trainer (DP-SGD), see ``client_parallelism``."""
     if protocol is not None and not protocol.upload_is_update:
         raise ValueError(f"privacy task: protocol {protocol.name!r} does not upload the whole-model update an "
                          "inversion attack observes; no attack for it exists yet, use fedavg")
@@ -96,13 +99,15 @@ def attacked_uploads(model: nn.Module, clients: list[Client], config: Federation
         if event.round == attack_round and event.update.client_id in attacked:
             events.append(event)
 
-    sim = Simulation(model, clients, config, None, aggregator, trainer=defense.trainer or train_client,
-                     transforms=defense.transforms, observers=[observe], progress=progress, protocol=protocol)
+    trainer = defense.trainer or train_client
+    sim = Simulation(model, clients, config, None, aggregator, trainer=trainer, transforms=defense.transforms,
+                     observers=[observe], progress=progress, protocol=protocol, **client_parallelism(trainer))
     start = time.perf_counter()
-    for r in range(attack_round + 1):
-        if r == attack_round:  # the model the attacked clients start from, before this round's step
-            template = _snapshot(sim)
-        sim.history.rounds.append(sim.run_round(r))
+    with sim:  # stops the client workers, if any
+        for r in range(attack_round + 1):
+            if r == attack_round:  # the model the attacked clients start from, before this round's step
+                template = _snapshot(sim)
+            sim.history.rounds.append(sim.run_round(r))
     seconds = time.perf_counter() - start
     if not events:
         raise RuntimeError(f"none of the attacked clients {sorted(attacked)} uploaded in round {attack_round} "

@@ -26,7 +26,14 @@ from defenses.privacy import defense_epsilon, defense_epsilons, prepare_model
 from fl_core import Simulation, train_client
 
 from ..atomic import write_atomic
-from .common import build_defense, build_global_model, build_protocol, client_workers, federation_config, load_data
+from .common import (
+    build_defense,
+    build_global_model,
+    build_protocol,
+    client_parallelism,
+    federation_config,
+    load_data,
+)
 
 HISTORY = "history.json"
 
@@ -51,10 +58,10 @@ def run_robustness(config: dict[str, Any], workdir: Path, progress: bool = False
     defense, aggregator = build_defense(config["defense"], fed, seed)
     protocol = build_protocol(fed)
     model = protocol.server_model(prepare_model(defense, build_global_model(config["model"], train, seed)), seed)
+    trainer = defense.trainer or train_client
     sim = Simulation(model.to(device or "cpu"), federation.clients, federation_config(fed, seed), test, aggregator,
-                     trainer=defense.trainer or train_client, adversaries=federation.adversaries,
-                     transforms=defense.transforms, progress=progress, protocol=protocol,
-                     client_workers=1 if defense.trainer else client_workers())  # stateful trainers: in process
+                     trainer=trainer, adversaries=federation.adversaries, transforms=defense.transforms,
+                     progress=progress, protocol=protocol, **client_parallelism(trainer))
     start = time.perf_counter()
     history = sim.run()
     seconds = time.perf_counter() - start
