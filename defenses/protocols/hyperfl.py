@@ -36,10 +36,15 @@ Sizes (``hyperfl_sizes``; tested): the CIFAR-10 CNN has 107,690 parameters, of w
 upload 127.5× FedAvg's; the Fashion-MNIST CNN has 117,066 (115,776 generated), a
 14,943,424-parameter hypernetwork, 127.6× FedAvg's upload.
 
-For attacks: a HyperFL client's observation is its hypernetwork update (the upload);
-``target_parameters(net, hypernetwork, embedding, head)`` builds the target network's
-full parameter vector differentiably from hypernetwork parameters and an embedding/head
-(the attack's unknowns), to use with ``functional_call(net.target, ...)``.
+For attacks: a HyperFL client's observation is its hypernetwork update (the upload). The
+trainer records the embedding and head the upload was made with (``PrivateData.parameters``),
+so ``make_observation`` hands the attacker the server's ``HyperFLNet`` with those frozen and
+named (``Observation.private_names``); the unchanged attacks optimise them as
+``param.<name>`` overrides of that network, whose own forward is the differentiable chain
+(or take them from the ``embedding_known`` / ``head_known`` oracle grants). Nothing in
+``attacks`` imports this module. ``target_parameters(net, hypernetwork, embedding, head)``
+builds the target network's full parameter vector from the same three pieces, for code
+that wants the target's flat vector (``functional_call(net.target, ...)``).
 """
 
 from __future__ import annotations
