@@ -54,6 +54,7 @@ SETTINGS = {
     "hyperfl": ("(ii) HyperFL, nothing private granted", {}),
     "hyperfl_granted": ("(iii) HyperFL, embedding + head granted", {"embedding_known": True, "head_known": True}),
 }
+SHORT = {"fedavg": "(i) FedAvg", "hyperfl": "(ii) HyperFL", "hyperfl_granted": "(iii) granted"}
 ATTACKS = ("inverting_gradients", "dlg")
 LABELS = {"inverting_gradients": "IG", "dlg": "DLG"}
 
@@ -95,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=4, help="attacked clients, one image each")
     parser.add_argument("--iterations", type=int, default=300, help="Inverting Gradients' iterations")
-    parser.add_argument("--dlg-iterations", type=int, default=15, help="DLG's L-BFGS iterations (≤ 20 evaluations each)")
+    parser.add_argument("--dlg-iterations", type=int, default=15,
+                        help="DLG's L-BFGS iterations (≤ 20 evaluations each)")
     parser.add_argument("--algorithm", choices=("fedsgd", "fedavg"), default="fedsgd")
     parser.add_argument("--settings", nargs="+", choices=tuple(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--attacks", nargs="+", choices=ATTACKS, default=list(ATTACKS))
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         data = load_dataset("mnist", "test")
         truth = to_unit(data.normalized()[: args.images].cpu(), data.normalization)
     figure = out.with_suffix(".png")
-    rows = {f"{LABELS[a]} {SETTINGS[s][0]}": GridRow(torch.tensor([r["image"] for r in rs]), [r["psnr"] for r in rs])
+    rows = {f"{LABELS[a]} {SHORT[s]}": GridRow(torch.tensor([r["image"] for r in rs]), [r["psnr"] for r in rs])
             for (s, a), rs in results.items()}
     reconstruction_grid(truth, rows, figure, title=f"MNIST, lenet, {args.algorithm}, batch 1")
     write_lines(out, report(results, args, argv, sizes, figure))
