@@ -190,3 +190,16 @@ def test_layering_attacks_never_import_defenses_and_fl_core_neither() -> None:
     assert not _imports("attacks") & {"defenses", "benchmarks"}
     assert not _imports("fl_core") & {"attacks", "defenses", "benchmarks"}
     assert not _imports("defenses") & {"attacks", "benchmarks"}
+
+
+def test_the_fedsgd_upload_carries_the_generated_weights_gradient_verbatim() -> None:
+    """What leaks regardless of grants: a generated tensor is ``A·f(e) + b`` with ``b`` the
+    bias of its hypernetwork head, so the upload's ``b`` slots are ∂L/∂(generated tensor)."""
+    uploads, data = _round("fedsgd")
+    net = uploads.template
+    generated = {n: t.detach().requires_grad_(True) for n, t in net.generate().items()}
+    loss = F.cross_entropy(torch.func.functional_call(net.target, generated, (data.normalized(),)), data.labels)
+    grads = dict(zip(generated, torch.autograd.grad(loss, list(generated.values())), strict=True))
+    upload = ParameterLayout.of(net.hypernetwork).unflatten(uploads.events[0].update.vector)
+    for k, name in enumerate(net.generated_names):
+        torch.testing.assert_close(upload[f"heads.{k}.bias"], grads[name].reshape(-1))
