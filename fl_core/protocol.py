@@ -38,7 +38,12 @@ trainer and the one aggregation step:
    for FedPer/HyperFL), e.g. to score a targeted attack on the clients it targets.
    ``upload_is_update`` says whether the upload is the trainer's whole-model update,
    the ``Observation`` an inversion attack assumes (False for FedPer, HyperFL, client
-   momentum: the harness's privacy task refuses them until an attack for them exists).
+   momentum). ``records_private_parameters`` says that the protocol's trainer records
+   the private parameters each upload was made with (``PrivateData.parameters``), so
+   ``make_observation`` names them as the attacker's unknowns (and grants their values
+   under the oracle flags): the shared upload is then invertible with the private
+   parameters as optimisation variables (HyperFL). The harness's privacy task refuses a
+   protocol with neither (FedPer, client momentum).
 
 ``FLProtocol`` itself is FedSGD/FedAvg and the default everywhere (bit-identical to the
 federation before protocols existed). How others plug in:
@@ -49,8 +54,9 @@ federation before protocols existed). How others plug in:
   its private head (kept) and returns that target network's state; ``client_upload``
   maps the target network's update back to a hypernetwork update (chain rule through
   the generator) and stores the new embedding and head; ``evaluate`` is per client.
-  The attacker still gets an ``Observation`` of the shared model; the private
-  embedding and head are its unknowns.
+  The attacker gets an ``Observation`` of the server's model (a ``HyperFLNet``, whose
+  forward is the generator chain) with the embedding and head frozen and named in
+  ``private_names``; they are its unknowns (``param.<name>`` variables), or granted.
 - **Client momentum** (``ClientMomentum``, MoNNA: Farhadkhani et al., ICML 2022;
   Karimireddy et al., ICML 2021): the client uploads its momentum of updates, kept
   across rounds; the server's rule (robust aggregation, e.g. NNM + a robust mean) is the
@@ -112,6 +118,9 @@ class FLProtocol:
     name = "fedavg"
     #: The upload is the trainer's whole-model update (what inversion attacks observe).
     upload_is_update = True
+    #: The trainer records the private parameters of each upload (``PrivateData.parameters``):
+    #: an inversion attack optimises them beside the images (HyperFL).
+    records_private_parameters = False
 
     # -- what the server holds ------------------------------------------------------
     def server_model(self, model: nn.Module, seed: int | None = None) -> nn.Module:
@@ -311,6 +320,12 @@ def per_client_evaluation(models: Mapping[int, Callable[[], nn.Module]], test_se
         losses.append(loss)
     accs = list(per_client.values())
     return Evaluation(sum(accs) / len(accs), sum(losses) / len(losses), {"client_accuracy": per_client})
+
+
+def invertible(protocol: FLProtocol | type[FLProtocol]) -> bool:
+    """Whether an inversion attack handles the protocol's uploads: the whole-model update, or
+    a shared part whose private parameters the trainer records (the attack's unknowns)."""
+    return bool(protocol.upload_is_update or protocol.records_private_parameters)
 
 
 PROTOCOLS: Registry[type[FLProtocol]] = Registry("protocol")

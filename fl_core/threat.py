@@ -7,6 +7,12 @@ passed on as a sanitised copy: its vector, kind, client id and number of samples
 always (the server needs them to aggregate), its ``metadata`` (training loss, local
 steps, a defense's parameters) and post-training ``buffers`` (BatchNorm running
 statistics) only when granted, as breaching gates the latter behind ``provide_buffers``.
+
+A protocol may keep parameters of the client's model private (HyperFL: the embedding
+and the head). Their *names* are architecture, always visible (``private_names``); the
+observed model holds them frozen at the server's values (its public initialisation), so
+its trainable parameters are exactly the uploaded layout. Their *values* as the client
+used them cross only under the oracle grants ``embedding_known`` / ``head_known``.
 """
 
 from __future__ import annotations
@@ -32,6 +38,11 @@ class ThreatModel:
     local training. ``dropout_masks_known`` is an *oracle*, never a realistic grant: the
     masks the client's dropout sites actually drew (``PrivateData.dropout_masks``), for
     research upper bounds such as a "well-informed" Dropout Inversion baseline.
+    ``embedding_known`` and ``head_known`` are oracles of the same kind, for protocols that
+    keep parts of the client's model private (HyperFL): the client's private embedding,
+    and its private classifier head, as it used them for the upload
+    (``PrivateData.parameters``) — upper bounds on what an attacker who recovered them
+    could do, never realistic grants.
     """
 
     labels_known: bool = False
@@ -42,6 +53,8 @@ class ThreatModel:
     training_metadata_known: bool = False
     buffers_known: bool = False
     dropout_masks_known: bool = False
+    embedding_known: bool = False
+    head_known: bool = False
 
     def flags(self) -> dict[str, bool]:
         return asdict(self)
@@ -56,6 +69,9 @@ class Observation:
     per-BatchNorm-layer (mean, var) of the private batch at that layer's input, as
     assumed by BN-prior attacks. ``dropout_masks`` (oracle grant) are ``{site: [mask per
     forward]}`` as ``fl_core.models.dropout.dropout_masks`` replays them.
+    ``private_names``: the parameters of ``model`` the client keeps private (frozen in
+    ``model`` at the server's values, not part of the update); ``private_embedding`` and
+    ``private_head`` (oracle grants): ``{name: value}`` of those the client really used.
     """
 
     model: nn.Module
@@ -70,6 +86,14 @@ class Observation:
     num_images: int | None = None
     bn_statistics: tuple[tuple[Tensor, Tensor], ...] | None = None
     dropout_masks: dict[str, list[Tensor]] | None = None
+    private_names: tuple[str, ...] = ()
+    private_embedding: dict[str, Tensor] | None = None
+    private_head: dict[str, Tensor] | None = None
+
+    @property
+    def private_parameters(self) -> dict[str, Tensor]:
+        """Every granted private parameter, ``{name: value}`` (empty without grants)."""
+        return {**(self.private_embedding or {}), **(self.private_head or {})}
 
 
 def make_observation(
@@ -82,8 +106,19 @@ def make_observation(
     normalization: Normalization,
     num_classes: int,
 ) -> Observation:
-    """Build the attacker's view; ``private`` is read only to derive granted side info."""
+    """Build the attacker's view; ``private`` is read only to derive granted side info.
+
+    ``global_vector`` is the server's shared vector; parameters the client keeps private
+    (``private.parameters``) are frozen in the observed copy first, so it fills the rest."""
     observed = copy.deepcopy(model)
+    roles = private.parameters or {}
+    names = tuple(n for n, _ in observed.named_parameters() if any(n in group for group in roles.values()))
+    unknown = sorted({n for group in roles.values() for n in group} - set(names))
+    if unknown:
+        raise ValueError(f"the client's private parameters {unknown} are not parameters of the model")
+    owned = dict(observed.named_parameters())
+    for name in names:
+        owned[name].requires_grad_(False)
     vector_to_model(global_vector, observed)
     observed.eval()
     bn_stats = _batchnorm_statistics(observed, private.inputs) if threat_model.bn_statistics_known else None
@@ -101,7 +136,16 @@ def make_observation(
         num_images=int(private.inputs.shape[0]) if threat_model.num_images_known else None,
         bn_statistics=bn_stats,
         dropout_masks=None if masks is None else {site: [m.detach().clone() for m in ms] for site, ms in masks.items()},
+        private_names=names,
+        private_embedding=_granted(roles, "embedding") if threat_model.embedding_known else None,
+        private_head=_granted(roles, "head") if threat_model.head_known else None,
     )
+
+
+def _granted(roles: dict[str, dict[str, Tensor]], role: str) -> dict[str, Tensor] | None:
+    """Copies of the private parameters of ``role`` (None when the client has none)."""
+    group = roles.get(role)
+    return None if not group else {name: value.detach().clone() for name, value in group.items()}
 
 
 def _sanitised(update: ClientUpdate, threat_model: ThreatModel) -> ClientUpdate:

@@ -80,9 +80,14 @@ class PrivateData:
     receives it (see ``Observation``). ``dropout_masks`` are the masks the client's
     dropout sites actually used (``fl_core.models.dropout``): ``{site: [mask per
     forward]}``, one forward per local step, rows in that step's batch order; None when
-    the model had no active dropout.
+    the model had no active dropout. ``parameters`` are the client's private parameters
+    (not in its upload) as it used them for that upload, ``{role: {parameter name:
+    value}}`` with roles such as ``"embedding"`` and ``"head"`` (HyperFL records them;
+    names are the server model's): ground truth for scoring, and what the
+    ``embedding_known`` / ``head_known`` oracle grants hand over.
     """
 
     inputs: Tensor
     labels: Tensor
     dropout_masks: dict[str, list[Tensor]] | None = None
+    parameters: dict[str, dict[str, Tensor]] | None = None

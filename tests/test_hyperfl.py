@@ -263,8 +263,8 @@ def test_registry_and_refusals():
         HyperFL().shared_layout(build_model("mlp", 4, (1, 8, 8), hidden=(16,), seed=0))
     with pytest.raises(ValueError, match="owns the local round"):
         _sim(trainer=lambda *a: None)
-    with pytest.raises(ValueError, match="fedavg"):
-        cfg = FederationConfig(rounds=1, local=LocalTraining(algorithm="fedsgd"))
+    with pytest.raises(ValueError, match="optimizer='sgd'"):
+        cfg = FederationConfig(rounds=1, local=LocalTraining(optimizer="adam"))
         Simulation(_net(), _clients(), cfg, protocol=HyperFL(), progress=False).run()
     with pytest.raises(ValueError, match="no parameters under"):
         build_hyperfl_net(build_model("mlp", 4, (1, 8, 8), hidden=(16,), seed=0), head="cls")

@@ -338,4 +338,5 @@ def test_observation_fields_are_exactly_the_known_ones() -> None:
     # A new Observation field must be added to the leak walk above deliberately.
     assert [f.name for f in dataclasses.fields(Observation)] == [
         "model", "update", "threat_model", "input_shape", "num_classes", "normalization", "local_training",
-        "model_mode", "labels", "num_images", "bn_statistics", "dropout_masks"]
+        "model_mode", "labels", "num_images", "bn_statistics", "dropout_masks", "private_names",
+        "private_embedding", "private_head"]

@@ -24,7 +24,7 @@ from fl_core.models.dropout import dropout_masks
 from fl_core.seeding import torch_generator
 from fl_core.threat import Observation, ThreatModel, make_observation
 from fl_core.updates import ClientUpdate, LocalTraining, PrivateData
-from fl_core.vectors import model_to_vector
+from fl_core.vectors import ParameterLayout, model_to_vector
 
 NORM = Normalization((0.5, 0.4, 0.3), (0.25, 0.2, 0.3))
 
@@ -32,7 +32,7 @@ NORM = Normalization((0.5, 0.4, 0.3), (0.25, 0.2, 0.3))
 # to aggregate the upload, and the task's public facts.
 ALWAYS_VISIBLE = frozenset({
     "model", "update.client_id", "update.vector", "update.kind", "update.num_samples", "threat_model",
-    "input_shape", "num_classes", "normalization",
+    "input_shape", "num_classes", "normalization", "private_names",
 })
 # Each gated path and the one flag that grants it.
 GATED = {
@@ -44,6 +44,8 @@ GATED = {
     "update.metadata": "training_metadata_known",
     "update.buffers": "buffers_known",
     "dropout_masks": "dropout_masks_known",
+    "private_embedding": "embedding_known",
+    "private_head": "head_known",
 }
 ALL_FLAGS = tuple(f.name for f in dataclasses.fields(ThreatModel))
 
@@ -111,7 +113,9 @@ def empty(value: Any) -> bool:
 
 
 def one_round(algorithm: str = "fedavg") -> tuple[nn.Module, GlobalState, ClientUpdate, PrivateData, LocalTraining]:
-    """One client round of a BatchNorm + dropout ConvNet: loss in metadata, buffers, recorded masks."""
+    """One client round of a BatchNorm + dropout ConvNet: loss in metadata, buffers, recorded masks,
+    and (as a protocol with private parameters would record them) its first parameter kept private
+    as an "embedding", its classifier as a "head": the server's state and the upload are the rest."""
     model = build_model("convnet", 10, (3, 9, 9), width=2, seed=0, dropout=0.5)
     gen = torch.Generator().manual_seed(0)
     images = F.interpolate(torch.rand(4, 3, 3, 3, generator=gen), size=(9, 9), mode="bilinear")
@@ -120,7 +124,15 @@ def one_round(algorithm: str = "fedavg") -> tuple[nn.Module, GlobalState, Client
     training = LocalTraining(algorithm=algorithm, lr=0.1, epochs=1, batch_size=2, model_mode="train")
     with dropout_masks(model, generator=torch_generator(0, "dropout"), record=True) as record:
         update, private = train_client(model, state, 0, data, training, torch_generator(0, "client"))
-    private = dataclasses.replace(private, dropout_masks=record)
+    named = dict(model.named_parameters())
+    names = list(named)
+    roles = {"embedding": names[:1], "head": names[-2:]}
+    private = dataclasses.replace(private, dropout_masks=record, parameters={
+        role: {n: named[n].detach().clone() for n in group} for role, group in roles.items()})
+    full = ParameterLayout.of(model)
+    shared = ParameterLayout.of(model, names[1:-2]).index_in(full)
+    state = GlobalState(state.params[shared])
+    update = dataclasses.replace(update, vector=update.vector[shared])
     return model, state, update, private, training
 
 
@@ -176,7 +188,8 @@ def test_each_flag_grants_exactly_its_field(flag: str, round_) -> None:
 
 
 def test_granted_side_information_is_the_clients_and_a_copy(round_) -> None:
-    grants = ThreatModel(training_metadata_known=True, buffers_known=True, dropout_masks_known=True)
+    grants = ThreatModel(training_metadata_known=True, buffers_known=True, dropout_masks_known=True,
+                         embedding_known=True, head_known=True)
     obs, update, private = observe(grants, round_)
     assert obs.update.metadata == update.metadata and obs.update.metadata is not update.metadata
     assert torch.equal(obs.update.buffers, update.buffers)
@@ -184,6 +197,12 @@ def test_granted_side_information_is_the_clients_and_a_copy(round_) -> None:
     assert obs.dropout_masks.keys() == private.dropout_masks.keys()
     for site, masks in private.dropout_masks.items():
         assert all(torch.equal(a, b) for a, b in zip(obs.dropout_masks[site], masks, strict=True))
+    assert obs.private_names == (*private.parameters["embedding"], *private.parameters["head"])
+    for role, field in (("embedding", obs.private_embedding), ("head", obs.private_head)):
+        assert field.keys() == private.parameters[role].keys()
+        for name, value in private.parameters[role].items():
+            assert torch.equal(field[name], value) and field[name].data_ptr() != value.data_ptr()
+    assert not any(p.requires_grad for n, p in obs.model.named_parameters() if n in obs.private_names)
     obs.update.vector.add_(1.0)  # an attack that writes to its view cannot change the harness's update
     assert not torch.equal(obs.update.vector, update.vector)
 

@@ -15,26 +15,36 @@ to step (``stepper``); optionally which parametrization (``parametrization``), w
 regularisers (``regularisers``), and whether its restarts may be batched
 (``batchable``). Variables are drawn from seeded CPU generators and moved to the
 device of ``observation.model``, so CPU results do not depend on where the attack runs.
+
+A protocol's private parameters (``Observation.private_names``: HyperFL's embedding and
+head) are unknowns of every such attack, with no attack code of their own: granted ones
+(``embedding_known`` / ``head_known``) enter the parametrization as fixed values, the
+others become ``param.<name>`` variables (``private_init``) that the attack's own step
+optimises beside the images, and the simulated client runs the observed model (for
+HyperFL its forward is hypernetwork(embedding) → generated weights + head → logits)
+with them as ``functional_call`` overrides.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from fl_core.seeding import derive_seed, torch_generator
 from fl_core.threat import Observation
 
 from .base import CommonSettings, InversionAttack, Reconstruction, build_settings
 from .priors import REGULARISERS, Regulariser, Term
 from .problem import InversionProblem, build_problem, describe
-from .variables import Parametrization, Variables
+from .variables import PARAM_PREFIX, Parametrization, Variables
 
 Objective = Callable[[Mapping[str, Tensor]], Tensor]
 Step = Callable[[int], Tensor]
@@ -117,11 +127,34 @@ class OptimizationAttack(InversionAttack):
     def build(self, observation: Observation) -> InversionProblem:
         """The problem this attack's settings and parametrization make of ``observation``."""
         s = self.settings
+        parametrization = self.parametrization(observation)
+        granted = observation.private_parameters
+        if granted:  # oracle grants: the client's true private parameters, fixed
+            device = next(observation.model.parameters()).device
+            parametrization = replace(parametrization, given_parameters={
+                **{name: value.to(device) for name, value in granted.items()},
+                **(parametrization.given_parameters or {})})
         return build_problem(observation, loss=s.loss, assumptions=s.assumptions, labels=s.labels,
                              batch_label_method=s.batch_labels, update_mode=s.update_mode,
                              update_transform=s.update_transform, bn_prior=s.bn_weight > 0,
-                             prob_estimate=s.prob_estimate, seed=s.seed,
-                             parametrization=self.parametrization(observation))
+                             prob_estimate=s.prob_estimate, seed=s.seed, parametrization=parametrization)
+
+    def private_init(self, problem: InversionProblem) -> Variables:
+        """``{param.<name>: [restarts, *shape]}`` for every private parameter the observation
+        names and no grant fixes: one draw per restart from the parameter's own initial
+        distribution (``initial_draw``), on CPU. The attacker does not know the client's
+        values; the server model's copies (the public initialisation) are not used."""
+        problem_obs = problem.observation
+        given = problem.parametrization.given_parameters or {}
+        out: Variables = {}
+        for name in problem_obs.private_names:
+            if name in given:
+                continue
+            draws = [initial_draw(problem_obs.model, name, derive_seed(self.settings.seed, "inversion", self.name,
+                                                                         "private", name, r))
+                     for r in range(self.settings.restarts)]
+            out[PARAM_PREFIX + name] = torch.stack(draws)
+        return out
 
     def reconstruct(self, observation: Observation) -> Reconstruction:
         s = self.settings
@@ -192,7 +225,7 @@ class OptimizationAttack(InversionAttack):
         """Every restart, batched under vmap when possible, else one after another."""
         restarts = self.settings.restarts
         device = problem.device
-        init = {name: value.to(device) for name, value in self.init(problem).items()}
+        init = {name: value.to(device) for name, value in {**self.private_init(problem), **self.init(problem)}.items()}
         why_not = self.why_not_batched(problem) if restarts > 1 else "one restart"
         if restarts > 1 and why_not and self.batchable:
             notes.append(f"{restarts} restarts run one after another: {why_not}")
@@ -289,3 +322,22 @@ class OptimizationAttack(InversionAttack):
             if term is not None:
                 out.append((weight, term))
         return out
+
+
+def initial_draw(model: nn.Module, name: str, seed: int) -> Tensor:
+    """A fresh draw of parameter ``name`` of ``model`` from its initial distribution, on CPU:
+    its module's ``reset_parameters`` (``nn.Linear``'s Kaiming-uniform, ``nn.Conv2d``'s, …)
+    run on a CPU copy under ``seed``; N(0, 1) for a parameter no such module owns (HyperFL's
+    embedding: ``nn.Embedding``'s init in the reference). Global RNG untouched."""
+    module_name, _, leaf = name.rpartition(".")
+    owner = model.get_submodule(module_name)
+    own = dict(owner.named_parameters(recurse=False))
+    if leaf not in own:
+        raise ValueError(f"{name!r} is not a parameter of the model")
+    if callable(getattr(owner, "reset_parameters", None)):
+        clone = copy.deepcopy(owner).to("cpu")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            clone.reset_parameters()  # type: ignore[operator]
+        return getattr(clone, leaf).detach().clone()
+    return torch.randn(own[leaf].shape, generator=torch_generator(seed), dtype=own[leaf].dtype)

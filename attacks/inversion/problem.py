@@ -108,7 +108,8 @@ def build_problem(
 
     ``labels="auto"``: granted labels if any, else iDLG for one image and
     ``batch_label_method`` (``bias``/``llg``/``yin``, or ``optimize`` for DLG's joint
-    soft labels) for batches. ``update_mode``: how a FedAvg delta is matched —
+    soft labels) for batches; jointly optimised labels when the head is private and the
+    upload holds no final layer (HyperFL). ``update_mode``: how a FedAvg delta is matched —
     ``unroll`` the local steps (``auto``), or ``as_gradient`` (the naive baseline that
     matches ``−Δ / (lr·steps)`` with a single full-batch gradient). ``parametrization``:
     how the attack's variables become the client's inputs and model (pixels by default).
@@ -135,6 +136,9 @@ def build_problem(
     matcher = GradientMatcher(target, layout, loss)
     chosen, method = _labels(observation, setting, simulator, labels, batch_label_method, gradient_like,
                              layout, prob_estimate, seed)
+    if method == "optimize" and labels == "auto" and batch_label_method != "optimize":
+        notes.append("labels optimised jointly: the upload holds no final layer to read them from "
+                     "(the classifier head is private)")
     plain_sgd = training.optimizer == "sgd" and not training.momentum and not training.weight_decay
     if update_kind == "delta" and method not in ("known", "optimize") and not plain_sgd:
         notes.append("labels read from −Δ/(lr·steps), which assumes plain SGD; momentum, weight decay "
@@ -170,11 +174,19 @@ def _labels(observation: Observation, setting: ResolvedSetting, simulator: Clien
         method = "idlg" if n == 1 else batch_method
     if method == "optimize":
         return None, "optimize"
+    if choice == "auto" and _private_head(observation):  # HyperFL: no final layer in the upload to read
+        return None, "optimize"
     layer = last_layer(gradient_like, layout, observation.num_classes)
     probs = None
     if method == "bias" and prob_estimate == "model":
         probs = _expected_probs(simulator, (n, *observation.input_shape), seed)
     return recover_labels(layer, n, method, probs), method  # type: ignore[arg-type]
+
+
+def _private_head(observation: Observation) -> bool:
+    """Whether a private parameter has ``num_classes`` outputs (the classifier head is not uploaded)."""
+    own = dict(observation.model.named_parameters())
+    return any(own[n].dim() >= 1 and own[n].shape[0] == observation.num_classes for n in observation.private_names)
 
 
 @torch.no_grad()

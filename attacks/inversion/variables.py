@@ -14,7 +14,11 @@ Variables are a ``dict[str, Tensor]``; their names say what they stand for:
   private embedding or head), passed as a ``torch.func.functional_call`` state
   override. Such a parameter is not part of the shared update: the simulated update
   has zeros in its slots when it is also a trainable parameter of the layout, and it
-  stays fixed over unrolled local steps.
+  stays fixed over unrolled local steps. A protocol's private parameters
+  (``Observation.private_names``: HyperFL's embedding and head, frozen in the observed
+  model, whose forward is the hypernetwork chain) become such variables in
+  ``OptimizationAttack`` unless an oracle grant gives their values, which then enter as
+  ``Parametrization.given_parameters``.
 
 Anything else is free for the attack's own use (read by its regularisers or its
 step), and is ignored by the simulated client.
@@ -99,6 +103,9 @@ class Parametrization:
     #: fixed masks ``{site: [mask per local step]}`` for sites without a ``mask.<site>``
     #: variable: the true masks of an explicitly granted oracle (well-informed IG)
     given_masks: Mapping[str, Sequence[Tensor]] | None = None
+    #: fixed private parameters ``{name: value}`` for those without a ``param.<name>``
+    #: variable: the true values of an oracle grant (HyperFL's embedding / head known)
+    given_parameters: Mapping[str, Tensor] | None = None
 
     def client_inputs(self, variables: Mapping[str, Tensor]) -> Tensor:
         return self.inputs(variables)
@@ -122,6 +129,7 @@ class Parametrization:
 
     def parameters(self, variables: Mapping[str, Tensor]) -> dict[str, Tensor] | None:
         """``{parameter name: value}`` overrides of the client's model, or None."""
-        out = {name[len(PARAM_PREFIX):]: value for name, value in variables.items()
-               if name.startswith(PARAM_PREFIX)}
+        out = dict(self.given_parameters or {})
+        out.update({name[len(PARAM_PREFIX):]: value for name, value in variables.items()
+                    if name.startswith(PARAM_PREFIX)})
         return out or None

@@ -41,7 +41,8 @@ the server's model from it (HyperFL: a hypernetwork for its feature extractor). 
 ``fedavg`` without params it is not written into the resolved configuration, so run ids
 stay those of suites written before protocols existed. A robustness run composes a
 protocol with the poisoning attacks and aggregators (they act on its uploads); a privacy
-run needs a protocol whose upload is the whole-model update (``upload_is_update``).
+run needs a protocol an inversion attack handles (``fl_core.protocol.invertible``: the
+whole-model update, or HyperFL's hypernetwork update with its private parameters as unknowns).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from typing import Any
 import yaml
 
 from benchmarks.harness.tasks.federation import UnreliableSpec
+from fl_core.protocol import invertible
 from fl_core.threat import ThreatModel
 from fl_core.updates import LocalTraining
 
@@ -317,10 +319,11 @@ class _Validator:
         if task == "privacy":
             if fed is not None:
                 extra = self.privacy_extra(b, path, fed)
-                if "protocol" in fed and not self.c.protocols.get(fed["protocol"]["name"]).upload_is_update:
+                if "protocol" in fed and not invertible(self.c.protocols.get(fed["protocol"]["name"])):
                     self.add(f"{path}.federation.protocol", f"protocol {fed['protocol']['name']!r} does not upload "
                              "the whole-model update an inversion attack observes (its shared part or what it "
-                             "uploads differs), and no attack for it exists yet; a privacy task needs fedavg")
+                             "uploads differs), and no attack for it exists yet; a privacy task needs fedavg "
+                             "or hyperfl")
                     extra = None
             f = fed if fed is not None else _UNBOUNDED_FEDERATION
             attacks = self.alternatives(b["attacks"], f"{path}.attacks", self.inversion_attack)

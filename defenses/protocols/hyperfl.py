@@ -36,17 +36,22 @@ Sizes (``hyperfl_sizes``; tested): the CIFAR-10 CNN has 107,690 parameters, of w
 upload 127.5× FedAvg's; the Fashion-MNIST CNN has 117,066 (115,776 generated), a
 14,943,424-parameter hypernetwork, 127.6× FedAvg's upload.
 
-For attacks: a HyperFL client's observation is its hypernetwork update (the upload);
-``target_parameters(net, hypernetwork, embedding, head)`` builds the target network's
-full parameter vector differentiably from hypernetwork parameters and an embedding/head
-(the attack's unknowns), to use with ``functional_call(net.target, ...)``.
+For attacks: a HyperFL client's observation is its hypernetwork update (the upload). The
+trainer records the embedding and head the upload was made with (``PrivateData.parameters``),
+so ``make_observation`` hands the attacker the server's ``HyperFLNet`` with those frozen and
+named (``Observation.private_names``); the unchanged attacks optimise them as
+``param.<name>`` overrides of that network, whose own forward is the differentiable chain
+(or take them from the ``embedding_known`` / ``head_known`` oracle grants). Nothing in
+``attacks`` imports this module. ``target_parameters(net, hypernetwork, embedding, head)``
+builds the target network's full parameter vector from the same three pieces, for code
+that wants the target's flat vector (``functional_call(net.target, ...)``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -119,8 +124,10 @@ class HyperFLNet(nn.Module):
     parameters, in order, are ``hypernetwork.*``, ``embedding``, ``target.<head>.*``.
     """
 
-    def __init__(self, target: nn.Module, head: str = "fc2", embedding_dim: int = 64, hidden_dim: int = 128) -> None:
+    def __init__(self, target: nn.Module, head: str | None = None, embedding_dim: int = 64,
+                 hidden_dim: int = 128) -> None:
         super().__init__()
+        head = last_linear(target) if head is None else head
         named = [(n, p) for n, p in target.named_parameters() if p.requires_grad]
         self.head_prefix = head
         head_names = [n for n, _ in named if n == head or n.startswith(head + ".")]
@@ -155,7 +162,17 @@ class HyperFLNet(nn.Module):
         return [own[n] for n in self.head_names]
 
 
-def build_hyperfl_net(target: nn.Module, head: str = "fc2", embedding_dim: int = 64, hidden_dim: int = 128,
+def last_linear(target: nn.Module) -> str:
+    """The name of ``target``'s last ``nn.Linear`` (registration order): its classifier head
+    (``fc2`` of the reference CNNs, ``fc3`` of ``lenet5``, which also has an ``fc2``)."""
+    names = [n for n, m in target.named_modules() if isinstance(m, nn.Linear)]
+    if not names:
+        raise ValueError(f"HyperFLNet: {type(target).__name__} has no nn.Linear layer to keep as the private "
+                         "head; name the head's module with head=...")
+    return names[-1]
+
+
+def build_hyperfl_net(target: nn.Module, head: str | None = None, embedding_dim: int = 64, hidden_dim: int = 128,
                       seed: int | None = None) -> HyperFLNet:
     """``HyperFLNet`` with its hypernetwork and embedding drawn from ``(seed, "hyperfl")``
     (global RNG untouched) when ``seed`` is given."""
@@ -224,14 +241,24 @@ class HyperFL(FedPer):
     is the hypernetwork phase; the head phase takes its own ``head_*`` settings and the
     batch size of ``training``. ``head``, ``embedding_dim``, ``hidden_dim`` shape the
     ``HyperFLNet`` that ``server_model`` builds around a target network (a suite names
-    the target as its model; e.g. ``head: fc3`` for ``lenet5``).
+    the target as its model); ``head`` defaults to the target's last linear layer
+    (``last_linear``: ``fc2`` of the reference CNNs, ``fc3`` of ``lenet5``).
+
+    Attacks: the trainer records the embedding and head each upload was made with
+    (``PrivateData.parameters``, roles ``"embedding"`` and ``"head"``: the embedding of
+    the round's start, the head after the head phase, i.e. the one the hypernetwork
+    phase used), so ``make_observation`` names them as the attacker's unknowns. With
+    ``algorithm="fedsgd"`` (FedArena's FedSGD variant for attack studies; the reference
+    has none) a client uploads the gradient of one batch's loss w.r.t. the hypernetwork,
+    at its embedding and head, and steps those itself (FedPer's rule, ``w − lr·g``).
     """
 
     name = "hyperfl"
+    records_private_parameters = True
 
     def __init__(self, head_epochs: int = 1, head_lr: float = 0.1, head_momentum: float = 0.5,
                  head_weight_decay: float = 5e-4, clip_norm: float = 50.0, loss_fn: LossFn = F.cross_entropy,
-                 head: str = "fc2", embedding_dim: int = 64, hidden_dim: int = 128) -> None:
+                 head: str | None = None, embedding_dim: int = 64, hidden_dim: int = 128) -> None:
         super().__init__(private=("embedding", "target"))
         if embedding_dim < 1 or hidden_dim < 1:
             raise ValueError(f"hyperfl: embedding_dim and hidden_dim must be >= 1, got {embedding_dim}, {hidden_dim}")
@@ -269,9 +296,12 @@ class HyperFL(FedPer):
         """The reference's local round on a ``HyperFLNet`` worker (a ``LocalTrainer``)."""
         if not isinstance(model, HyperFLNet):
             raise TypeError(f"hyperfl: the trainer needs a HyperFLNet, got {type(model).__name__}")
-        if training.algorithm != "fedavg" or training.optimizer != "sgd":
-            raise ValueError("hyperfl: the local round is the reference's SGD epochs; use algorithm='fedavg', "
-                             f"optimizer='sgd' (got {training.algorithm!r}, {training.optimizer!r})")
+        if training.algorithm == "fedsgd":
+            update, private = train_client(model, state, client_id, data, training, generator, self.loss_fn)
+            return update, replace(private, parameters=self._private_parameters(model))
+        if training.optimizer != "sgd":
+            raise ValueError("hyperfl: the local round is the reference's SGD epochs; use optimizer='sgd' "
+                             f"(got {training.optimizer!r})")
         load_state(model, state)
         model.train(training.model_mode == "train")
         inputs, labels = data.normalized(), data.labels
@@ -295,6 +325,7 @@ class HyperFL(FedPer):
                 opt.step()
                 losses.append(loss.item())
             used.extend(batches)
+        kept = self._private_parameters(model)  # what phase 2 runs with: the upload's private parameters
         # phase 2: hypernetwork and embedding through the generated weights, each group clipped
         hyper = shared[:-1]
         opt = _sgd([hyper, [model.embedding]], training)
@@ -313,4 +344,11 @@ class HyperFL(FedPer):
         vector = model_to_vector(model) - state.params
         meta = {"loss": sum(losses) / len(losses), "steps": len(losses), "hypernetwork_params": n_hyper}
         update = ClientUpdate(client_id, vector, "delta", len(data), meta, buffers_to_vector(model))
-        return update, PrivateData(inputs[order], labels[order])
+        return update, PrivateData(inputs[order], labels[order], parameters=kept)
+
+    @staticmethod
+    def _private_parameters(model: HyperFLNet) -> dict[str, dict[str, Tensor]]:
+        """``{"embedding": {...}, "head": {...}}``: copies of the client's private parameters now."""
+        head = dict(zip((f"target.{n}" for n in model.head_names), model.head_parameters(), strict=True))
+        return {"embedding": {"embedding": model.embedding.detach().clone()},
+                "head": {n: p.detach().clone() for n, p in head.items()}}

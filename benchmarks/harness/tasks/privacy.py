@@ -40,7 +40,7 @@ from fl_core import (
     train_client,
 )
 from fl_core.aggregation import Aggregator
-from fl_core.protocol import FLProtocol
+from fl_core.protocol import FLProtocol, invertible
 
 if TYPE_CHECKING:
     from attacks.inversion.base import Reconstruction
@@ -87,12 +87,15 @@ def attacked_uploads(model: nn.Module, clients: list[Client], config: Federation
                      progress: bool = False, protocol: FLProtocol | None = None) -> Uploads:
     """Run the federation (the defense installed: its trainer, upload transforms, aggregator)
     through ``attack_round``; an observer keeps the uploads of the ``attacked`` clients in it.
-    ``protocol`` (default FedAvg) must upload the whole-model update the attacks observe.
+    ``protocol`` (default FedAvg) must be one an inversion attack handles
+    (``fl_core.protocol.invertible``: the whole-model update, or HyperFL's hypernetwork
+    update, whose private embedding and head the attack optimises or is granted).
     Clients train in ``tasks.common.client_workers()`` processes (identical uploads), except
     under a stateful trainer (DP-SGD), see ``client_parallelism``."""
-    if protocol is not None and not protocol.upload_is_update:
+    if protocol is not None and not invertible(protocol):
         raise ValueError(f"privacy task: protocol {protocol.name!r} does not upload the whole-model update an "
-                         "inversion attack observes; no attack for it exists yet, use fedavg")
+                         "inversion attack observes and records no private parameters for it to optimise; "
+                         "no attack for it exists yet, use fedavg or hyperfl")
     events: list[UploadEvent] = []
 
     def observe(event: UploadEvent) -> None:
