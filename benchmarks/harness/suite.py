@@ -61,6 +61,7 @@ from .ids import run_id
 from .params import Problem, check_params, conform, describe
 from .run_count import DEFAULT_MAX_RUNS, planned_runs
 from .safe_yaml import YamlInputError, load_yaml, non_finite, read_utf8
+from .validate import Preflight
 
 TASKS = ("privacy", "robustness")
 SPLITS = ("train", "test")
@@ -210,6 +211,7 @@ class _Validator:
     def __init__(self, comps: Components) -> None:
         self.c = comps
         self.problems: list[Problem] = []
+        self.preflight = Preflight(comps)
 
     def add(self, path: str, message: str) -> None:
         self.problems.append((path, message))
@@ -284,11 +286,14 @@ class _Validator:
         return specs
 
     def resolve(self, b: dict[str, Any], path: str, task: str) -> tuple[Any, ...] | None:
-        """Every section is checked even when another one failed, so one pass reports all."""
+        """Every section is checked even when another one failed, so one pass reports all; a
+        variant whose fields are all well formed is then checked with its real sizes (``validate``)."""
+        before = len(self.problems)
         label = b.get("label")
         if label is not None and not isinstance(label, str):
             self.add(f"{path}.label", f"must be text, got {_kind(label)}")
         dataset = self.dataset(b["dataset"], f"{path}.dataset", default_split="train")
+        data_ok = len(self.problems) == before
         model = self.component(b["model"], f"{path}.model", "models", reserved=RESERVED["models"])
         fed = self.federation(b.get("federation", {}), f"{path}.federation")
         seeds = self.seeds(b.get("seeds", [0]), f"{path}.seeds")
@@ -322,8 +327,11 @@ class _Validator:
                     if taken > fed["clients"]:
                         self.add(f"{path}.attacks[{i}]", f"{taken} malicious and unreliable clients but only "
                                                          f"{fed['clients']} clients in the federation")
+        if data_ok and dataset is not None and fed is not None and seeds is not None:
+            self.problems += self.preflight.block(path, task, dataset=dataset, fed=fed, seeds=seeds, model=model,
+                                                  extra=extra, attacks=attacks, defenses=defenses)
         parts = (dataset, model, fed, seeds, extra, attacks, defenses)
-        if any(p is None for p in parts):
+        if any(p is None for p in parts) or len(self.problems) > before:
             return None
         base: dict[str, Any] = {"task": task, "dataset": dataset, "model": model, "federation": fed, **extra}
         return base, attacks, defenses, seeds
