@@ -292,11 +292,15 @@ class _Validator:
         label = b.get("label")
         if label is not None and not isinstance(label, str):
             self.add(f"{path}.label", f"must be text, got {_kind(label)}")
+        mark = len(self.problems)
         dataset = self.dataset(b["dataset"], f"{path}.dataset", default_split="train")
-        data_ok = len(self.problems) == before
+        clean = {"dataset": len(self.problems) == mark}  # sections without problems, for the real-size checks
+        mark = len(self.problems)
         model = self.component(b["model"], f"{path}.model", "models", reserved=RESERVED["models"])
+        clean["model"], mark = len(self.problems) == mark, len(self.problems)
         fed = self.federation(b.get("federation", {}), f"{path}.federation")
         seeds = self.seeds(b.get("seeds", [0]), f"{path}.seeds")
+        clean["federation"], mark = len(self.problems) == mark, len(self.problems)
         extra = attacks = defenses = None
         if task == "privacy":
             if fed is not None:
@@ -306,20 +310,26 @@ class _Validator:
                              "the whole-model update an inversion attack observes (its shared part or what it "
                              "uploads differs), and no attack for it exists yet; a privacy task needs fedavg")
                     extra = None
+            clean["extra"], mark = len(self.problems) == mark, len(self.problems)
             f = fed if fed is not None else _UNBOUNDED_FEDERATION
             attacks = self.alternatives(b["attacks"], f"{path}.attacks", self.inversion_attack)
+            clean["attacks"], mark = len(self.problems) == mark, len(self.problems)
             defenses = self.alternatives(b.get("defenses", [NONE]), f"{path}.defenses",
                                          lambda v, p: self.privacy_defense(v, p, f))
+            clean["defenses"] = len(self.problems) == mark
         else:
             # With a broken federation section, still check attacks and defenses against a
             # federation too large to trigger count errors; the run list is discarded anyway.
             f = fed if fed is not None else _UNBOUNDED_FEDERATION
             if fed is not None:
                 extra = self.robustness_extra(b, path, dataset, fed)
+            clean["extra"], mark = len(self.problems) == mark, len(self.problems)
             attacks = self.alternatives(b["attacks"], f"{path}.attacks",
                                         lambda v, p: self.poisoning_attack(v, p, f))
+            clean["attacks"], mark = len(self.problems) == mark, len(self.problems)
             defenses = self.alternatives(b.get("defenses", [NONE]), f"{path}.defenses",
                                          lambda v, p: self.robust_defense(v, p, f))
+            clean["defenses"] = len(self.problems) == mark
             if fed is not None and extra is not None and attacks:
                 unreliable = extra["unreliable"]["clients"] if extra["unreliable"] else 0
                 for i, (attack, _) in enumerate(attacks):
@@ -327,9 +337,13 @@ class _Validator:
                     if taken > fed["clients"]:
                         self.add(f"{path}.attacks[{i}]", f"{taken} malicious and unreliable clients but only "
                                                          f"{fed['clients']} clients in the federation")
-        if data_ok and dataset is not None and fed is not None and seeds is not None:
-            self.problems += self.preflight.block(path, task, dataset=dataset, fed=fed, seeds=seeds, model=model,
-                                                  extra=extra, attacks=attacks, defenses=defenses)
+        if clean["dataset"] and clean["federation"] and dataset is not None and fed is not None and seeds is not None:
+            def ok(name: str, part: Any) -> Any:
+                return part if clean[name] else None
+
+            self.problems += self.preflight.block(path, task, dataset=dataset, fed=fed, seeds=seeds,
+                                                  model=ok("model", model), extra=ok("extra", extra),
+                                                  attacks=ok("attacks", attacks), defenses=ok("defenses", defenses))
         parts = (dataset, model, fed, seeds, extra, attacks, defenses)
         if any(p is None for p in parts) or len(self.problems) > before:
             return None

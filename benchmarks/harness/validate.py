@@ -32,6 +32,7 @@ import torch
 
 from defenses.registry import ClientDefense
 from fl_core.data import ImageDataset, Normalization
+from fl_core.data_root import CorruptDataError
 from fl_core.datasets import DATASETS, DatasetFacts, dataset_facts
 from fl_core.partition import PARTITIONERS, partition
 
@@ -50,6 +51,7 @@ class Preflight:
         self._facts: dict[str, tuple[DatasetFacts | None, str | None, str]] = {}
         self._built: dict[str, str | None] = {}
         self._cached: dict[str, str | None] = {}  # check → its problem (None: fine)
+        self._first: dict[str, str] = {}  # check → the field it was first reported at
 
     def block(self, path: str, task: str, *, dataset: dict[str, Any], fed: dict[str, Any], seeds: Sequence[int],
               model: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
@@ -75,6 +77,9 @@ class Preflight:
                     for j, group in enumerate(attack["groups"]):
                         where = f"{path}.attacks[{i}]" + (f".mix[{j}]" if len(attack["groups"]) > 1 else "")
                         self.data_attack(group, probe, where, problems)
+        if task == "privacy":
+            for i, (attack, _) in enumerate(attacks or ()):
+                self.prior(attack, f"{path}.attacks[{i}]", problems)
         uploads = fed["clients_per_round"] or fed["clients"]
         for i, (defense, _) in enumerate(defenses or ()):
             self.aggregator(defense, fed, uploads, f"{path}.defenses[{i}]", problems)
@@ -181,6 +186,28 @@ class Preflight:
         except (ValueError, TypeError, IndexError) as exc:
             problems.append((path, f"poisoning attack {group['name']!r} cannot poison {probe.num_classes}-class "
                                    f"{_shape(probe)} data: {exc}"))
+
+    def prior(self, attack: dict[str, Any], path: str, problems: list[Problem]) -> None:
+        """A generator-prior attack's generator (``attack.generator(device)``), loaded from its weights."""
+        key = _key("prior", attack["name"], attack["params"])
+        if key not in self._cached:
+            self._cached[key] = None
+            self._first[key] = path
+            try:
+                built = build_component(self.c.inversion_attacks, attack["name"], attack["params"], {"seed": 0})
+            except Exception:  # the schema check already tried the factory
+                built = None
+            load = getattr(built, "generator", None)
+            if callable(load):
+                try:
+                    load(torch.device("cpu"))
+                except (FileNotFoundError, CorruptDataError, ValueError) as exc:  # MissingDataError: FileNotFound
+                    self._cached[key] = f"{attack['name']!r} cannot load its generator: {_error_text(exc)}"
+        error = self._cached[key]
+        if error is not None:
+            where = f"{path}.params.generator" if "generator" in attack["params"] else path
+            first = self._first[key]
+            problems.append((where, error if first == path else f"{error.split(':', 1)[0]} (see {first})"))
 
     # -- aggregation
 
