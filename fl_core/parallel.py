@@ -32,6 +32,7 @@ from torch import nn
 
 from .client import Client, GlobalState, LocalTrainer
 from .data import ImageDataset
+from .interrupts import sigint_held
 from .models.dropout import dropout_masks
 from .seeding import torch_generator
 from .updates import ClientUpdate, LocalTraining, PrivateData
@@ -133,7 +134,8 @@ class ClientPool:
                                      ) from exc
                 parent, child = ctx.Pipe()
                 proc = ctx.Process(target=_worker_main, args=(child,), daemon=True, name=f"fedarena-client-{w}")
-                proc.start()
+                with sigint_held():  # the terminal's Ctrl-C is the driver's to handle, never a start-up traceback
+                    proc.start()
                 child.close()
                 parent.send_bytes(payload)
                 self._conns.append(parent)

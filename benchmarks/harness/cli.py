@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from importlib import metadata
@@ -86,6 +87,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except KeyboardInterrupt:  # before the runs started (importing, validating): nothing was written
+        print("\ninterrupted before any run started", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
     from benchmarks.harness.engines.ray import RayUnavailableError, import_ray
 
     try:
@@ -117,6 +126,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the message short
         print(f"\ninterrupted: finished runs are in {out / 'results.sqlite'}; run the same command to resume",
               file=sys.stderr)
         return 130
