@@ -86,6 +86,8 @@ def _worker_main(conn: Connection) -> None:
         torch.set_num_threads(setup.threads)
         device = next(setup.model.parameters()).device
         _send(conn, ("ready", None))
+    except (BrokenPipeError, ConnectionResetError):  # the driver already stopped the pool (a Ctrl-C)
+        return
     except BaseException:
         _send(conn, ("error", traceback.format_exc()))
         return
@@ -102,6 +104,8 @@ def _worker_main(conn: Connection) -> None:
                 out = local_round(setup.model, setup.trainer, state if start is None else start, cid,
                                   setup.data[cid], setup.training, setup.seed, r, setup.attacks.get(cid), device)
                 _send(conn, ("ok", out))
+            except (BrokenPipeError, ConnectionResetError):  # nobody left to answer
+                return
             except BaseException:
                 _send(conn, ("error", f"client {cid}, round {r}:\n{traceback.format_exc()}"))
                 break

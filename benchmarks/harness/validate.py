@@ -69,7 +69,7 @@ class Preflight:
                 self.partition(dataset, fed, y, seed, f"{path}.federation.partition", problems)
             if model is not None:
                 self.model(model, fed, facts, path, problems)
-            probe = _probe(facts)
+            probe = _probe(facts, dataset["name"])
             if extra is not None and extra.get("unreliable"):
                 self.corruption(extra["unreliable"]["corruption"], probe, f"{path}.unreliable.corruption", problems)
             if task == "robustness":
@@ -253,11 +253,11 @@ def _key(*parts: Any) -> str:
     return json.dumps(parts, sort_keys=True, default=str)
 
 
-def _probe(facts: DatasetFacts) -> ImageDataset:
+def _probe(facts: DatasetFacts, name: str) -> ImageDataset:
     """One image of every class, of the dataset's shape: what a data attack or corruption is tried on."""
     c = facts.input_shape[0]
     n = facts.num_classes
-    return ImageDataset("probe", torch.full((n, *facts.input_shape), 0.5), torch.arange(n), n,
+    return ImageDataset(name, torch.full((n, *facts.input_shape), 0.5), torch.arange(n), n,
                         Normalization((0.5,) * c, (0.25,) * c))
 
 
