@@ -3,7 +3,11 @@
 A suite is a list of *blocks* under ``runs``; each block is a grid over ``attacks`` ×
 ``defenses`` × ``seeds`` (and over any value written ``{grid: [...]}``). Everything is
 validated before a single run starts, and every problem is reported with the file,
-the field path (``runs[2].attacks[0].params.lr``) and the allowed values. YAML anchors
+the field path (``runs[2].attacks[0].params.lr``) and the allowed values: first the
+schema and each component's parameters (``params.check_params``: types, bounds, required
+parameters), then each well-formed block variant with its real sizes (``validate.Preflight``:
+data files, index ranges, partition, model, corruption, data attacks, generator priors,
+aggregators on a round of the real number of uploads). YAML anchors
 (``&name`` / ``<<: *name``) share settings between blocks; put shared anchors under the
 top-level ``definitions`` key, which is otherwise ignored. A suite plans at most
 ``max_runs`` runs (top-level key; default 10,000, ``fedarena run --max-runs N`` overrides
