@@ -50,6 +50,18 @@ def read_idx_gz(path: str | Path, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
+def read_idx_gz_shape(path: str | Path, max_bytes: int = MAX_IDX_BYTES) -> tuple[int, ...]:
+    """The dimensions a gzip-compressed IDX file's header declares; only the header is decompressed."""
+    source = str(path)
+    try:
+        with gzip.open(path, "rb") as f:
+            ndim = _idx_ndim(f.read(4), source)
+            sizes = f.read(4 * ndim)
+            return _idx_dims(ndim, sizes, 4 + len(sizes), source, max_bytes)[0]
+    except (OSError, EOFError, zlib.error) as exc:
+        raise CorruptDataError(f"{path}: truncated or corrupt gzip stream ({exc})") from exc
+
+
 def _read_at_most(f: gzip.GzipFile, size: int, chunk: int = 1 << 24) -> bytes:
     """Up to ``size`` bytes, read in chunks: memory follows the data actually there, not the
     size a (possibly lying) header declares."""

@@ -46,7 +46,7 @@ from fl_core.data_root import (
     fetch_archive_members,
     file_digest,
 )
-from fl_core.dataset_formats import read_cifar_batch, read_cifar_meta, read_idx_gz
+from fl_core.dataset_formats import read_cifar_batch, read_cifar_meta, read_idx_gz, read_idx_gz_shape
 from fl_core.image_datasets import (
     load_digits_split,
     load_image_folder,
@@ -76,6 +76,39 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 class DatasetSizeWarning(UserWarning):
     """A dataset file holds a different number of samples than the official one."""
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What a split holds, known without converting its pixels: suites are checked against
+    it (index ranges, partitions, model shapes) before any run loads the data."""
+
+    size: int
+    num_classes: int
+    input_shape: tuple[int, ...]
+    labels: torch.Tensor  # int64 [size]
+
+    @classmethod
+    def of(cls, data: ImageDataset) -> DatasetFacts:
+        return cls(len(data), data.num_classes, data.input_shape, data.labels)
+
+
+def dataset_facts(name: str, split: str = "train", root: str | Path | None = None,
+                  **kwargs: Any) -> DatasetFacts:
+    """``DatasetFacts`` of dataset ``name``'s ``split``, taking the loader's own file steps.
+
+    Missing files are fetched or reported exactly as ``load_dataset`` does
+    (``MissingDataError``); IDX files are read for their header and labels only, CIFAR
+    batches are parsed into the same in-process cache the loader reads. A loader without
+    a cheaper way (image folders, bundled sets) is simply loaded.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    facts = _FACTS.get(name)
+    if facts is None:
+        return DatasetFacts.of(load_dataset(name, split, root, **kwargs))
+    inspect.signature(facts).bind(split, root, **kwargs)  # the loader's signature: same arguments
+    return facts(split, root, **kwargs)
 
 
 def load_dataset(name: str, split: str = "train", root: str | Path | None = None,
@@ -148,13 +181,28 @@ def fashion_mnist(split: str = "train", root: str | Path | None = None,
     return _load_idx(_FASHION, split, root, download)
 
 
-def _load_idx(spec: _IdxSpec, split: str, root: str | Path | None,
-              download: bool | None) -> ImageDataset:
+def _idx_files(spec: _IdxSpec, split: str, root: str | Path | None, download: bool | None) -> list[Path]:
+    """The split's (images, labels) files, fetched when missing and allowed."""
     _check_split(split)
     folder = dataset_dir(spec.folder, root)
     remote = [RemoteFile(f, tuple(m + f for m in spec.mirrors), spec.md5[f])
               for f in _IDX_FILES[split]]
-    img_path, lbl_path = ensure_files(f"{spec.name} {split} split", folder, remote, download)
+    return ensure_files(f"{spec.name} {split} split", folder, remote, download)
+
+
+def _idx_facts(spec: _IdxSpec, split: str, root: str | Path | None, download: bool | None = None) -> DatasetFacts:
+    img_path, lbl_path = _idx_files(spec, split, root, download)
+    shape = read_idx_gz_shape(img_path)
+    labels = _idx_cached(*_stamp(lbl_path)).to(torch.int64)
+    if len(shape) != 3 or labels.ndim != 1 or shape[0] != len(labels):
+        raise CorruptDataError(f"{spec.name} {split}: {img_path.name} holds images of shape {shape}, "
+                               f"{lbl_path.name} labels of shape {tuple(labels.shape)}")
+    return DatasetFacts(len(labels), len(spec.classes), (1, *shape[1:]), labels)
+
+
+def _load_idx(spec: _IdxSpec, split: str, root: str | Path | None,
+              download: bool | None) -> ImageDataset:
+    img_path, lbl_path = _idx_files(spec, split, root, download)
     pixels, labels = _idx_cached(*_stamp(img_path)), _idx_cached(*_stamp(lbl_path))
     if pixels.ndim != 3:
         raise CorruptDataError(f"{img_path}: expected a 3-d IDX image array, got {pixels.shape}")
@@ -232,8 +280,8 @@ def cifar100(split: str = "train", root: str | Path | None = None,
     return _load_cifar(_CIFAR100, split, root, download)
 
 
-def _load_cifar(spec: _CifarSpec, split: str, root: str | Path | None,
-                download: bool | None) -> ImageDataset:
+def _cifar_split_files(spec: _CifarSpec, split: str, root: str | Path | None, download: bool | None) -> list[Path]:
+    """The split's batch files, the archive fetched when none is there and fetching is allowed."""
     _check_split(split)
     folder = dataset_dir(spec.folder, root)
     official = spec.train_md5 if split == "train" else spec.test_md5
@@ -243,6 +291,21 @@ def _load_cifar(spec: _CifarSpec, split: str, root: str | Path | None,
         fetch_archive_members(f"{spec.name} {split} split", folder, spec.archive,
                               spec.folder, wanted, download)
         files = _cifar_files(spec, folder, split)
+    return files
+
+
+def _cifar_facts(spec: _CifarSpec, split: str, root: str | Path | None,
+                 download: bool | None = None) -> DatasetFacts:
+    labels = [_cifar_cached(*_stamp(p), spec.label_key)[1] for p in _cifar_split_files(spec, split, root, download)]
+    y = torch.cat(labels) if len(labels) > 1 else labels[0]
+    return DatasetFacts(len(y), spec.num_classes, (3, 32, 32), y)
+
+
+def _load_cifar(spec: _CifarSpec, split: str, root: str | Path | None,
+                download: bool | None) -> ImageDataset:
+    folder = dataset_dir(spec.folder, root)
+    official = spec.train_md5 if split == "train" else spec.test_md5
+    files = _cifar_split_files(spec, split, root, download)
     parts = [_cifar_cached(*_stamp(p), spec.label_key) for p in files]
     for path, (data, _) in zip(files, parts, strict=True):
         if path.name in official:
@@ -347,6 +410,15 @@ def sample_images(split: str = "train", root: str | Path | None = None, *, downs
     """32×32 RGB tiles of scikit-learn's china.jpg and flower.jpg, label = photo (no files)."""
     _check_split(split)
     return load_sample_image_tiles(split, downscale=downscale, tile=tile, test_every=test_every)
+
+
+# Loaders with a cheaper way to their facts than loading (``dataset_facts``); same arguments.
+_FACTS: dict[str, Callable[..., DatasetFacts]] = {
+    "mnist": functools.partial(_idx_facts, _MNIST),
+    "fashion_mnist": functools.partial(_idx_facts, _FASHION),
+    "cifar10": functools.partial(_cifar_facts, _CIFAR10),
+    "cifar100": functools.partial(_cifar_facts, _CIFAR100),
+}
 
 
 # --------------------------------------------------------------------- helpers

@@ -34,6 +34,7 @@ from torch import nn
 
 from .client import Client, GlobalState, LocalTrainer
 from .data import ImageDataset
+from .interrupts import sigint_held
 from .models.dropout import dropout_masks
 from .seeding import torch_generator
 from .updates import ClientUpdate, LocalTraining, PrivateData
@@ -100,6 +101,8 @@ def _worker_main(conn: Connection) -> None:
         torch.set_num_threads(setup.threads)
         device = next(setup.model.parameters()).device
         _send(conn, ("ready", None))
+    except (BrokenPipeError, ConnectionResetError):  # the driver already stopped the pool (a Ctrl-C)
+        return
     except BaseException:
         _send(conn, ("error", traceback.format_exc()))
         return
@@ -117,6 +120,8 @@ def _worker_main(conn: Connection) -> None:
                                            setup.data[cid], setup.training, setup.seed, r, setup.attacks.get(cid),
                                            device)
                 _send(conn, ("ok", (update, data if private else None)))
+            except (BrokenPipeError, ConnectionResetError):  # nobody left to answer
+                return
             except BaseException:
                 _send(conn, ("error", f"client {cid}, round {r}:\n{traceback.format_exc()}"))
                 break
@@ -149,7 +154,8 @@ class ClientPool:
                                      ) from exc
                 parent, child = ctx.Pipe()
                 proc = ctx.Process(target=_worker_main, args=(child,), daemon=True, name=f"fedarena-client-{w}")
-                proc.start()
+                with sigint_held():  # the terminal's Ctrl-C is the driver's to handle, never a start-up traceback
+                    proc.start()
                 child.close()
                 parent.send_bytes(payload)
                 self._conns.append(parent)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from fl_core.data import ImageDataset, Normalization
+
+if TYPE_CHECKING:
+    from benchmarks.harness.suite import Suite
 
 
 def shared_assets() -> Path | None:
@@ -39,3 +44,23 @@ def tiny_cnn_bn(channels: int = 1, classes: int = 4, size: int = 8, seed: int = 
     torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
                          nn.Flatten(), nn.Linear(4 * size * size, classes))
+
+
+def suite_failing_at_run_time(text: str, file: str, block: int, indices: list[int]) -> Suite:
+    """``parse_suite(text)``, then block ``block``'s dataset ``indices`` replaced by ones that validation
+    would refuse (as if the data changed after it): that block's runs fail when they run.
+
+    Validation catches every mistake a suite can hold, so a test of how a run's failure is
+    recorded and reported needs one made behind its back.
+    """
+    from benchmarks.harness.ids import run_id
+    from benchmarks.harness.suite import RunSpec, parse_suite
+
+    suite = parse_suite(text, file)
+    runs = []
+    for spec in suite.runs:
+        if spec.meta["block"] == block:
+            config = {**spec.config, "dataset": {**spec.config["dataset"], "indices": list(indices)}}
+            spec = RunSpec(run_id(config), spec.suite, config, spec.meta)
+        runs.append(spec)
+    return dataclasses.replace(suite, runs=tuple(runs))

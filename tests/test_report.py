@@ -13,7 +13,8 @@ from benchmarks.harness.cli import main
 from benchmarks.harness.report import write_report
 from benchmarks.harness.runner import run_suite
 from benchmarks.harness.store import Store
-from benchmarks.harness.suite import parse_suite
+
+from .helpers import suite_failing_at_run_time
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -39,7 +40,7 @@ runs:
     seeds: [0, 1]
   - task: robustness
     label: broken
-    dataset: {name: digits, indices: [99999]}
+    dataset: {name: digits, indices: [0]}
     model: mlp
     attacks: [none]
 """
@@ -48,7 +49,7 @@ runs:
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("report")
-    summary = run_suite(parse_suite(SUITE, "tiny.yaml"), out, progress=False)
+    summary = run_suite(suite_failing_at_run_time(SUITE, "tiny.yaml", block=2, indices=[99999]), out, progress=False)
     assert (summary.ok, summary.failed) == (14, 1)
     return out
 

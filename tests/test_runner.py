@@ -20,6 +20,8 @@ from benchmarks.harness.runner import run_suite
 from benchmarks.harness.store import Store
 from benchmarks.harness.suite import parse_suite
 
+from .helpers import suite_failing_at_run_time
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMING = {"fl_seconds", "seconds_per_round", "attack_seconds"}
 
@@ -98,14 +100,14 @@ def test_sigkill_mid_suite_then_resume_runs_each_once_with_same_metrics(tmp_path
 
 FAILING = TINY + """
   - task: robustness
-    dataset: {name: digits, indices: [0, 1, 99999]}
+    dataset: {name: digits, indices: [0, 1, 2]}
     model: mlp
     attacks: [none]
 """
 
 
 def test_a_failing_run_is_recorded_and_the_suite_goes_on(tmp_path: Path) -> None:
-    suite = parse_suite(FAILING % 1, "failing.yaml")
+    suite = suite_failing_at_run_time(FAILING % 1, "failing.yaml", block=1, indices=[0, 1, 99999])
     summary = run_suite(suite, tmp_path, progress=False)
     assert (summary.ok, summary.failed, summary.skipped) == (2, 1, 0)
     with Store.in_folder(tmp_path) as store:

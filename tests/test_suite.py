@@ -245,7 +245,8 @@ def test_malformed_suite_starts_no_run(tmp_path: Path, capsys: pytest.CaptureFix
     assert "no shipped suite of that name" in capsys.readouterr().err
 
 
-def test_shipped_suites_are_valid() -> None:
+def test_shipped_suites_are_valid(assets_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEDARENA_DATA", str(assets_root))  # validation reads the datasets' files (sizes, labels)
     suites = shipped_suites()
     assert {"quick", "privacy", "robustness"} <= set(suites)
     for name, path in suites.items():

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -19,11 +21,16 @@ from benchmarks.figures.command import add_parser as add_figure_parser  # argpar
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fedarena`` console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    return int(args.handler(args) or 0)
+    try:
+        with _interrupt_deferred():  # --device's check imports torch
+            args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:  # the commands that write anything say themselves what was kept
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,26 +126,36 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from benchmarks.harness.engines.ray import RayUnavailableError, import_ray
-
     try:
-        if args.ray:  # before the (slow) suite validation: a missing extra is said at once
-            import_ray()
-    except RayUnavailableError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _run(args)
+    except KeyboardInterrupt:  # before the runs started (importing, validating): nothing was written
+        print("\ninterrupted before any run started", file=sys.stderr)
+        return 130
 
-    from benchmarks.harness.lock import OutputFolderError
-    from benchmarks.harness.runner import ProvenanceError, run_suite
-    from benchmarks.harness.store import StoreError, SuiteCollisionError
-    from benchmarks.harness.suite import SuiteError, load_suite
-    from benchmarks.harness.suites import resolve_suite_path
 
-    try:
-        suite = load_suite(resolve_suite_path(args.suite), max_runs=args.max_runs)
-    except (SuiteError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def _run(args: argparse.Namespace) -> int:
+    """``fedarena run``; a Ctrl-C before the runs start is ``_cmd_run``'s, during them this one's."""
+    with _interrupt_deferred():  # importing and validating take seconds
+        from benchmarks.harness.engines.ray import RayUnavailableError, import_ray
+
+        try:
+            if args.ray:  # before the (slow) suite validation: a missing extra is said at once
+                import_ray()
+        except RayUnavailableError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+        from benchmarks.harness.lock import OutputFolderError
+        from benchmarks.harness.runner import ProvenanceError, run_suite
+        from benchmarks.harness.store import StoreError, SuiteCollisionError
+        from benchmarks.harness.suite import SuiteError, load_suite
+        from benchmarks.harness.suites import resolve_suite_path
+
+        try:
+            suite = load_suite(resolve_suite_path(args.suite), max_runs=args.max_runs)
+        except (SuiteError, FileNotFoundError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     out = Path(args.out) if args.out else Path("runs") / suite.name
     print(f"suite {suite.name}: {len(suite.runs)} runs -> {out} (device {args.device})", file=sys.stderr)
     try:
@@ -149,6 +166,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the message short
         print(f"\ninterrupted: finished runs are in {out / 'results.sqlite'}; run the same command to resume",
               file=sys.stderr)
         return 130
@@ -231,6 +249,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
     for path in paths:
         print(path)
     return 0
+@contextmanager
+def _interrupt_deferred() -> Iterator[None]:
+    """Hold Ctrl-C until the body is done; it then arrives as a ``KeyboardInterrupt``.
+
+    An interrupt in the middle of an import (torch, scipy) can be swallowed by the library and
+    leave a half-initialised module behind, which then fails with an unrelated error (seen: a
+    ``RecursionError`` in numpy) instead of the interrupt message. Holding it over imports and
+    validation (a second or two) makes every Ctrl-C an orderly exit with status 130.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _device(text: str) -> str:

@@ -9,6 +9,7 @@ itself (a negative learning rate, say) before any run starts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import re
 import types
@@ -16,6 +17,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from fl_core.data_root import MissingDataError
 from fl_core.registry import Registry
 
 # Parameters that must be > 0 whatever component takes them (a safety net for factories
@@ -66,9 +68,19 @@ def check_params(
             problems.append((where, f"must be > 0, got {_show(value)}"))
             continue
         out[key] = value
+    supplied = set(out) | set(reserved) | set(context or {})
+    for param in _required(sig):  # the harness passes only reserved and context values
+        if param.name not in supplied and param.name not in params:
+            hint = f" ({describe(hints[param.name])})" if param.name in hints else ""
+            problems.append((f"{path}.{param.name}", f"missing required parameter of {registry.kind} {name!r}{hint}"))
     if trial and not problems:
         problems += _trial_build(factory, sig, out, dict(context or {}), registry.kind, name, path)
     return out, problems
+
+
+def _required(sig: inspect.Signature) -> list[inspect.Parameter]:
+    return [p for p in sig.parameters.values()
+            if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 def build_component(registry: Registry, name: str, params: Mapping[str, Any],
@@ -155,6 +167,7 @@ def _abc_mapping() -> Any:
     return collections.abc.Mapping
 
 
+@functools.lru_cache(maxsize=1024)  # a grid asks about the same factories for every variant
 def _signature(factory: Callable[..., Any]) -> inspect.Signature | None:
     try:
         return inspect.signature(factory)
@@ -163,11 +176,17 @@ def _signature(factory: Callable[..., Any]) -> inspect.Signature | None:
 
 
 def _accepted(factory: Callable[..., Any], sig: inspect.Signature) -> tuple[list[str], bool, dict[str, Any]]:
-    """(accepted parameter names, accepts anything?, type hints) of a factory.
+    """(accepted parameter names, accepts anything?, type hints) of a factory (copies: callers may edit them).
 
     A factory taking ``**settings`` that declares a dataclass ``settings_class`` (the
     inversion attacks do) is described by that dataclass's fields.
     """
+    names, takes_kwargs, hints = _described(factory, sig)
+    return list(names), takes_kwargs, dict(hints)
+
+
+@functools.lru_cache(maxsize=1024)
+def _described(factory: Callable[..., Any], sig: inspect.Signature) -> tuple[tuple[str, ...], bool, dict[str, Any]]:
     names = [p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
     hints = _hints(factory)
@@ -179,7 +198,7 @@ def _accepted(factory: Callable[..., Any], sig: inspect.Signature) -> tuple[list
         except Exception:
             pass
         takes_kwargs = False
-    return names, takes_kwargs, hints
+    return tuple(names), takes_kwargs, hints
 
 
 def _hints(factory: Callable[..., Any]) -> dict[str, Any]:
@@ -206,10 +225,7 @@ def _with_context(factory: Callable[..., Any], params: dict[str, Any], context: 
 def _trial_build(factory: Callable[..., Any], sig: inspect.Signature, params: dict[str, Any],
                  context: dict[str, Any], kind: str, name: str, path: str) -> list[Problem]:
     kwargs = _with_context(factory, params, context)
-    missing = [p.name for p in sig.parameters.values()
-               if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-               and p.name not in kwargs]
-    if missing:  # needs run-time inputs (a model, a dataset): checked when the run starts
+    if any(p.name not in kwargs for p in _required(sig)):  # needs run-time inputs (a model, a dataset)
         return []
     try:
         factory(**kwargs)
@@ -217,7 +233,9 @@ def _trial_build(factory: Callable[..., Any], sig: inspect.Signature, params: di
         culprit = _culprit(factory, params, context, str(exc))
         where = f"{path}.{culprit}" if culprit else path
         return [(where, f"{kind} {name!r} rejects this: {exc}")]
-    except Exception:  # missing weights and the like are run-time problems, not suite mistakes
+    except MissingDataError as exc:  # weights it needs are absent: every run with it would fail
+        return [(path, f"{kind} {name!r} cannot be built: {str(exc).replace(chr(10), chr(10) + '      ')}")]
+    except Exception:  # anything else is the run's to report (it may depend on run-time inputs)
         return []
     return []
 

@@ -3,7 +3,11 @@
 A suite is a list of *blocks* under ``runs``; each block is a grid over ``attacks`` ×
 ``defenses`` × ``seeds`` (and over any value written ``{grid: [...]}``). Everything is
 validated before a single run starts, and every problem is reported with the file,
-the field path (``runs[2].attacks[0].params.lr``) and the allowed values. YAML anchors
+the field path (``runs[2].attacks[0].params.lr``) and the allowed values: first the
+schema and each component's parameters (``params.check_params``: types, bounds, required
+parameters), then each well-formed block variant with its real sizes (``validate.Preflight``:
+data files, index ranges, partition, model, corruption, data attacks, generator priors,
+aggregators on a round of the real number of uploads). YAML anchors
 (``&name`` / ``<<: *name``) share settings between blocks; put shared anchors under the
 top-level ``definitions`` key, which is otherwise ignored. A suite plans at most
 ``max_runs`` runs (top-level key; default 10,000, ``fedarena run --max-runs N`` overrides
@@ -67,6 +71,7 @@ from .ids import run_id
 from .params import Problem, check_params, conform, describe
 from .run_count import DEFAULT_MAX_RUNS, planned_runs
 from .safe_yaml import YamlInputError, load_yaml, non_finite, read_utf8
+from .validate import Preflight
 
 TASKS = ("privacy", "robustness")
 SPLITS = ("train", "test")
@@ -219,6 +224,7 @@ class _Validator:
     def __init__(self, comps: Components) -> None:
         self.c = comps
         self.problems: list[Problem] = []
+        self.preflight = Preflight(comps)
 
     def add(self, path: str, message: str) -> None:
         self.problems.append((path, message))
@@ -307,14 +313,21 @@ class _Validator:
         return specs
 
     def resolve(self, b: dict[str, Any], path: str, task: str) -> tuple[Any, ...] | None:
-        """Every section is checked even when another one failed, so one pass reports all."""
+        """Every section is checked even when another one failed, so one pass reports all; a
+        variant whose fields are all well formed is then checked with its real sizes (``validate``)."""
+        before = len(self.problems)
         label = b.get("label")
         if label is not None and not isinstance(label, str):
             self.add(f"{path}.label", f"must be text, got {_kind(label)}")
+        mark = len(self.problems)
         dataset = self.dataset(b["dataset"], f"{path}.dataset", default_split="train")
+        clean = {"dataset": len(self.problems) == mark}  # sections without problems, for the real-size checks
+        mark = len(self.problems)
         model = self.component(b["model"], f"{path}.model", "models", reserved=RESERVED["models"])
+        clean["model"], mark = len(self.problems) == mark, len(self.problems)
         fed = self.federation(b.get("federation", {}), f"{path}.federation")
         seeds = self.seeds(b.get("seeds", [0]), f"{path}.seeds")
+        clean["federation"], mark = len(self.problems) == mark, len(self.problems)
         extra = attacks = defenses = None
         if task == "privacy":
             if fed is not None:
@@ -325,20 +338,26 @@ class _Validator:
                              "uploads differs), and no attack for it exists yet; a privacy task needs fedavg "
                              "or hyperfl")
                     extra = None
+            clean["extra"], mark = len(self.problems) == mark, len(self.problems)
             f = fed if fed is not None else _UNBOUNDED_FEDERATION
             attacks = self.alternatives(b["attacks"], f"{path}.attacks", self.inversion_attack)
+            clean["attacks"], mark = len(self.problems) == mark, len(self.problems)
             defenses = self.alternatives(b.get("defenses", [NONE]), f"{path}.defenses",
                                          lambda v, p: self.privacy_defense(v, p, f))
+            clean["defenses"] = len(self.problems) == mark
         else:
             # With a broken federation section, still check attacks and defenses against a
             # federation too large to trigger count errors; the run list is discarded anyway.
             f = fed if fed is not None else _UNBOUNDED_FEDERATION
             if fed is not None:
                 extra = self.robustness_extra(b, path, dataset, fed)
+            clean["extra"], mark = len(self.problems) == mark, len(self.problems)
             attacks = self.alternatives(b["attacks"], f"{path}.attacks",
                                         lambda v, p: self.poisoning_attack(v, p, f))
+            clean["attacks"], mark = len(self.problems) == mark, len(self.problems)
             defenses = self.alternatives(b.get("defenses", [NONE]), f"{path}.defenses",
                                          lambda v, p: self.robust_defense(v, p, f))
+            clean["defenses"] = len(self.problems) == mark
             if fed is not None and extra is not None and attacks:
                 unreliable = extra["unreliable"]["clients"] if extra["unreliable"] else 0
                 for i, (attack, _) in enumerate(attacks):
@@ -346,8 +365,15 @@ class _Validator:
                     if taken > fed["clients"]:
                         self.add(f"{path}.attacks[{i}]", f"{taken} malicious and unreliable clients but only "
                                                          f"{fed['clients']} clients in the federation")
+        if clean["dataset"] and clean["federation"] and dataset is not None and fed is not None and seeds is not None:
+            def ok(name: str, part: Any) -> Any:
+                return part if clean[name] else None
+
+            self.problems += self.preflight.block(path, task, dataset=dataset, fed=fed, seeds=seeds,
+                                                  model=ok("model", model), extra=ok("extra", extra),
+                                                  attacks=ok("attacks", attacks), defenses=ok("defenses", defenses))
         parts = (dataset, model, fed, seeds, extra, attacks, defenses)
-        if any(p is None for p in parts):
+        if any(p is None for p in parts) or len(self.problems) > before:
             return None
         base: dict[str, Any] = {"task": task, "dataset": dataset, "model": model, "federation": fed, **extra}
         return base, attacks, defenses, seeds

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 
+from fl_core.interrupts import sigint_held
+
 from ..execute import execute_run
 from ..store import RunResult
 from ..suite import RunSpec
@@ -58,8 +60,9 @@ class ProcessBackend:
         while queue or in_flight:
             while queue and len(in_flight) < self.workers:
                 spec = queue.pop()
-                in_flight[self._pool.submit(execute_run, spec, False, self.threads, self.device,
-                                                   self.client_workers)] = spec
+                with sigint_held():  # a submit may spawn a worker: Ctrl-C is the driver's alone
+                    in_flight[self._pool.submit(execute_run, spec, False, self.threads, self.device,
+                                                self.client_workers)] = spec
             done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
             broken = False
             for future in done:
@@ -77,8 +80,14 @@ class ProcessBackend:
                 self._pool = self._new_pool()
 
     def close(self) -> None:
+        """Stop the workers; runs still in flight (after a Ctrl-C, a store error) are lost and
+        run again on resume. Without the kill, the interpreter's exit would wait for them."""
         if self._pool is not None:
+            workers = list((getattr(self._pool, "_processes", None) or {}).values())
             self._pool.shutdown(wait=False, cancel_futures=True)
+            for proc in workers:
+                if proc.is_alive():
+                    proc.kill()
             self._pool = None
 
 
@@ -89,7 +98,8 @@ def _crashed(spec: RunSpec, reason: str) -> RunResult:
 
 
 def _init_worker() -> None:
-    """Workers ignore Ctrl-C (the driver handles it) and die with the driver on Linux."""
+    """Workers ignore Ctrl-C (the driver handles it; they start with it held, ``sigint_held``)
+    and die with the driver on Linux."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         try:

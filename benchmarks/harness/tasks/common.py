@@ -33,19 +33,26 @@ from ..params import build_component
 def load_data(spec: dict[str, Any], seed: int) -> ImageDataset:
     """The dataset split a run uses, restricted to ``indices`` or a seeded ``size`` subset."""
     data = load_dataset(spec["name"], split=spec["split"], **spec["params"])
+    idx = subset_indices(spec, len(data), seed)
+    return data if idx is None else data.subset(idx)
+
+
+def subset_indices(spec: dict[str, Any], available: int, seed: int) -> torch.Tensor | list[int] | None:
+    """The samples of a split of ``available`` a run keeps (None: all); the suite validator
+    asks the same question before any run, with the size from ``dataset_facts``."""
     if spec.get("indices") is not None:
-        bad = [i for i in spec["indices"] if i >= len(data)]
+        bad = [i for i in spec["indices"] if i >= available]
         if bad:
-            raise ValueError(f"dataset {spec['name']!r} ({spec['split']}) has {len(data)} samples; "
+            raise ValueError(f"dataset {spec['name']!r} ({spec['split']}) has {available} samples; "
                              f"indices {bad[:5]} are out of range")
-        return data.subset(spec["indices"])
+        return spec["indices"]
     if spec.get("size") is not None:
-        if spec["size"] > len(data):
-            raise ValueError(f"dataset {spec['name']!r} ({spec['split']}) has {len(data)} samples, "
+        if spec["size"] > available:
+            raise ValueError(f"dataset {spec['name']!r} ({spec['split']}) has {available} samples, "
                              f"fewer than size={spec['size']}")
-        idx = torch.randperm(len(data), generator=torch_generator(seed, "data", spec["split"]))[: spec["size"]]
-        return data.subset(idx.sort().values)
-    return data
+        idx = torch.randperm(available, generator=torch_generator(seed, "data", spec["split"]))[: spec["size"]]
+        return idx.sort().values
+    return None
 
 
 def build_global_model(spec: dict[str, Any], data: ImageDataset, seed: int) -> nn.Module:
