@@ -23,6 +23,13 @@ class Paragraph:
 
 
 @dataclass
+class Bullets:
+    """A list of short facts (a block's settings, warnings)."""
+
+    items: list[str]
+
+
+@dataclass
 class Table:
     header: list[str]
     rows: list[list[str]]
@@ -39,9 +46,9 @@ class Figure:
 @dataclass
 class Document:
     title: str
-    blocks: list[Heading | Paragraph | Table | Figure] = field(default_factory=list)
+    blocks: list[Heading | Paragraph | Bullets | Table | Figure] = field(default_factory=list)
 
-    def add(self, block: Heading | Paragraph | Table | Figure) -> None:
+    def add(self, block: Heading | Paragraph | Bullets | Table | Figure) -> None:
         self.blocks.append(block)
 
     @property
@@ -56,6 +63,8 @@ def to_markdown(doc: Document, figures_dir: str) -> str:
             out += [f"{'#' * b.level} {_md(b.text)}", ""]
         elif isinstance(b, Paragraph):
             out += [_md(b.text), ""]
+        elif isinstance(b, Bullets):
+            out += [f"- {_md(item)}" for item in b.items] + [""]
         elif isinstance(b, Table):
             if b.caption:
                 out += [f"*{_md(b.caption)}*", ""]
@@ -78,6 +87,8 @@ def to_html(doc: Document) -> str:
             body.append(f"<h{level}>{html.escape(b.text)}</h{level}>")
         elif isinstance(b, Paragraph):
             body.append(f"<p>{html.escape(b.text)}</p>")
+        elif isinstance(b, Bullets):
+            body.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in b.items) + "</ul>")
         elif isinstance(b, Table):
             head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
             rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in b.rows)
