@@ -191,6 +191,11 @@ class _Order:
 
         return sorted(keys, key=position)  # stable: unplanned keys keep their run order
 
+    def columns(self, title: str, cells: Iterable[tuple[str, str]]) -> list[str]:
+        """The defenses that have a cell, in the suite's order."""
+        present = dict.fromkeys(d for _, d in cells)
+        return [d for _, d in self.sort(title, (("", d) for d in present))]
+
 
 def _suite_section(doc: Document, suite: dict[str, Any], runs: list[RunRecord], order: _Order, folder: Path,
                    skipped: list[list[str]]) -> None:
@@ -249,7 +254,8 @@ def _settings(runs: list[RunRecord]) -> list[str]:
             out.append(f"attacks: {iterations}")
     if config.get("unreliable"):
         u = config["unreliable"]
-        out.append(f"unreliable: {u['clients']} client{'s' * (u['clients'] != 1)}, {component_label(u['corruption'])} on "
+        plural = "s" * (u["clients"] != 1)
+        out.append(f"unreliable: {u['clients']} client{plural}, {component_label(u['corruption'])} on "
                    f"{u.get('data_fraction', 1.0):.0%} of their data"
                    + (f", {u['train_fraction']:.0%} of it kept" if u.get("train_fraction", 1.0) < 1.0 else ""))
     out.append(f"seeds: {', '.join(str(s) for s in sorted({r.config.get('seed') for r in runs}, key=str))}")
@@ -318,7 +324,7 @@ def _privacy_group(doc: Document, suite: str, title: str, runs: list[RunRecord],
     _warnings(doc, runs)
     cells = _cells(runs, title, order)
     idlg = {a: _idlg_suffix([r for (a2, _), cell in cells.items() if a2 == a for r in cell]) for a, _ in cells}
-    doc.add(_matrix(cells, lambda cell: _psnr_cell(_psnr(cell)),
+    doc.add(_matrix(cells, order.columns(title, cells), lambda cell: _psnr_cell(_psnr(cell)),
                     "Attack PSNR in dB (higher = more leakage): mean ± std over seeds of each run's mean over its "
                     "images; median [interquartile range] over every image of every seed (∞ = exact "
                     "reconstruction; see the next table's caption).", idlg))
@@ -507,7 +513,7 @@ def _robustness_group(doc: Document, suite: str, title: str, runs: list[RunRecor
     _warnings(doc, runs)
     cells = _cells(runs, title, order)
     excluding = _excluding(cells)
-    doc.add(_matrix(cells, lambda cell: _stat(cell, "final_accuracy", _pct),
+    doc.add(_matrix(cells, order.columns(title, cells), lambda cell: _stat(cell, "final_accuracy", _pct),
                     "Final test accuracy (%, after the last round), mean ± std over seeds."))
     rows = []
     for (attack, defense), cell in cells.items():
@@ -623,9 +629,9 @@ def _privacy_utility(doc: Document, suite: str, privacy: dict[str, list[RunRecor
             _privacy_utility_pair(doc, suite, p_title, p_runs, u_title, utility[u_title], order)
     if unpaired:
         doc.add(Paragraph("No privacy–utility pair for the privacy block(s) " + ", ".join(unpaired) + ": no "
-                          "clean robustness block (no attacker, no unreliable client) of this suite uses the same dataset "
-                          "and model, and PSNR "
-                          "and accuracy are only paired when they come from the same dataset and model."))
+                          "clean robustness run (no attacker, no unreliable client) of this suite uses the same "
+                          "dataset and model, and PSNR and accuracy are only paired when they come from the same "
+                          "dataset and model."))
 
 
 def _privacy_utility_pair(doc: Document, suite: str, p_title: str, p_runs: list[RunRecord], u_title: str,
@@ -706,10 +712,10 @@ def _cells(runs: list[RunRecord], title: str, order: _Order) -> dict[tuple[str, 
     return {k: out[k] for k in order.sort(title, out)}
 
 
-def _matrix(cells: dict[tuple[str, str], list[RunRecord]], fmt: Callable[[list[RunRecord]], str], caption: str,
-            suffix: dict[str, str] | None = None) -> Table:
+def _matrix(cells: dict[tuple[str, str], list[RunRecord]], defenses: list[str],
+            fmt: Callable[[list[RunRecord]], str], caption: str, suffix: dict[str, str] | None = None) -> Table:
+    """Attacks (in ``cells``' order) × ``defenses`` (the columns, in the suite's order)."""
     attacks = list(dict.fromkeys(a for a, _ in cells))
-    defenses = list(dict.fromkeys(d for _, d in cells))
     rows = [[a + (suffix or {}).get(a, "")] + [fmt(cells[(a, d)]) if (a, d) in cells else "" for d in defenses]
             for a in attacks]
     return Table(["attack \\ defense", *defenses], rows, caption)
