@@ -230,10 +230,13 @@ def _settings(runs: list[RunRecord]) -> list[str]:
     """What every run of a block setting shares (they differ only in attack, defense and seed)."""
     config = runs[0].config
     fed = config.get("federation") or {}
-    out = [f"data: {_data_text(config['dataset'])}"]
-    if config.get("test_dataset"):
-        out[0] += f"; test: {_data_text(config['test_dataset'])}"
-    out.append(f"model: {component_label(config['model'])}")
+    out = []
+    if config.get("dataset"):
+        out.append(f"data: {_data_text(config['dataset'])}")
+        if config.get("test_dataset"):
+            out[0] += f"; test: {_data_text(config['test_dataset'])}"
+    if config.get("model"):
+        out.append(f"model: {component_label(config['model'])}")
     if fed:
         rounds = (f"federation run up to the attack round {config['attack_round']}" if "attack_round" in config
                   else f"{fed.get('rounds')} rounds")
@@ -247,11 +250,12 @@ def _settings(runs: list[RunRecord]) -> list[str]:
         per = runs[0].metrics.get("images_per_client")
         images = f" ({', '.join(map(str, per))} images each)" if isinstance(per, list) else ""
         out.append(f"attacked: clients {', '.join(map(str, config['attacked_clients']))}{images}")
-        granted = sorted(k.removesuffix("_known") for k, v in (config.get("threat_model") or {}).items() if v)
+    if isinstance(config.get("threat_model"), dict):
+        granted = sorted(k.removesuffix("_known") for k, v in config["threat_model"].items() if v)
         out.append(f"threat model grants: {', '.join(granted) or 'nothing beyond the update and the model'}")
-        iterations = _attack_facts(runs)
-        if iterations:
-            out.append(f"attacks: {iterations}")
+    facts = _attack_facts(runs)
+    if facts:
+        out.append(f"attacks: {facts}")
     if config.get("unreliable"):
         u = config["unreliable"]
         plural = "s" * (u["clients"] != 1)
@@ -303,6 +307,13 @@ def _attack_facts(runs: list[RunRecord]) -> str:
     return "; ".join(parts)
 
 
+def _settings_block(doc: Document, runs: list[RunRecord]) -> None:
+    settings = _settings(runs)
+    if settings:
+        doc.add(Bullets(settings))
+    _warnings(doc, runs)
+
+
 def _warnings(doc: Document, runs: list[RunRecord]) -> None:
     """The warnings the block's runs raised (data-size warnings among them), with how many runs raised each."""
     counts: dict[str, int] = {}
@@ -320,8 +331,7 @@ def _warnings(doc: Document, runs: list[RunRecord]) -> None:
 def _privacy_group(doc: Document, suite: str, title: str, runs: list[RunRecord], order: _Order, folder: Path,
                    skipped: list[list[str]]) -> None:
     doc.add(Heading(f"Privacy — {title}", 3))
-    doc.add(Bullets(_settings(runs)))
-    _warnings(doc, runs)
+    _settings_block(doc, runs)
     cells = _cells(runs, title, order)
     idlg = {a: _idlg_suffix([r for (a2, _), cell in cells.items() if a2 == a for r in cell]) for a, _ in cells}
     doc.add(_matrix(cells, order.columns(title, cells), lambda cell: _psnr_cell(_psnr(cell)),
@@ -509,8 +519,7 @@ DETECTION_CAPTION = (
 
 def _robustness_group(doc: Document, suite: str, title: str, runs: list[RunRecord], order: _Order) -> None:
     doc.add(Heading(f"Robustness — {title}", 3))
-    doc.add(Bullets(_settings(runs)))
-    _warnings(doc, runs)
+    _settings_block(doc, runs)
     cells = _cells(runs, title, order)
     excluding = _excluding(cells)
     doc.add(_matrix(cells, order.columns(title, cells), lambda cell: _stat(cell, "final_accuracy", _pct),
