@@ -416,8 +416,8 @@ def _write(out: Path, rows: list[DefenseRow], results: dict[str, dict[str, Any]]
     specs = plan.attacks()
     head = ["defense", "attacker"]
     for spec in specs:
-        head += [f"{spec.label} PSNR ↓", "SSIM ↓", "LPIPS ↑"]
-    head += ["MNIST acc.", "ε MNIST (add/remove / replace)", "ε upload (add/remove / replace)"]
+        head += [f"{spec.label} PSNR (dB) ↓", "SSIM ↓", "LPIPS ↑"]
+    head += ["MNIST accuracy (0–1)", "ε MNIST (add/remove / replace)", "ε upload (add/remove / replace)"]
     lines = [
         "# Privacy–utility table" + (" (partial or reduced run: not the acceptance table)" if partial else ""),
         "",
@@ -463,7 +463,7 @@ def _write(out: Path, rows: list[DefenseRow], results: dict[str, dict[str, Any]]
             lines.append("| " + " | ".join(cells) + " |")
     notes = {n for e in results.values() for a in e.get("attacks", {}).values() for m in ("naive", "adaptive")
              for p in a.get(m, {}).get("images", []) if (n := p.get("lpips_note"))}
-    lines += ["", EPSILON_NOTE, "", PSNR_NOTE, "", PAIRING_NOTE, "", LPIPS_NOTE]
+    lines += ["", EPSILON_NOTE, "", LPIPS_NOTE]
     lines += ["", *(f"LPIPS: {n}." for n in sorted(notes))]
     lines += ["", *(f"Data: {n}" for n in data_notes or [])]
     lines += ["", "Per-image scores, label recovery and timings: the JSON file beside this one.", ""]
