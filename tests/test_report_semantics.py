@@ -284,7 +284,7 @@ def test_block_settings_and_warnings_above_the_tables(tmp_path: Path) -> None:
                  "- model: mlp(hidden=[16])",
                  "- federation: 2 clients, federation run up to the attack round 0, partition iid, protocol fedavg",
                  "- local training: fedsgd, one gradient, batch 2, sgd lr 0.01, model in train mode",
-                 "- attacked: clients 0, 1 (2, 2 images each)",
+                 "- attacked: clients 0, 1; images per client: 2, 2",
                  "- attacks: dlg(iterations=30) — 30 iterations, labels: optimize",
                  "- seeds: 0",
                  f"- {warning} (2 of 2 runs)"]:

@@ -248,7 +248,7 @@ def _settings(runs: list[RunRecord]) -> list[str]:
         out.append(f"local training: {_local_text(fed.get('local') or {})}")
     if "attacked_clients" in config:
         per = runs[0].metrics.get("images_per_client")
-        images = f" ({', '.join(map(str, per))} images each)" if isinstance(per, list) else ""
+        images = f"; images per client: {', '.join(map(str, per))}" if isinstance(per, list) else ""
         out.append(f"attacked: clients {', '.join(map(str, config['attacked_clients']))}{images}")
     if isinstance(config.get("threat_model"), dict):
         granted = sorted(k.removesuffix("_known") for k, v in config["threat_model"].items() if v)

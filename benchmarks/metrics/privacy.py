@@ -6,7 +6,9 @@ and a reconstructed batch is first matched to the private batch with the Hungari
 algorithm (``scipy.optimize.linear_sum_assignment`` on the pairwise MSE), because a
 gradient does not reveal the order of the images in its batch.
 
-- PSNR: ``10 log10(1 / MSE)`` per image (peak 1), then the mean over images.
+- PSNR: ``10 log10(1 / MSE)`` per image (peak 1), then the mean over images; an exact
+  image has infinite PSNR, so tables summarise many images with ``summarize_psnr`` (mean over
+  the finite ones with the exact ones counted, median and IQR over all).
 - SSIM: Wang et al. (2004) with an 11×11 Gaussian window, σ = 1.5, K1 = 0.01,
   K2 = 0.03, data range 1, population covariances, computed per channel over the
   'valid' window positions and averaged — the same numbers as scikit-image's
