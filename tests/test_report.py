@@ -36,7 +36,7 @@ runs:
     model: {name: mlp, params: {hidden: [16]}}
     federation: {clients: 5, rounds: 3, local: {lr: 0.2, batch_size: 32}}
     attacks: [none, {name: sign_flip, params: {scale: 3.0}, clients: 1}]
-    defenses: [none, {name: gaussian_noise, params: {sigma: 0.01}}, median]
+    defenses: [none, {name: gaussian_noise, params: {sigma: 0.01}}, median, krum]
     seeds: [0, 1]
   - task: robustness
     label: broken
@@ -50,7 +50,7 @@ runs:
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("report")
     summary = run_suite(suite_failing_at_run_time(SUITE, "tiny.yaml", block=2, indices=[99999]), out, progress=False)
-    assert (summary.ok, summary.failed) == (14, 1)
+    assert (summary.ok, summary.failed) == (18, 1)
     return out
 
 
@@ -60,7 +60,7 @@ def test_report_tables_and_figures(folder: Path) -> None:
     assert "## Suite tiny_report" in md and "A tiny suite for the report test." in md
     assert "### Privacy — inversion" in md and "### Robustness — poisoning" in md
     assert "| attack \\ defense | none | gaussian_noise(sigma=0.01) |" in md  # privacy matrix
-    assert "| attack \\ defense | none | gaussian_noise(sigma=0.01) | median |" in md  # robustness matrix
+    assert "| attack \\ defense | none | gaussian_noise(sigma=0.01) | median | krum |" in md  # robustness matrix
     # a robustness cell is the mean ± sample std of the two seeds' final accuracies
     with Store.in_folder(folder) as store:
         accs = [r.metrics["final_accuracy"] for r in store.runs(status="ok")
@@ -91,6 +91,7 @@ def test_report_html_is_self_contained(folder: Path) -> None:
     assert "report_files/" not in page and "http" not in page.split("<body>", 1)[1]
     md_tables = sum(line.startswith("| --- |") for line in paths.markdown.read_text().splitlines())
     assert page.count("<table>") == md_tables >= 5
+    assert page.count("<table><caption>") == md_tables  # every table has a caption
 
 
 def test_cli_report_and_show(folder: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """A report as a list of blocks, rendered once to Markdown and once to self-contained HTML.
 
 Markdown links the figures as PNG files beside it; HTML embeds the same PNG bytes as
-base64 ``data:`` URIs, so ``report.html`` can be mailed or archived on its own.
+base64 ``data:`` URIs, so ``report.html`` can be mailed or archived on its own. Every table
+carries its caption (``<caption>`` in HTML, an italic line above it in Markdown); a table
+wider than the page scrolls sideways in its own box instead of running off the page.
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ class Paragraph:
 
 
 @dataclass
+class Bullets:
+    """A list of short facts (a block's settings, warnings)."""
+
+    items: list[str]
+
+
+@dataclass
 class Table:
     header: list[str]
     rows: list[list[str]]
@@ -39,9 +48,9 @@ class Figure:
 @dataclass
 class Document:
     title: str
-    blocks: list[Heading | Paragraph | Table | Figure] = field(default_factory=list)
+    blocks: list[Heading | Paragraph | Bullets | Table | Figure] = field(default_factory=list)
 
-    def add(self, block: Heading | Paragraph | Table | Figure) -> None:
+    def add(self, block: Heading | Paragraph | Bullets | Table | Figure) -> None:
         self.blocks.append(block)
 
     @property
@@ -56,6 +65,8 @@ def to_markdown(doc: Document, figures_dir: str) -> str:
             out += [f"{'#' * b.level} {_md(b.text)}", ""]
         elif isinstance(b, Paragraph):
             out += [_md(b.text), ""]
+        elif isinstance(b, Bullets):
+            out += [f"- {_md(item)}" for item in b.items] + [""]
         elif isinstance(b, Table):
             if b.caption:
                 out += [f"*{_md(b.caption)}*", ""]
@@ -78,11 +89,14 @@ def to_html(doc: Document) -> str:
             body.append(f"<h{level}>{html.escape(b.text)}</h{level}>")
         elif isinstance(b, Paragraph):
             body.append(f"<p>{html.escape(b.text)}</p>")
+        elif isinstance(b, Bullets):
+            body.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in b.items) + "</ul>")
         elif isinstance(b, Table):
             head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
             rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in b.rows)
             caption = f"<caption>{html.escape(b.caption)}</caption>" if b.caption else ""
-            body.append(f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            body.append(f'<div class="table">'
+                        f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>")
         else:
             data = base64.b64encode(b.png).decode("ascii")
             caption = f"<figcaption>{html.escape(b.caption)}</figcaption>" if b.caption else ""
@@ -107,10 +121,12 @@ _HTML = """<!DOCTYPE html>
 <title>{title}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; padding: 0 1em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
+div.table {{ overflow-x: auto; margin: 1em 0; }}
+table {{ border-collapse: collapse; font-size: 0.9em; }}
 th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }}
 th {{ background: #f3f3f3; }}
-caption {{ caption-side: top; text-align: left; font-style: italic; padding-bottom: 0.3em; }}
+caption {{ caption-side: top; text-align: left; font-style: italic; padding-bottom: 0.3em;
+           position: sticky; left: 0; max-width: 1060px; }}
 figure {{ margin: 1.2em 0; }}
 img {{ max-width: 100%; }}
 figcaption {{ font-style: italic; font-size: 0.9em; }}
