@@ -54,8 +54,6 @@ def test_shipped_suites_figures_have_no_overlapping_labels(checked: CheckResult)
     assert "no screenshot" in result.notes[0]
 
 
-@pytest.mark.xfail(reason="the overview table gets its caption in feat/t18r (issue #18 report semantics); "
-                          "remove this mark once both are merged", strict=False)
 def test_every_table_of_the_report_has_a_caption(checked: CheckResult) -> None:
     assert checked.uncaptioned == []
 
@@ -71,5 +69,4 @@ def test_screenshot_in_headless_chromium(tmp_path: Path, capsys: pytest.CaptureF
     width, height = Image.open(shot).size
     assert width == WIDTH and height > 1000  # the whole page, not one window's height
     problems = [line for line in out.splitlines() if "problem:" in line]
-    assert all("table without a caption" in p for p in problems), problems  # what the xfail above tracks
-    assert status == (1 if problems else 0)
+    assert problems == [] and status == 0, out
