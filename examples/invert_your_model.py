@@ -22,7 +22,7 @@ from torch import nn
 from fedarena.attacks.inversion import DLG, InvertingGradients
 from fedarena.figures import GridRow, reconstruction_grid
 from fedarena.fl_core.observe import observe, snapshot_weights
-from fedarena.metrics import score_reconstruction
+from fedarena.metrics import match_order, psnr, ssim
 
 
 def my_images(n: int, size: int, seed: int) -> torch.Tensor:
@@ -53,24 +53,24 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     observation = observe(model, gradient, global_weights=start, images=images, labels=labels)
     attacks = {"DLG": DLG(iterations=max(1, args.iterations // 10), line_search="strong_wolfe"),
                "Inverting Gradients": InvertingGradients(iterations=args.iterations, tv_weight=1e-4)}
-    rows, psnr = {}, {}
+    rows, mean_psnr = {}, {}
+
+    def add_row(name: str, reconstructed: torch.Tensor) -> None:
+        matched = reconstructed.clamp(0, 1)[match_order(reconstructed.clamp(0, 1), images)]  # Hungarian matching
+        values = psnr(matched, images)
+        rows[name] = GridRow(matched, psnr=values.tolist())
+        mean_psnr[name] = float(values.mean())
+        print(f"{name}: PSNR {mean_psnr[name]:.1f} dB, SSIM {float(ssim(matched, images).mean()):.2f}")
+
     for name, attack in attacks.items():
-        reconstruction = attack.reconstruct(observation)
-        scores = score_reconstruction(reconstruction.images, images, None)  # Hungarian-matched PSNR/SSIM
-        rows[name] = GridRow(reconstruction.images[scores.order].clamp(0, 1), psnr=scores.psnr)
-        psnr[name] = sum(scores.psnr) / len(scores.psnr)
-        print(f"{name}: PSNR {psnr[name]:.1f} dB, SSIM {sum(scores.ssim) / len(scores.ssim):.2f}")
+        add_row(name, attack.reconstruct(observation).images)
     # The pitfall observe() guards against: the weights after training are not the ones the
     # gradient was taken at. Only a deliberate snapshot of the trained model gets here.
     wrong = observe(model, gradient, global_weights=snapshot_weights(model), images=images, labels=labels)
-    reconstruction = attacks["DLG"].reconstruct(wrong)
-    scores = score_reconstruction(reconstruction.images, images, None)
-    rows["DLG at the trained weights"] = GridRow(reconstruction.images[scores.order].clamp(0, 1), psnr=scores.psnr)
-    psnr["DLG at the trained weights"] = sum(scores.psnr) / len(scores.psnr)
-    print(f"DLG at the trained weights (wrong): PSNR {psnr['DLG at the trained weights']:.1f} dB")
+    add_row("DLG at the trained weights (wrong)", attacks["DLG"].reconstruct(wrong).images)
     path = reconstruction_grid(images, rows, args.out, title="inverting one gradient of your model")
     print(f"figure: {path}")
-    return psnr
+    return mean_psnr
 
 
 if __name__ == "__main__":

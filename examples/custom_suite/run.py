@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{summary.suite}: {summary.ok} ok, {summary.failed} failed, {summary.skipped} already stored")
     with Store(args.out / STORE_NAME, readonly=True) as store:
         for run in store.runs(suite.name):
-            pair = f"{run.config['attack']['name']} vs {run.config['defense']['name']}"
+            pair = f"{run.config['attack'].get('name', 'none')} vs {run.config['defense'].get('name', 'none')}"
             score = (f"PSNR {run.metrics['psnr']:.1f} dB" if run.task == "privacy"
                      else f"accuracy {run.metrics['final_accuracy']:.3f}")
             print(f"  {run.run_id} {run.task:<10} {pair:<22} {run.status}: {score}")
