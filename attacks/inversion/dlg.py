@@ -110,9 +110,9 @@ class IDLG(DLG):
 
     name = "idlg"
     forced = {"labels": "auto"}
+    defaults = {"batch_labels": "bias"}
 
     def __init__(self, **settings: Any) -> None:
-        settings.setdefault("batch_labels", "bias")
         if settings.get("batch_labels") == "optimize":
             raise ValueError("idlg recovers labels analytically; batch_labels cannot be 'optimize' "
                              "(use the 'dlg' attack for jointly optimised labels)")

@@ -28,11 +28,14 @@ with them as ``functional_call`` overrides.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import inspect
 import math
 import time
+import typing
 from abc import abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 import torch
@@ -84,6 +87,26 @@ class Run:
     stopped: int | None = None
 
 
+def settings_signature(settings_class: type, defaults: dict[str, Any], forced: dict[str, Any]) -> inspect.Signature:
+    """The keyword-only signature of an attack configured by ``settings_class``: one
+    parameter per field (its annotation, and its default unless ``defaults`` overrides it),
+    except the fields the attack ``forced`` (those are not the caller's to choose)."""
+    try:
+        hints = typing.get_type_hints(settings_class)
+    except Exception:  # an unresolvable forward reference: show the annotation as written
+        hints = {}
+    params = []
+    for f in fields(settings_class):
+        if f.name in forced:
+            continue
+        default = f.default
+        if default is dataclasses.MISSING:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else inspect.Parameter.empty
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(f.name, f.type),
+                                        default=defaults.get(f.name, default)))
+    return inspect.Signature(params, return_annotation=None)
+
+
 class OptimizationAttack(InversionAttack):
     """Base of DLG, Inverting Gradients and every attack that optimises its unknowns."""
 
@@ -99,8 +122,18 @@ class OptimizationAttack(InversionAttack):
     #: optimised, or the hard labels it returns
     score_labels: Literal["soft", "hard"] = "soft"
 
+    #: defaults that differ from ``settings_class``'s for this attack (applied when not passed)
+    defaults: dict[str, Any] = {}
+
     def __init__(self, **settings: Any) -> None:
-        self.settings = build_settings(self.settings_class, self.name, {**settings, **self.forced})
+        self.settings = build_settings(self.settings_class, self.name,
+                                       {**self.defaults, **settings, **self.forced})
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # ``**settings`` hides every option from help() and IDEs: publish the settings
+        # dataclass's fields as the class's keyword-only signature instead.
+        super().__init_subclass__(**kwargs)
+        cls.__signature__ = settings_signature(cls.settings_class, cls.defaults, cls.forced)
 
     # -- what a subclass says ---------------------------------------------------------------
 

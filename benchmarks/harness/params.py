@@ -178,8 +178,8 @@ def _signature(factory: Callable[..., Any]) -> inspect.Signature | None:
 def _accepted(factory: Callable[..., Any], sig: inspect.Signature) -> tuple[list[str], bool, dict[str, Any]]:
     """(accepted parameter names, accepts anything?, type hints) of a factory (copies: callers may edit them).
 
-    A factory taking ``**settings`` that declares a dataclass ``settings_class`` (the
-    inversion attacks do) is described by that dataclass's fields.
+    A factory that declares a dataclass ``settings_class`` (the inversion attacks do) is
+    described by that dataclass's fields, including those its published signature leaves out.
     """
     names, takes_kwargs, hints = _described(factory, sig)
     return list(names), takes_kwargs, dict(hints)
@@ -191,8 +191,9 @@ def _described(factory: Callable[..., Any], sig: inspect.Signature) -> tuple[tup
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
     hints = _hints(factory)
     settings = getattr(factory, "settings_class", None)
-    if takes_kwargs and dataclasses.is_dataclass(settings):
-        names += [f.name for f in dataclasses.fields(settings) if f.name not in names]
+    if dataclasses.is_dataclass(settings):  # its published signature may leave out forced fields
+        own = [f.name for f in dataclasses.fields(settings)]
+        names = own + [n for n in names if n not in own]
         try:
             hints = {**typing.get_type_hints(settings), **hints}
         except Exception:

@@ -29,6 +29,7 @@ from ..registry import PRIVACY_DEFENSES, ClientDefense
 from .accounting import ADJACENCIES, DEFAULT_ADJACENCY, Accountant, Adjacency, defense_epsilon, defense_epsilons
 from .dp_fedavg import DPFedAvgAggregator, LocalDPNoise, dp_fedavg_epsilon
 from .dp_sgd import DPSGD, check_dp_compatible, make_dp_compatible, steps_per_round
+from .on_update import apply_defense
 from .perturbations import (
     AdaptiveTransform,
     Clipping,
@@ -44,7 +45,7 @@ from .perturbations import (
 
 __all__ = [
     "ADJACENCIES", "DEFAULT_ADJACENCY", "Accountant", "Adjacency", "defense_epsilon", "defense_epsilons",
-    "DPSGD", "DPFedAvgAggregator", "LocalDPNoise", "dp_fedavg_epsilon",
+    "DPSGD", "DPFedAvgAggregator", "LocalDPNoise", "dp_fedavg_epsilon", "apply_defense",
     "make_dp_compatible", "check_dp_compatible", "steps_per_round", "AdaptiveTransform", "Clipping", "GaussianNoise",
     "GradientView",
     "LaplaceNoise", "Pruning", "Quantization", "attackers_view", "clip_to_norm", "top_k_mask", "attacker_view",
