@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml setup.py defenses/aggregation/_closest_to_med
 	touch $@
 
 demo: setup
-	$(PY) -m benchmarks.demo
+	$(PY) -m fedarena.benchmarks.demo
 
 test: setup
 	$(PY) -m pytest
@@ -40,7 +40,7 @@ lint: setup
 # Add result folders with SCREENSHOT_DIRS="runs/quick ...".
 screenshot-check: setup
 	test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
-	$(PY) -m benchmarks.figures.screenshot_check --synthetic --shots runs/screenshot $(SCREENSHOT_DIRS)
+	$(PY) -m fedarena.benchmarks.figures.screenshot_check --synthetic --shots runs/screenshot $(SCREENSHOT_DIRS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,6 +1,6 @@
 """Attacks on federated learning: gradient inversion (privacy) and poisoning (robustness).
 
-Importing the package registers every attack in ``attacks.registry``.
+Importing the package registers every attack in ``fedarena.attacks.registry``.
 """
 
 from . import inversion, poisoning  # noqa: F401  (registration side effects)

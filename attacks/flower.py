@@ -1,7 +1,7 @@
 """FedArena poisoning attacks on Flower's Message API (optional extra ``fedarena[flower]``).
 
 - ``DataPoisoningMod``: a data attack (label flip, backdoor) as a ClientApp mod; the
-  client's ``fl_core.flower.train_reply`` trains on the poisoned data.
+  client's ``fedarena.fl_core.flower.train_reply`` trains on the poisoned data.
 - ``ModelPoisoningMod``: an update attack that needs only the client's own update (sign
   flip of its own update, additive noise, model replacement) as a ClientApp mod; it
   rewrites the reply as a one-member colluding group.
@@ -9,7 +9,7 @@
   updates (ALIE, IPM, min-max, min-sum, sign flip of the honest mean): it rewrites the
   replies of the designated malicious clients before the inner strategy sees them —
   the same place a FedArena ``Simulation`` calls ``UpdateAttack.craft``.
-``poisoning_mod(name, …)`` builds the right mod from ``attacks.registry.POISONING_ATTACKS``.
+``poisoning_mod(name, …)`` builds the right mod from ``fedarena.attacks.registry.POISONING_ATTACKS``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from torch import nn
 
-from fl_core.flower import (
+from fedarena.fl_core.flower import (
     ARRAYS_KEY,
     METRICS_KEY,
     NUM_EXAMPLES_KEY,
@@ -36,9 +36,9 @@ from fl_core.flower import (
     rewrite_reply,
     update_record,
 )
-from fl_core.seeding import torch_generator
-from fl_core.simulation import DataAttack, RoundContext, UpdateAttack
-from fl_core.updates import ClientUpdate
+from fedarena.fl_core.seeding import torch_generator
+from fedarena.fl_core.simulation import DataAttack, RoundContext, UpdateAttack
+from fedarena.fl_core.updates import ClientUpdate
 
 from .registry import POISONING_ATTACKS
 

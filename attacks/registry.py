@@ -4,10 +4,10 @@
 ``reconstruct(observation) -> Reconstruction``.
 ``POISONING_ATTACKS``: name → class whose instances are either a data attack
 (``poison(data, generator)``) or a model-poisoning attack (``craft(ctx)``), see
-``fl_core.simulation``.
+``fedarena.fl_core.simulation``.
 """
 
-from fl_core.registry import Registry
+from fedarena.fl_core.registry import Registry
 
 INVERSION_ATTACKS: Registry = Registry("inversion attack")
 POISONING_ATTACKS: Registry = Registry("poisoning attack")

@@ -1,9 +1,9 @@
-"""Alias of ``benchmarks.harness.cli`` for console scripts installed before the harness
-re-layout (their launcher imports ``benchmarks.cli:main``) and ``python -m benchmarks.cli``."""
+"""Alias of ``fedarena.benchmarks.harness.cli`` for console scripts installed before the harness
+re-layout (their launcher imports ``fedarena.benchmarks.cli:main``) and ``python -m fedarena.benchmarks.cli``."""
 
 import sys
 
-from benchmarks.harness.cli import main
+from fedarena.benchmarks.harness.cli import main
 
 __all__ = ["main"]
 

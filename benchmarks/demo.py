@@ -18,10 +18,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from fl_core import Client, FederationConfig, LocalTraining, Simulation
-from fl_core.datasets import load_dataset
-from fl_core.models import build_model
-from fl_core.partition import partition
+from fedarena.fl_core import Client, FederationConfig, LocalTraining, Simulation
+from fedarena.fl_core.datasets import load_dataset
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.partition import partition
 
 
 def digits_fedavg(rounds: int = 15, num_clients: int = 10, seed: int = 0, verbose: bool = True) -> list[float]:
@@ -46,10 +46,10 @@ def digits_fedavg(rounds: int = 15, num_clients: int = 10, seed: int = 0, verbos
 
 def run_quick_suite(out: Path, workers: int, progress: bool = True) -> Path:
     """Run the shipped ``quick`` suite into ``out`` and write its report; returns report.html."""
-    from benchmarks.harness.report import write_report
-    from benchmarks.harness.runner import ProvenanceError, run_suite
-    from benchmarks.harness.suite import load_suite
-    from benchmarks.harness.suites import resolve_suite_path
+    from fedarena.benchmarks.harness.report import write_report
+    from fedarena.benchmarks.harness.runner import ProvenanceError, run_suite
+    from fedarena.benchmarks.harness.suite import load_suite
+    from fedarena.benchmarks.harness.suites import resolve_suite_path
 
     suite = load_suite(resolve_suite_path("quick"))
     try:
@@ -66,7 +66,7 @@ def run_quick_suite(out: Path, workers: int, progress: bool = True) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m fedarena.benchmarks.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=10, help="FedAvg rounds on digits")
     parser.add_argument("--seed", type=int, default=0)

@@ -13,7 +13,7 @@ Checks, each through the harness's own task code (the path ``fedarena run --devi
 Without CUDA it prints ``no CUDA device: nothing checked`` and exits 0, so it is safe in
 CI. Exit status 1 when a check fails or raises.
 
-    python -m benchmarks.device_check [--device cuda:1]
+    python -m fedarena.benchmarks.device_check [--device cuda:1]
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print(NO_CUDA)
         return 0
-    from benchmarks.harness.device import resolve_device
+    from fedarena.benchmarks.harness.device import resolve_device
 
     device = resolve_device(args.device)
     print(f"checking {device} ({torch.cuda.get_device_name(device)}), torch {torch.__version__}, "
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_both(task: str, config: dict[str, Any], device: torch.device) -> tuple[dict[str, Any], dict[str, Any],
                                                                                    float, float]:
-    from benchmarks.harness.tasks import task_function
+    from fedarena.benchmarks.harness.tasks import task_function
 
     fn = task_function(task)
     out = []
@@ -112,7 +112,7 @@ def _run_both(task: str, config: dict[str, Any], device: torch.device) -> tuple[
 
 
 def _check_inversion(device: torch.device) -> list[str]:
-    from benchmarks.harness.suite import parse_suite
+    from fedarena.benchmarks.harness.suite import parse_suite
 
     problems = []
     for spec in parse_suite(PRIVACY).runs:
@@ -137,9 +137,9 @@ def _check_inversion(device: torch.device) -> list[str]:
 
 def _upload(config: dict[str, Any], device: torch.device) -> torch.Tensor:
     """The attacked client's FedSGD upload on ``device`` (undefended): deterministic, so comparable."""
-    from benchmarks.harness.tasks.common import build_global_model, federation_config, load_data, split_clients
-    from benchmarks.harness.tasks.privacy import attacked_uploads
-    from defenses.registry import ClientDefense
+    from fedarena.benchmarks.harness.tasks.common import build_global_model, federation_config, load_data, split_clients
+    from fedarena.benchmarks.harness.tasks.privacy import attacked_uploads
+    from fedarena.defenses.registry import ClientDefense
 
     seed, fed = config["seed"], config["federation"]
     data = load_data(config["dataset"], seed)
@@ -150,7 +150,7 @@ def _upload(config: dict[str, Any], device: torch.device) -> torch.Tensor:
 
 
 def _check_krum(device: torch.device) -> list[str]:
-    from defenses.registry import AGGREGATORS
+    from fedarena.defenses.registry import AGGREGATORS
 
     gen = torch.Generator().manual_seed(0)
     stack = torch.randn(50, 100_000, generator=gen)
@@ -180,7 +180,7 @@ def _check_krum(device: torch.device) -> list[str]:
 
 
 def _check_fedavg(device: torch.device) -> list[str]:
-    from benchmarks.harness.suite import parse_suite
+    from fedarena.benchmarks.harness.suite import parse_suite
 
     (spec,) = parse_suite(FEDAVG).runs
     cpu, gpu, t_cpu, t_gpu = _run_both("robustness", spec.config, device)

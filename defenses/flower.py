@@ -1,13 +1,13 @@
 """FedArena defenses on Flower's Message API (optional extra ``fedarena[flower]``).
 
 - ``FedArenaStrategy``: any FedArena ``Aggregator`` (a registry name from
-  ``defenses.registry.AGGREGATORS`` or an instance) as a Flower strategy. Replies become
-  updates (reply − global, ``fl_core.flower``) and go through ``fl_core.server.Server.step``
+  ``fedarena.defenses.registry.AGGREGATORS`` or an instance) as a Flower strategy. Replies become
+  updates (reply − global, ``fedarena.fl_core.flower``) and go through ``fedarena.fl_core.server.Server.step``
   itself — the same validation, aggregation and model step as a FedArena simulation,
   no second copy of the arithmetic. Trust weights go into the round's metrics.
 - ``TransformMod`` / ``TrainerMod``: a FedArena update transform (noise, clipping,
   pruning, quantization, local DP-FedAvg) or local trainer (DP-SGD) as a ClientApp mod;
-  ``privacy_mods(name, …)`` builds them from ``defenses.registry.PRIVACY_DEFENSES``.
+  ``privacy_mods(name, …)`` builds them from ``fedarena.defenses.registry.PRIVACY_DEFENSES``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore import log
 from torch import nn
 
-from fl_core.aggregation import Aggregator
-from fl_core.client import LocalTrainer, load_state
-from fl_core.flower import (
+from fedarena.fl_core.aggregation import Aggregator
+from fedarena.fl_core.client import LocalTrainer, load_state
+from fedarena.fl_core.flower import (
     ARRAYS_KEY,
     METRICS_KEY,
     ArrayCodec,
@@ -36,10 +36,10 @@ from fl_core.flower import (
     reply_update,
     rewrite_reply,
 )
-from fl_core.seeding import torch_generator
-from fl_core.server import Server, StepRecord
-from fl_core.simulation import UpdateTransform
-from fl_core.updates import ClientUpdate, UpdateKind
+from fedarena.fl_core.seeding import torch_generator
+from fedarena.fl_core.server import Server, StepRecord
+from fedarena.fl_core.simulation import UpdateTransform
+from fedarena.fl_core.updates import ClientUpdate, UpdateKind
 
 from .registry import AGGREGATORS, PRIVACY_DEFENSES, ClientDefense
 
@@ -49,7 +49,7 @@ class FedArenaStrategy(FedAvg):
 
     ``model`` is the global model (its architecture names the arrays; it is stepped in
     place, like ``Server.model``). ``client_id_key``: None keys clients by Flower node id;
-    a metric name (e.g. ``"client-id"``, which ``fl_core.flower.train_reply`` reports)
+    a metric name (e.g. ``"client-id"``, which ``fedarena.fl_core.flower.train_reply`` reports)
     keys them by that. Rows reach the aggregator sorted by that id, so stateful rules
     (MUD-HoG, FoolsGold, centered clipping) see each client under one id every round —
     the aggregator object, and its state, is the same across rounds.
@@ -186,7 +186,7 @@ class TransformMod:
 
 
 class TrainerMod:
-    """A FedArena local trainer (DP-SGD) as a ClientApp mod: ``fl_core.flower.train_reply``
+    """A FedArena local trainer (DP-SGD) as a ClientApp mod: ``fedarena.fl_core.flower.train_reply``
     trains with it inside this mod. The trainer object keeps its accountant per client, so
     it must live as long as the client's process does (one ClientApp per node)."""
 

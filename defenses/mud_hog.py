@@ -93,8 +93,14 @@ from sklearn.cluster import DBSCAN, KMeans
 from threadpoolctl import threadpool_limits  # ships with scikit-learn
 from torch import Tensor
 
-from fl_core.aggregation import AggregationResult, Aggregator
-from fl_core.geometry import distance_gram, exact_gram, isometric_embedding, pairwise_sq_distances, sq_distances_to
+from fedarena.fl_core.aggregation import AggregationResult, Aggregator
+from fedarena.fl_core.geometry import (
+    distance_gram,
+    exact_gram,
+    isometric_embedding,
+    pairwise_sq_distances,
+    sq_distances_to,
+)
 
 from .aggregation.common import MAX_NORM_RATIO, ClientRows, norm_outliers, row_selector, sample_shares
 from .aggregation.coordinate import coordinate_median

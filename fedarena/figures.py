@@ -10,8 +10,8 @@ The implementations live in ``fedarena.benchmarks.figures``; these names are the
 surface a research script should import.
 """
 
-from benchmarks.figures.plots import GridRow, loss_curves, reconstruction_grid
-from benchmarks.figures.report import Bars, Curve, Point, accuracy_curves, detection_bars, privacy_utility
+from fedarena.benchmarks.figures.plots import GridRow, loss_curves, reconstruction_grid
+from fedarena.benchmarks.figures.report import Bars, Curve, Point, accuracy_curves, detection_bars, privacy_utility
 
 __all__ = ["GridRow", "loss_curves", "reconstruction_grid", "Bars", "Curve", "Point", "accuracy_curves",
            "detection_bars", "privacy_utility"]

@@ -14,8 +14,8 @@ The implementations live in ``fedarena.benchmarks.metrics``; these names are the
 surface a research script should import.
 """
 
-from benchmarks.metrics.lpips import LPIPS, LPIPSUnavailable, load_lpips
-from benchmarks.metrics.privacy import (
+from fedarena.benchmarks.metrics.lpips import LPIPS, LPIPSUnavailable, load_lpips
+from fedarena.benchmarks.metrics.privacy import (
     PrivacyScores,
     label_accuracy,
     mask_recovery,
@@ -29,7 +29,7 @@ from benchmarks.metrics.privacy import (
     summarize_privacy,
     to_unit,
 )
-from benchmarks.metrics.robustness import (
+from fedarena.benchmarks.metrics.robustness import (
     DetectionScore,
     attack_success_rate,
     backdoor_asr,

@@ -1,6 +1,6 @@
 """The aggregation contract (DESIGN: ``Aggregator``) and the default, FedAvg.
 
-Robust aggregators live in ``defenses.aggregation`` and subclass ``Aggregator``; the
+Robust aggregators live in ``fedarena.defenses.aggregation`` and subclass ``Aggregator``; the
 base class rejects non-finite rows once, for all of them, so a NaN upload never
 reaches any aggregation rule.
 """
@@ -44,7 +44,7 @@ class Aggregator(ABC):
     (‖x_i‖² is non-finite iff a NaN/Inf entry, or an overflow, is in row i), so the
     screen costs no pass over the stack beyond the product the rule needs anyway. A row
     that is finite but whose squared norm overflows (entries ≳ 1e19 in float32) passes the
-    screen: ``fl_core.geometry.gram`` then gives it exact float64 inner products, and each
+    screen: ``fedarena.fl_core.geometry.gram`` then gives it exact float64 inner products, and each
     rule bounds it by its own rule (``tests/test_extreme_updates.py``).
 
     Every tensor a rule creates lives on the device of the updates it is given (sample

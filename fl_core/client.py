@@ -2,7 +2,7 @@
 
 One worker model is reused for every client: loading the global vector into it is a
 single copy, far cheaper than building a fresh model per client. FedAvg trains the
-flat parameter vector with ``fl_core.local_step.optimizer_step``, the same function
+flat parameter vector with ``fedarena.fl_core.local_step.optimizer_step``, the same function
 the attacker unrolls (gradient by autograd on the worker, one functional step, written
 back), so the local step is written once. The update leaves as a flat vector; the
 private data leaves separately, for the harness only.
@@ -156,7 +156,7 @@ def pass_bounds(n: int, batch_size: int, min_batch: int = 1) -> list[tuple[int, 
     model that normalises by batch statistics in train mode: BatchNorm cannot normalise
     one sample) it is merged into the batch before it, so the pass has one batch fewer
     and one larger one; the client and the attacker's unrolled simulation
-    (``attacks.inversion.simulate.unrolled_batches``) both take their batches from here.
+    (``fedarena.attacks.inversion.simulate.unrolled_batches``) both take their batches from here.
     """
     if n < min_batch:
         raise ValueError(f"{n} sample(s) cannot form a batch of at least {min_batch}: BatchNorm in train "

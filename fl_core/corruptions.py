@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fl_core.data import ImageDataset
-from fl_core.registry import Registry
-from fl_core.seeding import numpy_rng, torch_generator
+from fedarena.fl_core.data import ImageDataset
+from fedarena.fl_core.registry import Registry
+from fedarena.fl_core.seeding import numpy_rng, torch_generator
 
 Corruption = Callable[..., Tensor]  # (images [B, C, H, W], generator, **params) -> images
 CORRUPTIONS: Registry[Corruption] = Registry("corruption")

@@ -1,7 +1,7 @@
 """Parsers for the on-disk dataset formats: IDX (MNIST family) and CIFAR python batches.
 
 They only parse and validate; which files are official, checksums and caching are the
-loaders' business (``fl_core.datasets``). Every failure is a ``CorruptDataError`` that
+loaders' business (``fedarena.fl_core.datasets``). Every failure is a ``CorruptDataError`` that
 names the file and what is wrong with it.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fl_core.data_root import CorruptDataError
-from fl_core.safe_pickle import safe_load_pickle
+from fedarena.fl_core.data_root import CorruptDataError
+from fedarena.fl_core.safe_pickle import safe_load_pickle
 
 CIFAR_PIXELS = 3 * 32 * 32
 # Largest IDX payload read (1 GiB): EMNIST ByClass, the largest IDX set in common use, holds

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fl_core.data import ImageDataset, Normalization
-from fl_core.data_root import (
+from fedarena.fl_core.data import ImageDataset, Normalization
+from fedarena.fl_core.data_root import (
     ChecksumError,
     CorruptDataError,
     RemoteFile,
@@ -46,13 +46,13 @@ from fl_core.data_root import (
     fetch_archive_members,
     file_digest,
 )
-from fl_core.dataset_formats import read_cifar_batch, read_cifar_meta, read_idx_gz, read_idx_gz_shape
-from fl_core.image_datasets import (
+from fedarena.fl_core.dataset_formats import read_cifar_batch, read_cifar_meta, read_idx_gz, read_idx_gz_shape
+from fedarena.fl_core.image_datasets import (
     load_digits_split,
     load_image_folder,
     load_sample_image_tiles,
 )
-from fl_core.registry import Registry
+from fedarena.fl_core.registry import Registry
 
 DatasetLoader = Callable[..., ImageDataset]
 DATASETS: Registry[DatasetLoader] = Registry("dataset")
@@ -363,7 +363,7 @@ def image_folder(split: str = "train", root: str | Path | None = None, *, path: 
     A relative ``path`` is taken under ``<root>/datasets/``. When the folder has both
     ``train/`` and ``test/`` sub-folders, ``split`` picks one; otherwise the whole folder
     is returned for either split. Normalisation = per-channel mean/std of the loaded
-    images (see ``fl_core.image_datasets.load_image_folder``).
+    images (see ``fedarena.fl_core.image_datasets.load_image_folder``).
     """
     _check_split(split)
     folder = expand_user(path, "image_folder path")

@@ -1,7 +1,7 @@
 """The Flower seam (optional extra ``fedarena[flower]``): ArrayRecord ⇄ FedArena vectors,
 and the ClientApp side of one FedArena client round.
 
-Both ``attacks.flower`` and ``defenses.flower`` read client replies as FedArena updates
+Both ``fedarena.attacks.flower`` and ``fedarena.defenses.flower`` read client replies as FedArena updates
 and write updates back into replies, so the conversion lives here, one layer below
 both. A reply carries the client's model *after* local training (Flower's convention);
 its update is ``reply − global`` on the trainable parameters, in ``ParameterLayout``
@@ -10,7 +10,7 @@ it is not the layout order in general).
 
 Client-side hooks: a data-poisoning mod and a DP-SGD mod must change *how* the ClientApp
 trains, not its reply. ``train_reply`` (what a FedArena ClientApp's ``train`` calls) runs
-one client round exactly as ``fl_core.simulation.Simulation`` does — same trainer, same
+one client round exactly as ``fedarena.fl_core.simulation.Simulation`` does — same trainer, same
 generators — and consults the data attack and trainer that enclosing mods installed
 with ``installed_data_attack`` / ``installed_trainer`` (context variables: they reach
 the ClientApp's call without travelling in the message).
@@ -226,7 +226,7 @@ def train_reply(msg: Message, *, worker: nn.Module, data: ImageDataset, training
                 seed: int, codec: ArrayCodec | None = None) -> Message:
     """One FedArena client round as a Flower reply (the body of a ClientApp's ``train``).
 
-    As ``fl_core.parallel.local_round`` (a Simulation client) for round ``server-round − 1``: generator
+    As ``fedarena.fl_core.parallel.local_round`` (a Simulation client) for round ``server-round − 1``: generator
     ``torch_generator(seed, "client", id, "round", r)``, global torch seed for dropout,
     poison generator ``(seed, "poison", id, r)``; the reply carries global + update and
     ``metrics`` with ``num-examples``, ``client-id`` and the training loss.

@@ -3,7 +3,7 @@
 ``load_image_folder`` reads a folder of class sub-folders or a flat folder of
 ``<prefix>_<NN>_<label>.<ext>`` files; ``load_digits_split`` and
 ``load_sample_image_tiles`` need no files at all, so tests and demos run anywhere.
-The registry entries that expose them by name live in ``fl_core.datasets``.
+The registry entries that expose them by name live in ``fedarena.fl_core.datasets``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fl_core.data import ImageDataset, Normalization
-from fl_core.data_root import CorruptDataError, MissingDataError
+from fedarena.fl_core.data import ImageDataset, Normalization
+from fedarena.fl_core.data_root import CorruptDataError, MissingDataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
                     ".pgm")

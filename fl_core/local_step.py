@@ -4,7 +4,7 @@
 of ``torch.optim.SGD`` (momentum, dampening 0, weight decay) or ``torch.optim.Adam``
 (default betas and eps, weight decay as L2 added to the gradient) on the flat vector
 ``w`` with gradient ``g``, out of place, so it is differentiable in ``w`` and ``g``:
-the honest client trains with it (``fl_core.client.train_client``), and the attacker's
+the honest client trains with it (``fedarena.fl_core.client.train_client``), and the attacker's
 ``ClientSimulator`` unrolls the same function through the local steps (IG paper
 section 5, inversefed ``loss_steps``). ``state`` holds the optimiser's buffers between
 steps (start with ``{}``); ``step`` counts from 1.

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fl_core.registry import Registry
-from fl_core.seeding import numpy_rng
+from fedarena.fl_core.registry import Registry
+from fedarena.fl_core.seeding import numpy_rng
 
 Partitioner = Callable[..., np.ndarray]
 PARTITIONERS: Registry[Partitioner] = Registry("partitioner")

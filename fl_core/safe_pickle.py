@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fl_core.data_root import CorruptDataError
+from fedarena.fl_core.data_root import CorruptDataError
 
 
 class ForbiddenGlobalError(pickle.UnpicklingError):

@@ -2,7 +2,7 @@
 
 Validation happens here, before any aggregation rule: a non-finite or wrongly shaped
 update is rejected and recorded with its reason, never averaged into the model. The
-server holds the global *shared* state of its protocol (``fl_core.protocol``): the
+server holds the global *shared* state of its protocol (``fedarena.fl_core.protocol``): the
 whole model for FedSGD/FedAvg, a sub-model or another network for other protocols.
 ``step(updates, client_lr) -> StepRecord`` is the one server step (a Flower strategy
 wraps it).

@@ -14,13 +14,13 @@ global RNG is never touched. Each client's dropout masks come from its own gener
 ``torch_generator(seed, "dropout", client_id, round)`` and are recorded in its
 ``PrivateData.dropout_masks``.
 
-The protocol (``fl_core.protocol``; default FedSGD/FedAvg) decides what each client
+The protocol (``fedarena.fl_core.protocol``; default FedSGD/FedAvg) decides what each client
 shares and keeps: ``client_states`` holds what clients keep between rounds, client-side.
 Everything runs on the device of the model it is given: client and test data are moved
 there once, at construction.
 
 ``client_workers=N`` (N ≥ 2) trains a round's clients in N worker processes
-(``fl_core.parallel.ClientPool``, started at the first round, closed by ``run`` or
+(``fedarena.fl_core.parallel.ClientPool``, started at the first round, closed by ``run`` or
 ``close``); results are identical to sequential training, since a client's local round
 is a pure function of (start state, data, seed, round) and the protocol's client state,
 the transforms, attacks on updates and aggregation stay in this process, in client order.

@@ -68,7 +68,7 @@ class Observation:
     from. ``update`` is the sanitised upload (see the module note). ``bn_statistics`` are
     per-BatchNorm-layer (mean, var) of the private batch at that layer's input, as
     assumed by BN-prior attacks. ``dropout_masks`` (oracle grant) are ``{site: [mask per
-    forward]}`` as ``fl_core.models.dropout.dropout_masks`` replays them.
+    forward]}`` as ``fedarena.fl_core.models.dropout.dropout_masks`` replays them.
     ``private_names``: the parameters of ``model`` the client keeps private (frozen in
     ``model`` at the server's values, not part of the update); ``private_embedding`` and
     ``private_head`` (oracle grants): ``{name: value}`` of those the client really used.

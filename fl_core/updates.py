@@ -78,7 +78,7 @@ class PrivateData:
 
     Returned beside the update and kept by the harness for scoring; an attack never
     receives it (see ``Observation``). ``dropout_masks`` are the masks the client's
-    dropout sites actually used (``fl_core.models.dropout``): ``{site: [mask per
+    dropout sites actually used (``fedarena.fl_core.models.dropout``): ``{site: [mask per
     forward]}``, one forward per local step, rows in that step's batch order; None when
     the model had no active dropout. ``parameters`` are the client's private parameters
     (not in its upload) as it used them for that upload, ``{role: {parameter name:

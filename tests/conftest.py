@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fl_core.data import ImageDataset
+from fedarena.fl_core.data import ImageDataset
 
 from .helpers import shared_assets, synthetic_images
 

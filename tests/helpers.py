@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from fl_core.data import ImageDataset, Normalization
+from fedarena.fl_core.data import ImageDataset, Normalization
 
 if TYPE_CHECKING:
-    from benchmarks.harness.suite import Suite
+    from fedarena.benchmarks.harness.suite import Suite
 
 
 def shared_assets() -> Path | None:
@@ -53,8 +53,8 @@ def suite_failing_at_run_time(text: str, file: str, block: int, indices: list[in
     Validation catches every mistake a suite can hold, so a test of how a run's failure is
     recorded and reported needs one made behind its back.
     """
-    from benchmarks.harness.ids import run_id
-    from benchmarks.harness.suite import RunSpec, parse_suite
+    from fedarena.benchmarks.harness.ids import run_id
+    from fedarena.benchmarks.harness.suite import RunSpec, parse_suite
 
     suite = parse_suite(text, file)
     runs = []

@@ -13,11 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-import defenses  # noqa: F401  (registers every aggregator)
-from defenses.aggregation import FoolsGold, GeometricMedian, Krum, MultiKrum, TrimmedMean
-from defenses.aggregation.foolsgold import foolsgold_weights
-from defenses.aggregation.krum import krum_scores
-from fl_core.geometry import distance_gram, gram, pairwise_cosine, pairwise_sq_distances, sq_distances_from_gram
+from fedarena import defenses  # noqa: F401  (registers every aggregator)
+from fedarena.defenses.aggregation import FoolsGold, GeometricMedian, Krum, MultiKrum, TrimmedMean
+from fedarena.defenses.aggregation.foolsgold import foolsgold_weights
+from fedarena.defenses.aggregation.krum import krum_scores
+from fedarena.fl_core.geometry import (
+    distance_gram,
+    gram,
+    pairwise_cosine,
+    pairwise_sq_distances,
+    sq_distances_from_gram,
+)
 
 # ------------------------------------------------------------------ FoolsGold (defect 2)
 

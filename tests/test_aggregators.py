@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-import defenses  # noqa: F401  (registers every aggregator)
-from defenses.aggregation import (
+from fedarena import defenses  # noqa: F401  (registers every aggregator)
+from fedarena.defenses.aggregation import (
     NNM,
     Bulyan,
     CenteredClipping,
@@ -21,11 +21,11 @@ from defenses.aggregation import (
     NormClipping,
     TrimmedMean,
 )
-from defenses.aggregation.krum import recursive_krum, trimmed_around_median
-from defenses.aggregation.nnm import mixing_matrix
-from defenses.registry import AGGREGATORS
-from fl_core.geometry import gram, isometric_embedding, pairwise_cosine, pairwise_sq_distances, sq_distances_to
-from fl_core.registry import UnknownNameError
+from fedarena.defenses.aggregation.krum import recursive_krum, trimmed_around_median
+from fedarena.defenses.aggregation.nnm import mixing_matrix
+from fedarena.defenses.registry import AGGREGATORS
+from fedarena.fl_core.geometry import gram, isometric_embedding, pairwise_cosine, pairwise_sq_distances, sq_distances_to
+from fedarena.fl_core.registry import UnknownNameError
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -345,7 +345,7 @@ def test_registry_holds_every_rule_of_the_issue() -> None:
     wanted = {"fedavg", "median", "trimmed_mean", "krum", "multi_krum", "bulyan", "geometric_median",
               "centered_clipping", "norm_clipping", "nnm", "foolsgold", "mud_hog"}
     assert wanted <= set(AGGREGATORS.names())
-    from fl_core.aggregation import FedAvg
+    from fedarena.fl_core.aggregation import FedAvg
 
     assert AGGREGATORS.get("fedavg") is FedAvg
 
@@ -360,7 +360,7 @@ def test_krum_scores_are_permutation_equivariant() -> None:
 
 
 def test_rows_whose_sum_overflows_are_finite_and_kept() -> None:
-    from fl_core.aggregation import finite_rows
+    from fedarena.fl_core.aggregation import finite_rows
 
     x = torch.randn(4, 10)
     x[1] = 3e38  # finite entries, infinite row sum

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.harness.provenance import Provenance
-from benchmarks.harness.store import STORE_NAME, Store
-from benchmarks.harness.units import StaleUnitError, UnitCache, digest, unit_key
-from benchmarks.reproductions.inversion.ig_cifar import ImageResult, _load, _save
-from benchmarks.reproductions.privacy_utility.table import Plan, _plan_part
+from fedarena.benchmarks.harness.provenance import Provenance
+from fedarena.benchmarks.harness.store import STORE_NAME, Store
+from fedarena.benchmarks.harness.units import StaleUnitError, UnitCache, digest, unit_key
+from fedarena.benchmarks.reproductions.inversion.ig_cifar import ImageResult, _load, _save
+from fedarena.benchmarks.reproductions.privacy_utility.table import Plan, _plan_part
 
 CODE = Provenance("0.1.0", "abc123abc123", False, "2.13.0")
 OTHER = Provenance("0.1.0", "def456def456", False, "2.13.0")
@@ -68,7 +68,7 @@ def test_a_unit_cached_by_other_code_is_refused_and_fresh_replaces_it(tmp_path: 
 
 
 def test_stale_unit_stops_a_script_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from benchmarks.reproductions import run_script
+    from fedarena.benchmarks.reproductions import run_script
 
     def main() -> int:
         UnitCache("x", root=tmp_path, provenance=OTHER).put("k", 1)
@@ -80,7 +80,7 @@ def test_stale_unit_stops_a_script_with_a_message(tmp_path: Path, capsys: pytest
 
 
 def test_shards_in_separate_processes_share_one_unit_store(tmp_path: Path) -> None:
-    code = ("import sys; from benchmarks.harness.units import UnitCache; from benchmarks.harness.provenance import "
+    code = ("import sys; from fedarena.benchmarks.harness.units import UnitCache; from fedarena.benchmarks.harness.provenance import "  # noqa: E501
             "Provenance; c = UnitCache('shard', root=sys.argv[1], provenance=Provenance('0', None, False, 't')); "
             "[c.put(f'{sys.argv[2]}_{i}', i) for i in range(40)]")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), name],

@@ -10,32 +10,33 @@ from pathlib import Path
 
 import pytest
 
-import fl_core
-from attacks.registry import INVERSION_ATTACKS, POISONING_ATTACKS
-from benchmarks.harness.cli import main
-from defenses.registry import AGGREGATORS, PRIVACY_DEFENSES
-from fl_core.datasets import DATASETS
-from fl_core.models import MODELS
+from fedarena import fl_core
+from fedarena.attacks.registry import INVERSION_ATTACKS, POISONING_ATTACKS
+from fedarena.benchmarks.harness.cli import main
+from fedarena.defenses.registry import AGGREGATORS, PRIVACY_DEFENSES
+from fedarena.fl_core.datasets import DATASETS
+from fedarena.fl_core.models import MODELS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_version_is_fast_and_matches_the_package() -> None:
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.harness.cli", "--version"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "fedarena.benchmarks.harness.cli", "--version"], capture_output=True,
+                          text=True,
                           cwd=ROOT, check=True)
     assert proc.stdout.strip() == f"fedarena {fl_core.__version__}"
     # --version must not pay for torch and the registries
-    probe = "import sys, benchmarks.harness.cli; print('torch' in sys.modules)"
+    probe = "import sys, fedarena.benchmarks.harness.cli; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT,
                           check=True).stdout.strip() == "False"
 
 
 def test_list_json_holds_every_registry_with_categories_apart(capsys: pytest.CaptureFixture[str]) -> None:
-    from attacks.inversion.generators.models import GENERATORS
-    from attacks.inversion.priors import REGULARISERS
-    from fl_core.corruptions import CORRUPTIONS
-    from fl_core.partition import PARTITIONERS
-    from fl_core.protocol import PROTOCOLS
+    from fedarena.attacks.inversion.generators.models import GENERATORS
+    from fedarena.attacks.inversion.priors import REGULARISERS
+    from fedarena.fl_core.corruptions import CORRUPTIONS
+    from fedarena.fl_core.partition import PARTITIONERS
+    from fedarena.fl_core.protocol import PROTOCOLS
 
     assert main(["list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
@@ -55,8 +56,8 @@ def test_list_json_holds_every_registry_with_categories_apart(capsys: pytest.Cap
 
 
 def test_descriptions_never_stop_mid_sentence() -> None:
-    from benchmarks.harness.catalogue import registries
-    from fl_core.registry import Registry, summary
+    from fedarena.benchmarks.harness.catalogue import registries
+    from fedarena.fl_core.registry import Registry, summary
 
     reg: Registry = Registry("thing")
 
@@ -78,8 +79,8 @@ def test_descriptions_never_stop_mid_sentence() -> None:
 def test_list_name_shows_parameters_types_defaults_and_sources(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list", "krum"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("krum (aggregator; defenses.aggregation.krum.Krum)")
-    assert re.search(r"^  f  int or null, default None  \[signature of defenses\.aggregation\.krum\.Krum\]$", out,
+    assert out.startswith("krum (aggregator; fedarena.defenses.aggregation.krum.Krum)")
+    assert re.search(r"^  f  int or null, default None  \[signature of fedarena\.defenses\.aggregation\.krum\.Krum\]$", out,
                      re.M)
     assert "``f`` is the number of Byzantine clients the rule must tolerate." in out  # the docstring's note
 
@@ -117,8 +118,8 @@ def test_list_unknown_name_suggests(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_list_shows_the_parameters_suite_validation_accepts() -> None:
-    from benchmarks.harness.catalogue import describe, format_component, registries
-    from benchmarks.harness.params import check_params
+    from fedarena.benchmarks.harness.catalogue import describe, format_component, registries
+    from fedarena.benchmarks.harness.params import check_params
 
     for category, registry in registries().items():
         for name in registry:

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fl_core import (
+from fedarena.fl_core import (
     Client,
     ClientUpdate,
     FederationConfig,
@@ -15,9 +15,9 @@ from fl_core import (
     model_to_vector,
     train_client,
 )
-from fl_core.aggregation import FedAvg
-from fl_core.client import batch_schedule, make_optimizer
-from fl_core.vectors import buffers_to_vector
+from fedarena.fl_core.aggregation import FedAvg
+from fedarena.fl_core.client import batch_schedule, make_optimizer
+from fedarena.fl_core.vectors import buffers_to_vector
 
 from .helpers import synthetic_images, tiny_cnn_bn, tiny_mlp
 
@@ -131,7 +131,7 @@ def test_nan_update_from_a_client_is_rejected_in_a_simulation():
         def craft(self, ctx):
             return torch.full_like(ctx.own, float("nan"))
 
-    from fl_core import Adversary
+    from fedarena.fl_core import Adversary
     sim = _federation(0, adversaries=[Adversary([1], update_attack=NaNAttack(), name="nan")])
     history = sim.run()
     rejected = [r.rejected for r in history.rounds if 1 in r.clients]
@@ -153,7 +153,7 @@ def test_bad_local_training_is_a_clear_error():
     LocalTraining(lr=1e-2, steps=6, batch_size=8, optimizer="adam", weight_decay=1e-3),
 ], ids=["sgd", "sgd_momentum_wd", "adam_wd"])
 def test_fedavg_functional_steps_equal_torch_optim_bit_for_bit(tiny_data, training):
-    """The honest client trains with fl_core.local_step.optimizer_step on the flat vector;
+    """The honest client trains with fedarena.fl_core.local_step.optimizer_step on the flat vector;
     it must give exactly the parameters torch.optim's foreach SGD/Adam give per tensor."""
     model = tiny_cnn_bn()
     state = _state(model)

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-import defenses  # noqa: F401  (registers every aggregator)
-from defenses.aggregation import NNM, Bulyan, Krum
-from defenses.aggregation.coordinate import median_band
-from defenses.aggregation.krum import trimmed_around_median
-from defenses.aggregation.native import available, band_network, closest_to_median_mean
-from fl_core.aggregation import finite_rows
-from fl_core.geometry import gram
+from fedarena import defenses  # noqa: F401  (registers every aggregator)
+from fedarena.defenses.aggregation import NNM, Bulyan, Krum
+from fedarena.defenses.aggregation.coordinate import median_band
+from fedarena.defenses.aggregation.krum import trimmed_around_median
+from fedarena.defenses.aggregation.native import available, band_network, closest_to_median_mean
+from fedarena.fl_core.aggregation import finite_rows
+from fedarena.fl_core.geometry import gram
 
 needs_kernel = pytest.mark.skipif(not available(), reason="the C kernel was not built (no C compiler at install); "
                                                          "Bulyan uses its NumPy path")

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fl_core.corruptions import (
+from fedarena.fl_core.corruptions import (
     CORRUPTIONS,
     additive_noise,
     corrupt,
@@ -16,7 +16,7 @@ from fl_core.corruptions import (
     gaussian_blur,
     low_resolution,
 )
-from fl_core.data import ImageDataset, Normalization
+from fedarena.fl_core.data import ImageDataset, Normalization
 
 KINDS = [("gaussian_blur", {"sigma": 1.0}), ("low_resolution", {"factor": 4}),
          ("additive_noise", {"std": 0.1})]

@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fl_core.data_root import (
+from fedarena.fl_core.data_root import (
     ChecksumError,
     CorruptDataError,
     MissingDataError,
@@ -29,9 +29,9 @@ from fl_core.data_root import (
     fetch_archive_members,
     weights_path,
 )
-from fl_core.datasets import DATASETS, DatasetSizeWarning, clear_dataset_cache, load_dataset
-from fl_core.registry import UnknownNameError
-from fl_core.safe_pickle import ForbiddenGlobalError, safe_load_pickle
+from fedarena.fl_core.datasets import DATASETS, DatasetSizeWarning, clear_dataset_cache, load_dataset
+from fedarena.fl_core.registry import UnknownNameError
+from fedarena.fl_core.safe_pickle import ForbiddenGlobalError, safe_load_pickle
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

@@ -1,4 +1,4 @@
-"""Dropout Inversion (``attacks.inversion.dropout_inversion``) and its baselines, on tiny
+"""Dropout Inversion (``fedarena.attacks.inversion.dropout_inversion``) and its baselines, on tiny
 MLPs with dropout; the client is written out with plain autograd and torch.optim.SGD
 (``tests.test_inversion_variables.dropout_round``), independent of the attack's simulator."""
 
@@ -10,15 +10,15 @@ import pytest
 import torch
 from torch import nn
 
-import attacks  # noqa: F401  (registers the attacks)
-from attacks.inversion import DropoutInversion, InvertingGradients
-from attacks.inversion.dropout_inversion import active_sites
-from attacks.registry import INVERSION_ATTACKS
-from benchmarks.metrics.privacy import mask_recovery, normalized_mse, score_privacy, summarize_privacy
-from fl_core.models import build_model
-from fl_core.threat import Observation, ThreatModel, make_observation
-from fl_core.updates import LocalTraining, PrivateData
-from fl_core.vectors import model_to_vector
+from fedarena import attacks  # noqa: F401  (registers the attacks)
+from fedarena.attacks.inversion import DropoutInversion, InvertingGradients
+from fedarena.attacks.inversion.dropout_inversion import active_sites
+from fedarena.attacks.registry import INVERSION_ATTACKS
+from fedarena.benchmarks.metrics.privacy import mask_recovery, normalized_mse, score_privacy, summarize_privacy
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.threat import Observation, ThreatModel, make_observation
+from fedarena.fl_core.updates import LocalTraining, PrivateData
+from fedarena.fl_core.vectors import model_to_vector
 from tests.test_inversion import smooth_images
 from tests.test_inversion_variables import GRANTS, UNIT, dropout_round
 
@@ -183,8 +183,8 @@ runs:
 
 
 def test_the_privacy_task_reports_mask_recovery_for_dia_and_the_normalised_mse_for_both() -> None:
-    from benchmarks.harness.execute import execute_run
-    from benchmarks.harness.suite import parse_suite
+    from fedarena.benchmarks.harness.execute import execute_run
+    from fedarena.benchmarks.harness.suite import parse_suite
 
     dia, ig = (execute_run(spec) for spec in parse_suite(HARNESS_SUITE, "dia.yaml").runs)
     assert dia.status == "ok" and ig.status == "ok", (dia.error, ig.error)

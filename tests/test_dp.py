@@ -11,8 +11,8 @@ from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.accountants.analysis.rdp import get_privacy_spent
 from torch import nn
 
-from defenses import PRIVACY_DEFENSES, ClientDefense
-from defenses.privacy import (
+from fedarena.defenses import PRIVACY_DEFENSES, ClientDefense
+from fedarena.defenses.privacy import (
     DPSGD,
     Accountant,
     Clipping,
@@ -26,8 +26,8 @@ from defenses.privacy import (
     prepare_model,
     steps_per_round,
 )
-from defenses.privacy.accounting import replace_history
-from fl_core import (
+from fedarena.defenses.privacy.accounting import replace_history
+from fedarena.fl_core import (
     Client,
     ClientUpdate,
     FedAvg,
@@ -38,7 +38,7 @@ from fl_core import (
     model_to_vector,
     train_client,
 )
-from fl_core.vectors import ParameterLayout, buffers_to_vector
+from fedarena.fl_core.vectors import ParameterLayout, buffers_to_vector
 
 from .helpers import synthetic_images, tiny_cnn_bn, tiny_mlp
 

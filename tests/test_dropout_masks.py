@@ -3,12 +3,12 @@
 import torch
 import torch.nn.functional as F
 
-from fl_core import Client, FederationConfig, LocalTraining, Simulation, model_to_vector
-from fl_core.client import GlobalState, train_client
-from fl_core.models import build_model
-from fl_core.models.dropout import dropout_masks
-from fl_core.seeding import torch_generator
-from fl_core.vectors import vector_to_model
+from fedarena.fl_core import Client, FederationConfig, LocalTraining, Simulation, model_to_vector
+from fedarena.fl_core.client import GlobalState, train_client
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.models.dropout import dropout_masks
+from fedarena.fl_core.seeding import torch_generator
+from fedarena.fl_core.vectors import vector_to_model
 
 from .helpers import synthetic_images
 
@@ -112,7 +112,7 @@ def test_a_round_leaves_the_global_rng_untouched():
 
 def test_dp_sgd_trainer_draws_seeded_masks_and_they_are_recorded():
     # DP-SGD trains an Opacus copy of the worker; the copy must draw from the client's generator
-    from defenses.privacy import DPSGD
+    from fedarena.defenses.privacy import DPSGD
 
     local = LocalTraining(lr=0.1, steps=2, batch_size=8)
     runs = []

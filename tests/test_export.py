@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from benchmarks.harness.cli import main
-from benchmarks.harness.export import (
+from fedarena.benchmarks.harness.cli import main
+from fedarena.benchmarks.harness.export import (
     CONFIG_PREFIX,
     RUN_COLUMNS,
     export_tables,
@@ -27,9 +27,9 @@ from benchmarks.harness.export import (
     to_csv,
     to_latex,
 )
-from benchmarks.harness.runs_list import list_runs
-from benchmarks.harness.store import STORE_NAME, RunResult, Store
-from benchmarks.harness.suite import RunSpec, parse_suite
+from fedarena.benchmarks.harness.runs_list import list_runs
+from fedarena.benchmarks.harness.store import STORE_NAME, RunResult, Store
+from fedarena.benchmarks.harness.suite import RunSpec, parse_suite
 
 SUITE = """
 suite: tiny_export

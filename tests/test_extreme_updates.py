@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-import defenses  # noqa: F401  (registers every aggregator)
-from defenses.aggregation import NNM, Bulyan, FoolsGold, Krum, MultiKrum
-from defenses.aggregation.krum import recursive_krum
-from defenses.mud_hog import MudHoG
-from defenses.registry import AGGREGATORS
+from fedarena import defenses  # noqa: F401  (registers every aggregator)
+from fedarena.defenses.aggregation import NNM, Bulyan, FoolsGold, Krum, MultiKrum
+from fedarena.defenses.aggregation.krum import recursive_krum
+from fedarena.defenses.mud_hog import MudHoG
+from fedarena.defenses.registry import AGGREGATORS
 
 N_HONEST, D = 9, 64
 SCALES = [1e10, 1e20, 1e30, 1e38]

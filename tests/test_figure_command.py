@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.figures import rebuild
-from benchmarks.figures.plots import GridRow, grid_figure, reconstruction_grid
-from benchmarks.harness.cli import main
-from benchmarks.harness.store import RunResult, Store
-from benchmarks.harness.suite import RunSpec, Suite
+from fedarena.benchmarks.figures import rebuild
+from fedarena.benchmarks.figures.plots import GridRow, grid_figure, reconstruction_grid
+from fedarena.benchmarks.harness.cli import main
+from fedarena.benchmarks.harness.store import RunResult, Store
+from fedarena.benchmarks.harness.suite import RunSpec, Suite
 
 RUNS = [  # (attack, attack label, defense, defense label, block)
     ("dlg", "dlg(iterations=30)", "none", "none", "digits"),

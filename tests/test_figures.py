@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.figures import report as figs
-from benchmarks.figures.plots import GridRow, grid_figure, loss_curves, loss_figure, reconstruction_grid
-from benchmarks.figures.style import layout_problems, save_figure, wrap_label
+from fedarena.benchmarks.figures import report as figs
+from fedarena.benchmarks.figures.plots import GridRow, grid_figure, loss_curves, loss_figure, reconstruction_grid
+from fedarena.benchmarks.figures.style import layout_problems, save_figure, wrap_label
 
 
 def test_reconstruction_grid_has_a_row_per_attack(tmp_path) -> None:

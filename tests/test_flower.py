@@ -26,22 +26,22 @@ from flwr.app import (  # noqa: E402
     RecordDict,
 )
 
-import attacks.poisoning  # noqa: E402, F401
-import defenses.aggregation  # noqa: E402, F401
-import defenses.privacy  # noqa: E402, F401
-from attacks.flower import DataPoisoningMod, ModelPoisoningMod, OmniscientAttack, poisoning_mod  # noqa: E402
-from attacks.poisoning import ALIE, LabelFlip, SignFlip  # noqa: E402
-from defenses.aggregation import FoolsGold, Krum  # noqa: E402
-from defenses.flower import FedArenaStrategy, TrainerMod, TransformMod, privacy_mods  # noqa: E402
-from defenses.privacy import GaussianNoise  # noqa: E402
-from fl_core.aggregation import FedAvg  # noqa: E402
-from fl_core.client import GlobalState, train_client  # noqa: E402
-from fl_core.flower import ArrayCodec, train_reply, update_record  # noqa: E402
-from fl_core.seeding import torch_generator  # noqa: E402
-from fl_core.server import Server  # noqa: E402
-from fl_core.simulation import RoundContext  # noqa: E402
-from fl_core.updates import ClientUpdate, LocalTraining  # noqa: E402
-from fl_core.vectors import model_to_vector  # noqa: E402
+import fedarena.attacks.poisoning  # noqa: E402, F401
+import fedarena.defenses.aggregation  # noqa: E402, F401
+import fedarena.defenses.privacy  # noqa: E402, F401
+from fedarena.attacks.flower import DataPoisoningMod, ModelPoisoningMod, OmniscientAttack, poisoning_mod  # noqa: E402
+from fedarena.attacks.poisoning import ALIE, LabelFlip, SignFlip  # noqa: E402
+from fedarena.defenses.aggregation import FoolsGold, Krum  # noqa: E402
+from fedarena.defenses.flower import FedArenaStrategy, TrainerMod, TransformMod, privacy_mods  # noqa: E402
+from fedarena.defenses.privacy import GaussianNoise  # noqa: E402
+from fedarena.fl_core.aggregation import FedAvg  # noqa: E402
+from fedarena.fl_core.client import GlobalState, train_client  # noqa: E402
+from fedarena.fl_core.flower import ArrayCodec, train_reply, update_record  # noqa: E402
+from fedarena.fl_core.seeding import torch_generator  # noqa: E402
+from fedarena.fl_core.server import Server  # noqa: E402
+from fedarena.fl_core.simulation import RoundContext  # noqa: E402
+from fedarena.fl_core.updates import ClientUpdate, LocalTraining  # noqa: E402
+from fedarena.fl_core.vectors import model_to_vector  # noqa: E402
 from tests.helpers import synthetic_images, tiny_cnn_bn, tiny_mlp  # noqa: E402
 
 APP_DIR = Path(__file__).resolve().parents[1] / "examples" / "flower_app"
@@ -184,7 +184,7 @@ def test_fedsgd_replies_step_like_the_server() -> None:
                            training=training, client_id=c, seed=1) for c in range(4)]
     strategy = FedArenaStrategy("median", copy.deepcopy(model), kind="gradient", client_lr=0.3, server_lr=0.5)
     arrays, _ = strategy.aggregate_train(1, replies)
-    reference = Server(copy.deepcopy(model), defenses.aggregation.CoordinateMedian(), server_lr=0.5)
+    reference = Server(copy.deepcopy(model), fedarena.defenses.aggregation.CoordinateMedian(), server_lr=0.5)
     state = GlobalState(model_to_vector(model))
     updates = [train_client(copy.deepcopy(model), state, c, datas[c], training,
                             torch_generator(1, "client", c, "round", 0))[0] for c in range(4)]
@@ -324,8 +324,8 @@ def _equivalence(dataset: str) -> None:
     from fedarena_flower.server_app import make_server_app
     from fedarena_flower.task import Setup, client_datasets, dataset_name, make_model
 
-    from fl_core.client import Client
-    from fl_core.simulation import Adversary, FederationConfig, Simulation
+    from fedarena.fl_core.client import Client
+    from fedarena.fl_core.simulation import Adversary, FederationConfig, Simulation
 
     setup = Setup(dataset=dataset)
     dataset = dataset_name(setup)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from attacks.inversion.generators import (
+from fedarena.attacks.inversion.generators import (
     GENERATORS,
     LUMA_WEIGHTS,
     DCGANGenerator,
@@ -27,12 +27,12 @@ from attacks.inversion.generators import (
     SplitGenerator,
     build_generator,
 )
-from attacks.inversion.generators.train_dcgan import TrainConfig, dcgan_init, main, train
-from attacks.inversion.l1_ball import project_l1_ball
-from fl_core.data import Normalization
-from fl_core.data_root import CorruptDataError, MissingDataError
-from fl_core.datasets import DatasetSizeWarning
-from fl_core.registry import UnknownNameError
+from fedarena.attacks.inversion.generators.train_dcgan import TrainConfig, dcgan_init, main, train
+from fedarena.attacks.inversion.l1_ball import project_l1_ball
+from fedarena.fl_core.data import Normalization
+from fedarena.fl_core.data_root import CorruptDataError, MissingDataError
+from fedarena.fl_core.datasets import DatasetSizeWarning
+from fedarena.fl_core.registry import UnknownNameError
 
 from .helpers import shared_assets
 
@@ -266,7 +266,7 @@ def test_mnist_gan_samples_are_confident_digits() -> None:
     with torch.no_grad():
         # the classifier is right: 98.6 % on the first 1000 MNIST test digits resized to 32 (measured)
         if root.joinpath("datasets", "mnist", "t10k-images-idx3-ubyte.gz").is_file():
-            from fl_core.datasets import load_dataset
+            from fedarena.fl_core.datasets import load_dataset
             test = load_dataset("mnist", "test", root=root)
             x = g.to_model_input(test.images[:500] * 2 - 1, None, (1, 32, 32))
             assert (lenet(x).argmax(1) == test.labels[:500]).float().mean() > 0.97

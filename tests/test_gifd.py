@@ -15,18 +15,18 @@ import pytest
 import torch
 from torch import Tensor
 
-import attacks  # noqa: F401  (registers the attacks)
-from attacks.inversion import GIFD, GeneratorLatent, build_generator
-from attacks.inversion.generators import SplitGenerator
-from attacks.inversion.gifd import LATENT, ramp_lr, topk_mask
-from attacks.inversion.problem import InversionProblem
-from attacks.inversion.variables import Parametrization, Variables
-from attacks.registry import INVERSION_ATTACKS
-from fl_core.data import Normalization
-from fl_core.data_root import MissingDataError
-from fl_core.models import build_model
-from fl_core.threat import Observation, ThreatModel
-from fl_core.updates import LocalTraining
+from fedarena import attacks  # noqa: F401  (registers the attacks)
+from fedarena.attacks.inversion import GIFD, GeneratorLatent, build_generator
+from fedarena.attacks.inversion.generators import SplitGenerator
+from fedarena.attacks.inversion.gifd import LATENT, ramp_lr, topk_mask
+from fedarena.attacks.inversion.problem import InversionProblem
+from fedarena.attacks.inversion.variables import Parametrization, Variables
+from fedarena.attacks.registry import INVERSION_ATTACKS
+from fedarena.fl_core.data import Normalization
+from fedarena.fl_core.data_root import MissingDataError
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.threat import Observation, ThreatModel
+from fedarena.fl_core.updates import LocalTraining
 from tests.test_inversion import client_round
 
 from .helpers import shared_assets

@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.harness.atomic import clean_temporaries
-from benchmarks.harness.cli import main
-from benchmarks.harness.lock import LOCK_NAME, OutputFolderError, held
-from benchmarks.harness.report import write_report
-from benchmarks.harness.runner import run_suite
-from benchmarks.harness.store import STORE_NAME, RunResult, Store, SuiteCollisionError
-from benchmarks.harness.suite import RunSpec, Suite, parse_suite
-from benchmarks.metrics import privacy as privacy_metrics
-from benchmarks.metrics.lpips import ALEXNET_FILE, HEADS_FILE, load_lpips
+from fedarena.benchmarks.harness.atomic import clean_temporaries
+from fedarena.benchmarks.harness.cli import main
+from fedarena.benchmarks.harness.lock import LOCK_NAME, OutputFolderError, held
+from fedarena.benchmarks.harness.report import write_report
+from fedarena.benchmarks.harness.runner import run_suite
+from fedarena.benchmarks.harness.store import STORE_NAME, RunResult, Store, SuiteCollisionError
+from fedarena.benchmarks.harness.suite import RunSpec, Suite, parse_suite
+from fedarena.benchmarks.metrics import privacy as privacy_metrics
+from fedarena.benchmarks.metrics.lpips import ALEXNET_FILE, HEADS_FILE, load_lpips
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -52,7 +52,8 @@ def _env() -> dict[str, str]:
 
 
 def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PY, "-m", "benchmarks.harness.cli", *args], cwd=ROOT, env=_env(), capture_output=True,
+    return subprocess.run([PY, "-m", "fedarena.benchmarks.harness.cli", *args], cwd=ROOT, env=_env(),
+                          capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -84,7 +85,7 @@ def _remount(path: Path, mode: str) -> None:
 def test_a_second_driver_is_refused_and_the_lock_dies_with_its_holder(tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    holder = subprocess.Popen([PY, "-c", "import sys, time; from benchmarks.harness.lock import FolderLock; "
+    holder = subprocess.Popen([PY, "-c", "import sys, time; from fedarena.benchmarks.harness.lock import FolderLock; "
                                f"FolderLock({str(out)!r}).acquire(); print('locked', flush=True); time.sleep(600)"],
                               cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
     try:
@@ -323,7 +324,7 @@ runs:
 
 
 def test_local_dp_runs_store_and_report_epsilon_under_both_adjacencies(tmp_path: Path) -> None:
-    from benchmarks.reproductions.privacy_utility.table import _eps_cell
+    from fedarena.benchmarks.reproductions.privacy_utility.table import _eps_cell
 
     suite = parse_suite(_suite(extra=", {name: dp_fedavg, params: {mode: local, noise_multiplier: 1.0}}"))
     run_suite(suite, tmp_path, progress=False)
@@ -380,7 +381,8 @@ def test_fault_injection_two_drivers_killed_worker_and_driver_full_disk_corrupte
     planned = 6
     with _tmpfs(tmp_path / "disk", "8m") as mnt:
         out = mnt / "out"
-        driver = subprocess.Popen([PY, "-m", "benchmarks.harness.cli", "run", str(suite_file), "--out", str(out),
+        driver = subprocess.Popen([PY, "-m", "fedarena.benchmarks.harness.cli", "run", str(suite_file), "--out",
+                                   str(out),
                                    "--workers", "2", "--no-progress"], cwd=ROOT, env=_env(),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:

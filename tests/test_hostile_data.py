@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fl_core.data_root import CorruptDataError, DataRootError, MissingDataError, data_root
-from fl_core.dataset_formats import MAX_IDX_BYTES, parse_idx, read_idx_gz
-from fl_core.datasets import clear_dataset_cache, load_dataset
+from fedarena.fl_core.data_root import CorruptDataError, DataRootError, MissingDataError, data_root
+from fedarena.fl_core.dataset_formats import MAX_IDX_BYTES, parse_idx, read_idx_gz
+from fedarena.fl_core.datasets import clear_dataset_cache, load_dataset
 
 
 @pytest.fixture(autouse=True)

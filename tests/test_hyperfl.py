@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attacks.poisoning.model_poisoning import SignFlip
-from defenses.aggregation.krum import Krum
-from defenses.protocols import (
+from fedarena.attacks.poisoning.model_poisoning import SignFlip
+from fedarena.defenses.aggregation.krum import Krum
+from fedarena.defenses.protocols import (
     REFERENCE_TRAINING,
     HyperFL,
     ReferenceCNN,
@@ -18,13 +18,13 @@ from defenses.protocols import (
     hyperfl_sizes,
     target_parameters,
 )
-from fl_core import Adversary, Client, FederationConfig, LocalTraining, Simulation
-from fl_core.client import GlobalState, batch_schedule
-from fl_core.models import build_model
-from fl_core.partition import NONIID_S_GROUPS, PARTITIONERS, label_distribution, partition
-from fl_core.protocol import PROTOCOLS, ClientState
-from fl_core.seeding import torch_generator
-from fl_core.vectors import ParameterLayout, model_to_vector
+from fedarena.fl_core import Adversary, Client, FederationConfig, LocalTraining, Simulation
+from fedarena.fl_core.client import GlobalState, batch_schedule
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.partition import NONIID_S_GROUPS, PARTITIONERS, label_distribution, partition
+from fedarena.fl_core.protocol import PROTOCOLS, ClientState
+from fedarena.fl_core.seeding import torch_generator
+from fedarena.fl_core.vectors import ParameterLayout, model_to_vector
 
 from .helpers import synthetic_images
 
@@ -239,14 +239,14 @@ def test_personalised_evaluation_on_local_splits():
     protocol = sim.protocol
     worker = copy.deepcopy(sim.model)
     start = protocol.client_start(sim.server.state, sim.client_states[1])
-    from fl_core.evaluation import evaluate
-    from fl_core.vectors import vector_to_model
+    from fedarena.fl_core.evaluation import evaluate
+    from fedarena.fl_core.vectors import vector_to_model
     vector_to_model(start.params, worker)
     assert per[1] == evaluate(worker, tests[1])[0]
 
 
 def test_fedavg_protocol_on_local_splits_is_the_mean_over_clients():
-    from fl_core.evaluation import evaluate
+    from fedarena.fl_core.evaluation import evaluate
     tests = {i: synthetic_images(n=12, seed=30 + i) for i in range(2)}
     model = build_model("mlp", 4, (1, 8, 8), hidden=(16,), seed=0)
     sim = Simulation(model, _clients((20, 20)), FederationConfig(rounds=1, seed=0, local=LOCAL), test_set=tests,
@@ -336,8 +336,8 @@ def test_client_state_initial_private_part_is_the_common_initialisation():
 
 
 def test_client_level_dp_acts_on_the_hypernetwork_upload_only():
-    from defenses.privacy.dp_fedavg import LocalDPNoise
-    from defenses.privacy.perturbations import Clipping
+    from fedarena.defenses.privacy.dp_fedavg import LocalDPNoise
+    from fedarena.defenses.privacy.perturbations import Clipping
     plain, noisy, clipped = [], [], []
     base = _sim(observers=[plain.append])
     base.run()

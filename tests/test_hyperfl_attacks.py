@@ -17,19 +17,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.inversion import DLG, InvertingGradients
-from attacks.inversion.variables import PARAM_PREFIX
-from benchmarks.harness.tasks.privacy import Uploads, attacked_uploads
-from benchmarks.metrics.privacy import score_privacy
-from defenses.protocols import HyperFL, ReferenceCNN, build_hyperfl_net
-from defenses.protocols.hyperfl import last_linear
-from defenses.registry import ClientDefense
-from fl_core import Client, FederationConfig, LocalTraining, ThreatModel, make_observation
-from fl_core.datasets import load_dataset
-from fl_core.models import build_model
-from fl_core.protocol import FedPer, invertible
-from fl_core.threat import Observation
-from fl_core.vectors import ParameterLayout
+from fedarena.attacks.inversion import DLG, InvertingGradients
+from fedarena.attacks.inversion.variables import PARAM_PREFIX
+from fedarena.benchmarks.harness.tasks.privacy import Uploads, attacked_uploads
+from fedarena.benchmarks.metrics.privacy import score_privacy
+from fedarena.defenses.protocols import HyperFL, ReferenceCNN, build_hyperfl_net
+from fedarena.defenses.protocols.hyperfl import last_linear
+from fedarena.defenses.registry import ClientDefense
+from fedarena.fl_core import Client, FederationConfig, LocalTraining, ThreatModel, make_observation
+from fedarena.fl_core.datasets import load_dataset
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.protocol import FedPer, invertible
+from fedarena.fl_core.threat import Observation
+from fedarena.fl_core.vectors import ParameterLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 GRANTED = {"embedding_known": True, "head_known": True}

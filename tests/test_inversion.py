@@ -13,24 +13,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import attacks  # noqa: F401  (registers the attacks)
-from attacks.inversion import (
+from fedarena import attacks  # noqa: F401  (registers the attacks)
+from fedarena.attacks.inversion import (
     ClientSimulator,
     GradientMatcher,
     InvertingGradients,
     last_layer,
     recover_labels,
 )
-from attacks.inversion.base import Assumptions
-from attacks.inversion.problem import build_problem
-from attacks.registry import INVERSION_ATTACKS
-from fl_core.client import GlobalState, train_client
-from fl_core.data import ImageDataset, Normalization
-from fl_core.models import build_model
-from fl_core.seeding import torch_generator
-from fl_core.threat import Observation, ThreatModel, make_observation
-from fl_core.updates import ClientUpdate, LocalTraining
-from fl_core.vectors import ParameterLayout, model_to_vector
+from fedarena.attacks.inversion.base import Assumptions
+from fedarena.attacks.inversion.problem import build_problem
+from fedarena.attacks.registry import INVERSION_ATTACKS
+from fedarena.fl_core.client import GlobalState, train_client
+from fedarena.fl_core.data import ImageDataset, Normalization
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.seeding import torch_generator
+from fedarena.fl_core.threat import Observation, ThreatModel, make_observation
+from fedarena.fl_core.updates import ClientUpdate, LocalTraining
+from fedarena.fl_core.vectors import ParameterLayout, model_to_vector
 
 UNIT = Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 NORM = Normalization((0.5, 0.4, 0.3), (0.25, 0.2, 0.3))

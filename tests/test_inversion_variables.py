@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import attacks  # noqa: F401  (registers the attacks)
-from attacks.inversion import (
+from fedarena import attacks  # noqa: F401  (registers the attacks)
+from fedarena.attacks.inversion import (
     REGULARISERS,
     Evaluation,
     GeneratorInputs,
@@ -33,15 +33,15 @@ from attacks.inversion import (
     split_generator,
     total_variation,
 )
-from attacks.inversion.inverting_gradients import IGSettings
-from attacks.inversion.problem import InversionProblem
-from attacks.inversion.variables import Variables
-from fl_core.data import Normalization
-from fl_core.models import build_model
-from fl_core.models.dropout import dropout_masks
-from fl_core.threat import Observation, ThreatModel, make_observation
-from fl_core.updates import ClientUpdate, LocalTraining, PrivateData
-from fl_core.vectors import model_to_vector
+from fedarena.attacks.inversion.inverting_gradients import IGSettings
+from fedarena.attacks.inversion.problem import InversionProblem
+from fedarena.attacks.inversion.variables import Variables
+from fedarena.fl_core.data import Normalization
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.models.dropout import dropout_masks
+from fedarena.fl_core.threat import Observation, ThreatModel, make_observation
+from fedarena.fl_core.updates import ClientUpdate, LocalTraining, PrivateData
+from fedarena.fl_core.vectors import model_to_vector
 from tests.test_inversion import NORM, client_round, lenet, smooth_images
 
 UNIT = Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
@@ -363,7 +363,7 @@ def test_the_base_needs_an_initialisation() -> None:
 
 def test_the_documented_example_attack_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     """docs/adding_an_attack.md's python example, as written (its registry entry is undone after)."""
-    from attacks.registry import INVERSION_ATTACKS
+    from fedarena.attacks.registry import INVERSION_ATTACKS
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "adding_an_attack.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)

@@ -1,4 +1,4 @@
-"""fl_core.models: shapes, reference sizes, seeding, and the autograd features attacks rely on."""
+"""fedarena.fl_core.models: shapes, reference sizes, seeding, and the autograd features attacks rely on."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fl_core.models import MODELS, build_model, dropout_layers, mode_dependent
-from fl_core.models.dropout import dropout_masks
-from fl_core.registry import UnknownNameError
-from fl_core.vectors import ParameterLayout, model_to_vector
+from fedarena.fl_core.models import MODELS, build_model, dropout_layers, mode_dependent
+from fedarena.fl_core.models.dropout import dropout_masks
+from fedarena.fl_core.registry import UnknownNameError
+from fedarena.fl_core.vectors import ParameterLayout, model_to_vector
 
 # CPU-sized configurations of every model (same code paths as the reference sizes).
 SMALL: dict[str, dict] = {

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-import defenses  # noqa: F401
-from benchmarks.harness.tasks.federation import AttackGroup, build_federation, run_federation, summarize
-from benchmarks.metrics.robustness import detection_scores, predicted_labels
-from defenses.mud_hog import MudHoG, _largest_gap_labels, gap_prefers_two, largest_gap_split
-from fl_core import FederationConfig, LocalTraining
-from fl_core.datasets import load_dataset
-from fl_core.models import build_model
-from fl_core.simulation import History, RoundRecord
+from fedarena import defenses  # noqa: F401
+from fedarena.benchmarks.harness.tasks.federation import AttackGroup, build_federation, run_federation, summarize
+from fedarena.benchmarks.metrics.robustness import detection_scores, predicted_labels
+from fedarena.defenses.mud_hog import MudHoG, _largest_gap_labels, gap_prefers_two, largest_gap_split
+from fedarena.fl_core import FederationConfig, LocalTraining
+from fedarena.fl_core.datasets import load_dataset
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.simulation import History, RoundRecord
 
 ROLES = ["honest"] * 16 + ["sign_flip"] * 3 + ["additive_noise"] * 3 + ["targeted"] * 4 + ["unreliable"] * 2
 

@@ -9,18 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from attacks.poisoning.data_poisoning import LabelFlip
-from benchmarks.harness.runner import run_suite
-from benchmarks.harness.store import Store
-from benchmarks.harness.suite import SuiteError, parse_suite
-from benchmarks.harness.tasks.common import CLIENT_WORKERS_ENV, client_workers
-from fl_core import Client, FederationConfig, LocalTraining, Simulation, model_to_vector
-from fl_core.client import train_client
-from fl_core.datasets import load_dataset
-from fl_core.models import build_model
-from fl_core.parallel import ClientPool
-from fl_core.protocol import ClientMomentum
-from fl_core.simulation import Adversary, History
+from fedarena.attacks.poisoning.data_poisoning import LabelFlip
+from fedarena.benchmarks.harness.runner import run_suite
+from fedarena.benchmarks.harness.store import Store
+from fedarena.benchmarks.harness.suite import SuiteError, parse_suite
+from fedarena.benchmarks.harness.tasks.common import CLIENT_WORKERS_ENV, client_workers
+from fedarena.fl_core import Client, FederationConfig, LocalTraining, Simulation, model_to_vector
+from fedarena.fl_core.client import train_client
+from fedarena.fl_core.datasets import load_dataset
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.parallel import ClientPool
+from fedarena.fl_core.protocol import ClientMomentum
+from fedarena.fl_core.simulation import Adversary, History
 
 
 def _federation(workers: int, protocol: str | None) -> tuple[History, torch.Tensor, Simulation]:

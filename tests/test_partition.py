@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fl_core.partition import PARTITIONERS, label_distribution, partition
-from fl_core.registry import UnknownNameError
+from fedarena.fl_core.partition import PARTITIONERS, label_distribution, partition
+from fedarena.fl_core.registry import UnknownNameError
 
 # MNIST-like uneven class sizes (scaled down), shuffled
 _SIZES = [592, 674, 596, 613, 584, 542, 592, 627, 585, 595]

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from defenses import PRIVACY_DEFENSES, ClientDefense
-from defenses.privacy import (
+from fedarena.defenses import PRIVACY_DEFENSES, ClientDefense
+from fedarena.defenses.privacy import (
     Clipping,
     GaussianNoise,
     LaplaceNoise,
@@ -14,7 +14,7 @@ from defenses.privacy import (
     attackers_view,
     top_k_mask,
 )
-from fl_core import Client, ClientUpdate, FederationConfig, LocalTraining, Simulation
+from fedarena.fl_core import Client, ClientUpdate, FederationConfig, LocalTraining, Simulation
 
 from .helpers import synthetic_images, tiny_mlp
 

@@ -7,8 +7,8 @@ from statistics import NormalDist
 import pytest
 import torch
 
-import attacks  # noqa: F401  (registers every attack)
-from attacks.poisoning import (
+from fedarena import attacks  # noqa: F401  (registers every attack)
+from fedarena.attacks.poisoning import (
     ALIE,
     IPM,
     AdditiveNoise,
@@ -22,9 +22,9 @@ from attacks.poisoning import (
     alie_z,
     bisect_gamma,
 )
-from attacks.registry import POISONING_ATTACKS
-from fl_core import Adversary, Client, FederationConfig, LocalTraining, Simulation
-from fl_core.simulation import RoundContext
+from fedarena.attacks.registry import POISONING_ATTACKS
+from fedarena.fl_core import Adversary, Client, FederationConfig, LocalTraining, Simulation
+from fedarena.fl_core.simulation import RoundContext
 
 from .helpers import synthetic_images, tiny_mlp
 
@@ -248,7 +248,8 @@ def test_colluding_ipm_group_runs_in_a_simulation() -> None:
     assert sim.history.roles[0] == "ipm"
 
 
-# ------------------------------------------------------------------ attack success rate (benchmarks.metrics.robustness)
+# ------------------------------------------------------------------ attack success rate
+# (fedarena.benchmarks.metrics.robustness)
 
 
 class _Always(torch.nn.Module):
@@ -276,7 +277,7 @@ class _TriggerDetector(torch.nn.Module):
 
 
 def test_attack_success_rates_count_exactly_the_targeted_samples() -> None:
-    from benchmarks.metrics.robustness import attack_success_rate, backdoor_asr, label_flip_asr
+    from fedarena.benchmarks.metrics.robustness import attack_success_rate, backdoor_asr, label_flip_asr
 
     data = synthetic_images(n=40, classes=4)
     assert label_flip_asr(_Always(3, 4), data, {1: 3}) == 1.0

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.metrics.lpips import CHANNELS, LPIPS, LPIPSUnavailable, load_lpips
-from benchmarks.metrics.privacy import (
+from fedarena.benchmarks.metrics.lpips import CHANNELS, LPIPS, LPIPSUnavailable, load_lpips
+from fedarena.benchmarks.metrics.privacy import (
     label_accuracy,
     match_order,
     mse,
@@ -18,8 +18,8 @@ from benchmarks.metrics.privacy import (
     ssim,
     to_unit,
 )
-from fl_core.data import Normalization
-from fl_core.data_root import data_root
+from fedarena.fl_core.data import Normalization
+from fedarena.fl_core.data_root import data_root
 
 NORM = Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 

@@ -8,8 +8,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from benchmarks.reproductions.privacy_utility import table
-from fl_core.datasets import DatasetSizeWarning
+from fedarena.benchmarks.reproductions.privacy_utility import table
+from fedarena.fl_core.datasets import DatasetSizeWarning
 
 
 def _image(index: int, psnr: float | None) -> dict[str, Any]:

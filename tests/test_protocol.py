@@ -5,12 +5,12 @@ import copy
 import pytest
 import torch
 
-from fl_core import Client, ClientUpdate, FederationConfig, LocalTraining, Server, Simulation, model_to_vector
-from fl_core.client import GlobalState, train_client
-from fl_core.models import build_model
-from fl_core.protocol import PROTOCOLS, ClientMomentum, ClientState, FedAvgProtocol, FedPer
-from fl_core.registry import UnknownNameError
-from fl_core.vectors import ParameterLayout, buffers_to_vector
+from fedarena.fl_core import Client, ClientUpdate, FederationConfig, LocalTraining, Server, Simulation, model_to_vector
+from fedarena.fl_core.client import GlobalState, train_client
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.protocol import PROTOCOLS, ClientMomentum, ClientState, FedAvgProtocol, FedPer
+from fedarena.fl_core.registry import UnknownNameError
+from fedarena.fl_core.vectors import ParameterLayout, buffers_to_vector
 
 from .helpers import synthetic_images, tiny_cnn_bn
 
@@ -104,7 +104,7 @@ def test_fedper_uploads_the_body_and_keeps_each_clients_head():
 
 
 def _client_gen(sim, cid, r):
-    from fl_core.seeding import torch_generator
+    from fedarena.fl_core.seeding import torch_generator
     return torch_generator(sim.config.seed, "client", cid, "round", r)
 
 

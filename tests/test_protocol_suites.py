@@ -11,19 +11,19 @@ from typing import Any
 import pytest
 import yaml
 
-from attacks.poisoning.data_poisoning import LabelFlip
-from benchmarks.harness.runner import run_suite
-from benchmarks.harness.suite import SuiteError, load_suite, parse_suite
-from benchmarks.harness.tasks.common import build_protocol
-from benchmarks.harness.tasks.federation import AttackGroup, build_federation, summarize
-from benchmarks.harness.tasks.privacy import attacked_uploads
-from benchmarks.metrics.robustness import label_flip_asr
-from defenses.protocols import HyperFL
-from defenses.registry import ClientDefense
-from fl_core import FederationConfig, LocalTraining, Simulation, load_dataset
-from fl_core.data_root import data_root
-from fl_core.models import build_model
-from fl_core.protocol import FedAvgProtocol, FedPer
+from fedarena.attacks.poisoning.data_poisoning import LabelFlip
+from fedarena.benchmarks.harness.runner import run_suite
+from fedarena.benchmarks.harness.suite import SuiteError, load_suite, parse_suite
+from fedarena.benchmarks.harness.tasks.common import build_protocol
+from fedarena.benchmarks.harness.tasks.federation import AttackGroup, build_federation, summarize
+from fedarena.benchmarks.harness.tasks.privacy import attacked_uploads
+from fedarena.benchmarks.metrics.robustness import label_flip_asr
+from fedarena.defenses.protocols import HyperFL
+from fedarena.defenses.registry import ClientDefense
+from fedarena.fl_core import FederationConfig, LocalTraining, Simulation, load_dataset
+from fedarena.fl_core.data_root import data_root
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.protocol import FedAvgProtocol, FedPer
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "benchmarks" / "suites" / "hyperfl.yaml"

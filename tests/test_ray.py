@@ -18,12 +18,12 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from benchmarks.harness.engines.ray import ClusterTooSmallError, CodeMismatchError, RayBackend  # noqa: E402
-from benchmarks.harness.execute import execute_run  # noqa: E402
-from benchmarks.harness.provenance import current_provenance  # noqa: E402
-from benchmarks.harness.runner import run_suite  # noqa: E402
-from benchmarks.harness.store import RunResult, Store  # noqa: E402
-from benchmarks.harness.suite import RunSpec, parse_suite  # noqa: E402
+from fedarena.benchmarks.harness.engines.ray import ClusterTooSmallError, CodeMismatchError, RayBackend  # noqa: E402
+from fedarena.benchmarks.harness.execute import execute_run  # noqa: E402
+from fedarena.benchmarks.harness.provenance import current_provenance  # noqa: E402
+from fedarena.benchmarks.harness.runner import run_suite  # noqa: E402
+from fedarena.benchmarks.harness.store import RunResult, Store  # noqa: E402
+from fedarena.benchmarks.harness.suite import RunSpec, parse_suite  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = {"fl_seconds", "seconds_per_round", "attack_seconds"}
@@ -59,7 +59,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, A
     Ray workers are: state other tests leave in this process cannot reach either side)."""
     out = tmp_path_factory.mktemp("local")
     (out / "tiny_ray.yaml").write_text(SUITE)
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.harness.cli", "run", str(out / "tiny_ray.yaml"),
+    proc = subprocess.run([sys.executable, "-m", "fedarena.benchmarks.harness.cli", "run", str(out / "tiny_ray.yaml"),
                            "--out", str(out / "store"), "--no-progress"], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -78,7 +78,7 @@ def _pid_then_hang(pid_file: str, victim: str) -> Callable[..., RunResult]:
              client_workers: int | None = None) -> RunResult:
         if spec.run_id == victim and not os.path.exists(pid_file):
             Path(pid_file).write_text(str(os.getpid()))
-            time.sleep(120)
+            time.sleep(600)  # until killed (the killer below gives up after 300 s)
         return execute_run(spec, progress, threads, device, client_workers)
 
     return task
@@ -86,7 +86,7 @@ def _pid_then_hang(pid_file: str, victim: str) -> Callable[..., RunResult]:
 
 def _kill_when_written(pid_file: Path, killed: list[int]) -> threading.Thread:
     def kill() -> None:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # generous: a loaded 2-core machine starts Ray workers slowly
         while time.monotonic() < deadline:
             if pid_file.exists() and pid_file.read_text():
                 pid = int(pid_file.read_text())
@@ -135,7 +135,7 @@ def test_worker_killed_mid_run_then_suite_equals_local_run(local_ray: Any, refer
 def test_code_check_names_both_sides(local_ray: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     RayBackend("auto", ray=local_ray, check_code=True)  # the workers run this checkout: no complaint
     other = current_provenance().__class__("0.0.0-other", "abc", False, "0")
-    monkeypatch.setattr("benchmarks.harness.engines.ray.current_provenance", lambda: other)
+    monkeypatch.setattr("fedarena.benchmarks.harness.engines.ray.current_provenance", lambda: other)
     with pytest.raises(CodeMismatchError, match=r"workers run fedarena .* but this driver is fedarena 0\.0\.0-other"):
         RayBackend("auto", ray=local_ray, check_code=True)
 
@@ -147,7 +147,7 @@ def _pool_sizes_logged(log: str) -> Callable[..., RunResult]:
              client_workers: int | None = None) -> RunResult:
         import torch
 
-        from fl_core.parallel import ClientPool
+        from fedarena.fl_core.parallel import ClientPool
 
         original = ClientPool.__init__
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.harness.cli import main
-from benchmarks.harness.report import write_report
-from benchmarks.harness.runner import run_suite
-from benchmarks.harness.store import Store
+from fedarena.benchmarks.harness.cli import main
+from fedarena.benchmarks.harness.report import write_report
+from fedarena.benchmarks.harness.runner import run_suite
+from fedarena.benchmarks.harness.store import Store
 
 from .helpers import suite_failing_at_run_time
 
@@ -69,7 +69,7 @@ def test_report_tables_and_figures(folder: Path) -> None:
     cell = f"{100 * statistics.fmean(accs):.1f}% ± {100 * statistics.stdev(accs):.1f}"
     assert re.search(rf"\| sign_flip\(scale=3\)×1 \| [^|]+ \| [^|]+ \| {re.escape(cell)} \|", md), cell
     assert "### Failed runs" in md and "indices [99999] are out of range" in md
-    from benchmarks.harness.provenance import current_provenance
+    from fedarena.benchmarks.harness.provenance import current_provenance
 
     assert f"Computed by {current_provenance().describe()}, on cpu (" in md  # which code and device wrote the runs
     figures = re.findall(r"!\[[^\]]*\]\((report_files/[^)]+\.png)\)", md)

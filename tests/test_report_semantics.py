@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.harness.report import write_report
-from benchmarks.harness.runner import run_suite
-from benchmarks.harness.store import RunResult, Store
-from benchmarks.harness.suite import RunSpec, parse_suite
-from benchmarks.metrics.privacy import summarize_psnr
+from fedarena.benchmarks.harness.report import write_report
+from fedarena.benchmarks.harness.runner import run_suite
+from fedarena.benchmarks.harness.store import RunResult, Store
+from fedarena.benchmarks.harness.suite import RunSpec, parse_suite
+from fedarena.benchmarks.metrics.privacy import summarize_psnr
 
 Metrics = Callable[[RunSpec], dict[str, Any] | None]
 

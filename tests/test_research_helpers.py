@@ -9,21 +9,32 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import attacks  # noqa: F401  (registers the attacks)
-import defenses  # noqa: F401  (registers the defenses)
-from attacks.poisoning import ALIE, IPM, AdditiveNoise, MinMax, MinSum, poison_stack
-from attacks.poisoning.model_poisoning import alie_z
-from attacks.registry import INVERSION_ATTACKS
-from defenses.privacy import Clipping, apply_defense, clipping, dp_fedavg, dp_sgd, gaussian_noise, pruning, quantization
-from fl_core.client import GlobalState, train_client
-from fl_core.data import ImageDataset, Normalization
-from fl_core.models import build_model
-from fl_core.observe import observe, snapshot_weights
-from fl_core.seeding import torch_generator
-from fl_core.simulation import RoundContext
-from fl_core.threat import ThreatModel, make_observation
-from fl_core.updates import ClientUpdate, LocalTraining
-from fl_core.vectors import model_to_vector
+from fedarena import (
+    attacks,  # noqa: F401  (registers the attacks)
+    defenses,  # noqa: F401  (registers the defenses)
+)
+from fedarena.attacks.poisoning import ALIE, IPM, AdditiveNoise, MinMax, MinSum, poison_stack
+from fedarena.attacks.poisoning.model_poisoning import alie_z
+from fedarena.attacks.registry import INVERSION_ATTACKS
+from fedarena.defenses.privacy import (
+    Clipping,
+    apply_defense,
+    clipping,
+    dp_fedavg,
+    dp_sgd,
+    gaussian_noise,
+    pruning,
+    quantization,
+)
+from fedarena.fl_core.client import GlobalState, train_client
+from fedarena.fl_core.data import ImageDataset, Normalization
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.observe import observe, snapshot_weights
+from fedarena.fl_core.seeding import torch_generator
+from fedarena.fl_core.simulation import RoundContext
+from fedarena.fl_core.threat import ThreatModel, make_observation
+from fedarena.fl_core.updates import ClientUpdate, LocalTraining
+from fedarena.fl_core.vectors import model_to_vector
 
 UNIT = Normalization((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
 

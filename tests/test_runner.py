@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks.harness.engines.ray import RayBackend, RayUnavailableError, import_ray
-from benchmarks.harness.runner import run_suite
-from benchmarks.harness.store import Store
-from benchmarks.harness.suite import parse_suite
+from fedarena.benchmarks.harness.engines.ray import RayBackend, RayUnavailableError, import_ray
+from fedarena.benchmarks.harness.runner import run_suite
+from fedarena.benchmarks.harness.store import Store
+from fedarena.benchmarks.harness.suite import parse_suite
 
 from .helpers import suite_failing_at_run_time
 
@@ -56,7 +56,7 @@ def _count_rows(db: Path) -> int:
 
 
 def _fedarena(*args: str) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.harness.cli", *args]
+    return [sys.executable, "-m", "fedarena.benchmarks.harness.cli", *args]
 
 
 def test_sigkill_mid_suite_then_resume_runs_each_once_with_same_metrics(tmp_path: Path) -> None:

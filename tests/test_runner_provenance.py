@@ -12,12 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.harness.cli import build_parser, main
-from benchmarks.harness.device import resolve_device
-from benchmarks.harness.provenance import Provenance, _git_state, code_fingerprint, current_provenance, same_code
-from benchmarks.harness.runner import ProvenanceError, run_suite
-from benchmarks.harness.store import STORE_NAME, Store
-from benchmarks.harness.suite import parse_suite
+from fedarena.benchmarks.harness.cli import build_parser, main
+from fedarena.benchmarks.harness.device import resolve_device
+from fedarena.benchmarks.harness.provenance import (
+    Provenance,
+    _git_state,
+    code_fingerprint,
+    current_provenance,
+    same_code,
+)
+from fedarena.benchmarks.harness.runner import ProvenanceError, run_suite
+from fedarena.benchmarks.harness.store import STORE_NAME, Store
+from fedarena.benchmarks.harness.suite import parse_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 A = Provenance("0.1.0", "abc123abc123", False, "2.13.0")
@@ -111,23 +117,24 @@ def test_device_option_auto_resolves_to_cpu_here_and_bad_names_are_refused(
 
 def test_harness_metrics_and_figures_never_import_a_reproduction() -> None:
     code = ("import importlib, pkgutil, sys\n"
-            "import benchmarks.harness, benchmarks.metrics, benchmarks.figures\n"
-            "for pkg in (benchmarks.harness, benchmarks.metrics, benchmarks.figures):\n"
+            "import fedarena.benchmarks.harness, fedarena.benchmarks.metrics, fedarena.benchmarks.figures\n"
+            "for pkg in (fedarena.benchmarks.harness, fedarena.benchmarks.metrics, fedarena.benchmarks.figures):\n"
             "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
             "        importlib.import_module(m.name)\n"
-            "import benchmarks.cli, benchmarks.demo\n"
-            "print(sorted(n for n in sys.modules if n.startswith('benchmarks.')))\n")
+            "import fedarena.benchmarks.cli, fedarena.benchmarks.demo\n"
+            "print(sorted(n for n in sys.modules if n.startswith('fedarena.benchmarks.')))\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     loaded = eval(done.stdout.strip().splitlines()[-1])
-    assert {"benchmarks.harness.tasks.privacy", "benchmarks.harness.tasks.robustness",
-            "benchmarks.harness.engines.ray", "benchmarks.metrics.lpips", "benchmarks.figures.report"} <= set(loaded)
-    assert not [n for n in loaded if n.startswith("benchmarks.reproductions")], loaded
+    assert {"fedarena.benchmarks.harness.tasks.privacy", "fedarena.benchmarks.harness.tasks.robustness",
+            "fedarena.benchmarks.harness.engines.ray", "fedarena.benchmarks.metrics.lpips",
+                "fedarena.benchmarks.figures.report"} <= set(loaded)
+    assert not [n for n in loaded if n.startswith("fedarena.benchmarks.reproductions")], loaded
 
 
 def test_device_check_without_cuda_says_nothing_was_checked() -> None:
     env = {"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "benchmarks.device_check"], cwd=ROOT, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "fedarena.benchmarks.device_check"], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "no CUDA device: nothing checked"
@@ -164,7 +171,7 @@ def test_git_state_commit_and_fingerprint_of_uncommitted_code(tmp_path: Path) ->
 
 def test_current_provenance_names_this_checkout() -> None:
     prov = current_provenance()
-    from fl_core import __version__
+    from fedarena.fl_core import __version__
 
     assert prov.fedarena == __version__ and prov.torch == torch.__version__
     if shutil.which("git") and (ROOT / ".git").exists():

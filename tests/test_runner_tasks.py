@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 import torch
 
-import benchmarks.harness.tasks.privacy as privacy_task
-from attacks.inversion import Reconstruction
-from benchmarks.harness.execute import execute_run
-from benchmarks.harness.suite import parse_suite
-from fl_core.registry import Registry
-from fl_core.threat import Observation
+import fedarena.benchmarks.harness.tasks.privacy as privacy_task
+from fedarena.attacks.inversion import Reconstruction
+from fedarena.benchmarks.harness.execute import execute_run
+from fedarena.benchmarks.harness.suite import parse_suite
+from fedarena.fl_core.registry import Registry
+from fedarena.fl_core.threat import Observation
 
 
 class SpyAttack:

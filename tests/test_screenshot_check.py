@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from benchmarks.figures.screenshot_check import (
+from fedarena.benchmarks.figures.screenshot_check import (
     CHROMIUM,
     WIDTH,
     CheckResult,
@@ -18,8 +18,8 @@ from benchmarks.figures.screenshot_check import (
     synthetic_folder,
     uncaptioned_tables,
 )
-from benchmarks.harness.report_render import Document, Heading, Table, to_html
-from benchmarks.harness.suites import shipped_suites
+from fedarena.benchmarks.harness.report_render import Document, Heading, Table, to_html
+from fedarena.benchmarks.harness.suites import shipped_suites
 
 NO_CHROMIUM = Path("/nonexistent/chromium")
 # quick: the demo suite; privacy_utility: the longest component labels and most defenses per block

@@ -13,12 +13,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from attacks.inversion import InvertingGradients
-from attacks.inversion.simulate import unrolled_batches
-from defenses.registry import AGGREGATORS
-from fl_core import ClientUpdate, LocalTraining, Server, ThreatModel, make_observation, train_client
-from fl_core.client import GlobalState, batch_schedule, min_batch_size, pass_bounds
-from fl_core.vectors import buffers_to_vector, model_to_vector
+from fedarena.attacks.inversion import InvertingGradients
+from fedarena.attacks.inversion.simulate import unrolled_batches
+from fedarena.defenses.registry import AGGREGATORS
+from fedarena.fl_core import ClientUpdate, LocalTraining, Server, ThreatModel, make_observation, train_client
+from fedarena.fl_core.client import GlobalState, batch_schedule, min_batch_size, pass_bounds
+from fedarena.fl_core.vectors import buffers_to_vector, model_to_vector
 
 from .helpers import synthetic_images, tiny_cnn_bn, tiny_mlp
 

@@ -9,10 +9,12 @@ import pydoc
 
 import pytest
 
-import attacks  # noqa: F401  (registers every attack)
-import defenses  # noqa: F401  (registers every defense)
-from attacks.registry import INVERSION_ATTACKS, POISONING_ATTACKS
-from defenses.registry import AGGREGATORS, PRIVACY_DEFENSES
+from fedarena import (
+    attacks,  # noqa: F401  (registers every attack)
+    defenses,  # noqa: F401  (registers every defense)
+)
+from fedarena.attacks.registry import INVERSION_ATTACKS, POISONING_ATTACKS
+from fedarena.defenses.registry import AGGREGATORS, PRIVACY_DEFENSES
 
 REGISTRIES = (INVERSION_ATTACKS, POISONING_ATTACKS, PRIVACY_DEFENSES, AGGREGATORS)
 ENTRIES = [(reg, name) for reg in REGISTRIES for name in reg.names()]

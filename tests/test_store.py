@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.harness.atomic import clean_temporaries, write_atomic
-from benchmarks.harness.runner import save_artefacts
-from benchmarks.harness.store import RunResult, Store
-from benchmarks.harness.suite import RunSpec, Suite
+from fedarena.benchmarks.harness.atomic import clean_temporaries, write_atomic
+from fedarena.benchmarks.harness.runner import save_artefacts
+from fedarena.benchmarks.harness.store import RunResult, Store
+from fedarena.benchmarks.harness.suite import RunSpec, Suite
 
 
 def _spec(i: int, suite: str = "s") -> RunSpec:
@@ -71,7 +71,7 @@ def test_killed_writer_never_leaves_a_partial_row(tmp_path: Path) -> None:
     root = str(Path(__file__).resolve().parent.parent)
     code = "\n".join([
         f"import os, signal, sys; sys.path.insert(0, {root!r})",
-        "from benchmarks.harness.store import Store",
+        "from fedarena.benchmarks.harness.store import Store",
         f"s = Store({str(db)!r})",
         "with s.transaction() as c:",
         "    c.execute(\"INSERT INTO runs (run_id, suite, task, status, config, meta, metrics, artefacts) "

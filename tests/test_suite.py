@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.harness import grid
-from benchmarks.harness.cli import main
-from benchmarks.harness.components import Components, default_components
-from benchmarks.harness.ids import canonical_json, run_id
-from benchmarks.harness.suite import SuiteError, load_suite, parse_suite
-from benchmarks.harness.suites import shipped_suites
-from fl_core.aggregation import AggregationResult, Aggregator
-from fl_core.registry import Registry
+from fedarena.benchmarks.harness import grid
+from fedarena.benchmarks.harness.cli import main
+from fedarena.benchmarks.harness.components import Components, default_components
+from fedarena.benchmarks.harness.ids import canonical_json, run_id
+from fedarena.benchmarks.harness.suite import SuiteError, load_suite, parse_suite
+from fedarena.benchmarks.harness.suites import shipped_suites
+from fedarena.fl_core.aggregation import AggregationResult, Aggregator
+from fedarena.fl_core.registry import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -134,7 +134,7 @@ def test_run_ids_are_stable(comps: Components) -> None:
 
 
 def test_run_ids_do_not_depend_on_the_process() -> None:
-    code = ("from benchmarks.harness.ids import run_id; "
+    code = ("from fedarena.benchmarks.harness.ids import run_id; "
             "print(run_id({'b': [1, 2.5, None], 'a': {'z': 'é', 'y': True}}))")
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
                            env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout.strip() for seed in (1, 2)}

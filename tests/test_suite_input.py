@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.cli import main
-from benchmarks.harness.run_count import DEFAULT_MAX_RUNS, planned_runs
-from benchmarks.harness.safe_yaml import MAX_NODES, YamlInputError, load_yaml
-from benchmarks.harness.suite import SuiteError, load_suite, parse_suite
+from fedarena.benchmarks.cli import main
+from fedarena.benchmarks.harness.run_count import DEFAULT_MAX_RUNS, planned_runs
+from fedarena.benchmarks.harness.safe_yaml import MAX_NODES, YamlInputError, load_yaml
+from fedarena.benchmarks.harness.suite import SuiteError, load_suite, parse_suite
 
 SUITE = """
 suite: small

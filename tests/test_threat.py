@@ -17,14 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fl_core.client import GlobalState, train_client
-from fl_core.data import ImageDataset, Normalization
-from fl_core.models import build_model
-from fl_core.models.dropout import dropout_masks
-from fl_core.seeding import torch_generator
-from fl_core.threat import Observation, ThreatModel, make_observation
-from fl_core.updates import ClientUpdate, LocalTraining, PrivateData
-from fl_core.vectors import ParameterLayout, model_to_vector
+from fedarena.fl_core.client import GlobalState, train_client
+from fedarena.fl_core.data import ImageDataset, Normalization
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.models.dropout import dropout_masks
+from fedarena.fl_core.seeding import torch_generator
+from fedarena.fl_core.threat import Observation, ThreatModel, make_observation
+from fedarena.fl_core.updates import ClientUpdate, LocalTraining, PrivateData
+from fedarena.fl_core.vectors import ParameterLayout, model_to_vector
 
 NORM = Normalization((0.5, 0.4, 0.3), (0.25, 0.2, 0.3))
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.harness.suite import SuiteError, load_suite, parse_suite
-from benchmarks.harness.suites import shipped_suites
+from fedarena.benchmarks.harness.suite import SuiteError, load_suite, parse_suite
+from fedarena.benchmarks.harness.suites import shipped_suites
 
 ROOT = Path(__file__).resolve().parents[1]
 NEEDS_DATA = {"dia", "gifd", "hyperfl", "ig_table", "mudhog_mix", "privacy", "privacy_utility", "robustness"}
@@ -218,7 +218,7 @@ def test_ctrl_c_while_workers_start_exits_cleanly(mode: str, tmp_path: Path) -> 
     suite = tmp_path / "s.yaml"
     suite.write_text(ROBUST.replace("rounds: 1}", "rounds: 50}") % ("digits", 4, "fedavg, median"))
     extra = {"validating": [], "--workers": ["--workers", "2"], "--client-workers": ["--client-workers", "2"]}[mode]
-    cmd = [sys.executable, "-m", "benchmarks.harness.cli", "run", str(suite), "--out", str(tmp_path / "out"),
+    cmd = [sys.executable, "-m", "fedarena.benchmarks.harness.cli", "run", str(suite), "--out", str(tmp_path / "out"),
            "--no-progress", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from fl_core.vectors import ParameterLayout, model_to_vector, vector_to_model
+from fedarena.fl_core.vectors import ParameterLayout, model_to_vector, vector_to_model
 
 from .helpers import tiny_cnn_bn, tiny_mlp
 

@@ -4,7 +4,7 @@ Importing this package registers ``dlg``, ``idlg``, ``inverting_gradients``,
 ``inverting_gradients_fedavg``, ``dropout_inversion`` and its baselines
 ``inverting_gradients_random_masks`` / ``inverting_gradients_informed``,
 ``generator_latent`` and ``gifd`` in
-``attacks.registry.INVERSION_ATTACKS``. Shared blocks live once each: ``losses``
+``fedarena.attacks.registry.INVERSION_ATTACKS``. Shared blocks live once each: ``losses``
 (gradient matching), ``priors`` (TV, BN statistics, image norm, and the ``REGULARISERS``
 registry), ``labels`` (analytic label recovery), ``simulate`` (the differentiable
 client), ``problem`` (an ``Observation`` resolved into what to optimise), ``variables``

@@ -17,8 +17,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from fl_core.threat import Observation
-from fl_core.updates import LocalTraining
+from fedarena.fl_core.threat import Observation
+from fedarena.fl_core.updates import LocalTraining
 
 ModelMode = Literal["train", "eval"]
 

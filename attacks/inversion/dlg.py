@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from fl_core.seeding import torch_generator
+from fedarena.fl_core.seeding import torch_generator
 
 from ..registry import INVERSION_ATTACKS
 from .optimization import Evaluation, OptimizationAttack, OptimizationSettings, Step

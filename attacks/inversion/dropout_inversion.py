@@ -81,9 +81,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fl_core.models.dropout import DropoutSite
-from fl_core.seeding import torch_generator
-from fl_core.threat import Observation
+from fedarena.fl_core.models.dropout import DropoutSite
+from fedarena.fl_core.seeding import torch_generator
+from fedarena.fl_core.threat import Observation
 
 from ..registry import INVERSION_ATTACKS
 from .inverting_gradients import IGSettings, InvertingGradients

@@ -2,7 +2,7 @@
 
 **generator_latent** (GGL, Li et al. CVPR 2022; the first stage of GIAS, Jeon et al. NeurIPS
 2021 — here gradient-based, as GIAS and GIFD do it, not GGL's black-box CMA-ES): the images
-are ``to_model_input(G(z))`` of a pretrained, frozen generator (``attacks.inversion.generators``)
+are ``to_model_input(G(z))`` of a pretrained, frozen generator (``fedarena.attacks.inversion.generators``)
 and only the latent ``z`` is optimised, by Adam under the cosine lr ramp below, each image's
 latent rescaled after every step to the l2 norm it started with. Several restarts, the one
 with the lowest own matching loss returned.
@@ -75,8 +75,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fl_core.seeding import torch_generator
-from fl_core.threat import Observation
+from fedarena.fl_core.seeding import torch_generator
+from fedarena.fl_core.threat import Observation
 
 from ..registry import INVERSION_ATTACKS
 from .base import Reconstruction

@@ -67,7 +67,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fl_core.seeding import torch_generator
+from fedarena.fl_core.seeding import torch_generator
 
 from ..registry import INVERSION_ATTACKS
 from .optimization import Evaluation, OptimizationAttack, OptimizationSettings, Run, Step
@@ -179,7 +179,7 @@ class InvertingGradients(OptimizationAttack):
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
         return optimizer, scheduler
 
-    # -- the image draw and one-restart / batched entry points (benchmarks.reproductions.inversion.ig_speed) --
+    # -- the image draw and one-restart / batched entry points (fedarena.benchmarks.reproductions.inversion.ig_speed) --
 
     def _init(self, problem: InversionProblem) -> Tensor:
         s = self.settings

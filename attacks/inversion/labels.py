@@ -33,7 +33,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from fl_core.vectors import ParameterLayout
+from fedarena.fl_core.vectors import ParameterLayout
 
 LabelMethod = Literal["idlg", "yin", "llg", "bias"]
 LABEL_METHODS: tuple[str, ...] = ("idlg", "yin", "llg", "bias")

@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from fl_core.vectors import ParameterLayout, check_vector
+from fedarena.fl_core.vectors import ParameterLayout, check_vector
 
 MatchingLoss = Literal["l2", "cosine", "layer_cosine"]
 MATCHING_LOSSES: tuple[str, ...] = ("l2", "cosine", "layer_cosine")

@@ -41,8 +41,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from fl_core.seeding import derive_seed, torch_generator
-from fl_core.threat import Observation
+from fedarena.fl_core.seeding import derive_seed, torch_generator
+from fedarena.fl_core.threat import Observation
 
 from .base import CommonSettings, InversionAttack, Reconstruction, build_settings
 from .priors import REGULARISERS, Regulariser, Term

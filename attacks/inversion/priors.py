@@ -44,7 +44,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from fl_core.registry import Registry
+from fedarena.fl_core.registry import Registry
 
 Term = Callable[[Mapping[str, Tensor], Tensor], Tensor]
 
@@ -60,7 +60,7 @@ class BNStatisticsPrior:
     """``prior(x)``: distance of the candidate batch's BatchNorm-input statistics to the
     granted ones.
 
-    The statistics are measured exactly as ``fl_core.threat.make_observation`` measures
+    The statistics are measured exactly as ``fedarena.fl_core.threat.make_observation`` measures
     the private batch's: one eval-mode forward of the whole batch through the global
     model. The prior owns that eval copy, so it is independent of the mode and the
     local steps the attack simulates.

@@ -22,10 +22,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from fl_core.client import min_batch_size
-from fl_core.seeding import torch_generator
-from fl_core.threat import Observation
-from fl_core.vectors import ParameterLayout
+from fedarena.fl_core.client import min_batch_size
+from fedarena.fl_core.seeding import torch_generator
+from fedarena.fl_core.threat import Observation
+from fedarena.fl_core.vectors import ParameterLayout
 
 from .base import Assumptions, ResolvedSetting, check_observation, resolve_setting
 from .labels import LABEL_METHODS, last_layer, recover_labels

@@ -21,7 +21,7 @@ softmaxed dummy labels): ``F.cross_entropy`` — the honest client's loss — ta
 
 The unknown parts of the client's model enter as two optional arguments (see
 ``variables``): ``masks`` ``{site: [mask per local step]}`` are replayed into the
-model's dropout sites by ``fl_core.models.dropout.dropout_masks(given=...)`` (one
+model's dropout sites by ``fedarena.fl_core.models.dropout.dropout_masks(given=...)`` (one
 forward per local step, so the ``k``-th mask of a site is used in step ``k``; only in
 train mode, where dropout is active), and ``params`` ``{name: tensor}`` replace named
 parameters of the model as ``functional_call`` state overrides.
@@ -40,11 +40,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from fl_core.client import min_batch_size, pass_bounds
-from fl_core.local_step import optimizer_step
-from fl_core.models.dropout import dropout_masks
-from fl_core.updates import LocalTraining
-from fl_core.vectors import ParameterLayout, model_to_vector
+from fedarena.fl_core.client import min_batch_size, pass_bounds
+from fedarena.fl_core.local_step import optimizer_step
+from fedarena.fl_core.models.dropout import dropout_masks
+from fedarena.fl_core.updates import LocalTraining
+from fedarena.fl_core.vectors import ParameterLayout, model_to_vector
 
 from .base import ModelMode
 
@@ -77,7 +77,7 @@ class ClientSimulator:
 
     def min_batch(self, x: Tensor) -> int:
         """The client's smallest local batch for inputs shaped like ``x``
-        (``fl_core.client.min_batch_size``), found once per input shape."""
+        (``fedarena.fl_core.client.min_batch_size``), found once per input shape."""
         shape = tuple(x.shape[1:])
         if shape not in self._min_batch:
             example = torch.zeros(1, *shape, device=self.w0.device, dtype=self.w0.dtype)
@@ -157,7 +157,7 @@ class ClientSimulator:
 
 def unrolled_batches(n: int, training: LocalTraining, min_batch: int = 1) -> list[slice]:
     """Batches of the unrolled local training: consecutive slices, ``epochs`` passes or
-    exactly ``steps`` batches, cut by the client's own rule (``fl_core.client.pass_bounds``:
+    exactly ``steps`` batches, cut by the client's own rule (``fedarena.fl_core.client.pass_bounds``:
     a pass's last batch may be smaller, and is merged into the one before it when smaller
     than ``min_batch``, as for BatchNorm in train mode)."""
     per_pass = [slice(a, b) for a, b in pass_bounds(n, training.batch_size, min_batch)]

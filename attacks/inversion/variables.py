@@ -9,7 +9,7 @@ Variables are a ``dict[str, Tensor]``; their names say what they stand for:
 - ``"logits"``: jointly optimised soft labels (DLG), softmaxed into the cross-entropy;
 - ``"mask.<site>"``: the dropout masks of the model's ``DropoutSite`` named ``<site>``,
   shape ``[steps, *mask]`` — entry ``k`` is replayed on the site's ``k``-th forward,
-  i.e. in local step ``k`` (``fl_core.models.dropout.dropout_masks(model, given=...)``);
+  i.e. in local step ``k`` (``fedarena.fl_core.models.dropout.dropout_masks(model, given=...)``);
 - ``"param.<name>"``: a parameter of the client's model the server does not know (a
   private embedding or head), passed as a ``torch.func.functional_call`` state
   override. Such a parameter is not part of the shared update: the simulated update

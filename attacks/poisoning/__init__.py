@@ -4,7 +4,7 @@ Model poisoning (``craft(ctx) -> [m, d]``, ``model_poisoning``): ``sign_flip``,
 ``additive_noise``, ``alie``, ``ipm``, ``min_max``, ``min_sum``, ``model_replacement``.
 Data poisoning (``poison(data, generator) -> ImageDataset``, ``data_poisoning``):
 ``label_flip``, ``multi_label_flip``, ``backdoor``. Unreliable clients are not attacks:
-they are benign clients with corrupted data (``fl_core.corruptions``). ``poison_stack`` runs
+they are benign clients with corrupted data (``fedarena.fl_core.corruptions``). ``poison_stack`` runs
 a model-poisoning attack on a plain ``[n, d]`` stack of updates.
 """
 

@@ -1,6 +1,6 @@
 """Data poisoning: malicious clients change the data they train on (``poison(data, gen)``).
 
-Each class is a ``fl_core.simulation.DataAttack``: it returns a new ``ImageDataset``
+Each class is a ``fedarena.fl_core.simulation.DataAttack``: it returns a new ``ImageDataset``
 (the client's own data is never modified in place) and draws any randomness from the
 generator the simulation passes, so runs are reproducible.
 """
@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from fl_core.data import ImageDataset
+from fedarena.fl_core.data import ImageDataset
 
 from ..registry import POISONING_ATTACKS
 

@@ -1,6 +1,6 @@
 """Model poisoning: malicious clients replace their uploads (``craft(ctx) -> [m, d]``).
 
-Each class is one colluding group's behaviour (``fl_core.simulation.UpdateAttack``).
+Each class is one colluding group's behaviour (``fedarena.fl_core.simulation.UpdateAttack``).
 Omniscient attacks read the round's honest updates from ``RoundContext.honest`` (the
 simulation's server-side hook); ``knowledge`` chooses what they estimate statistics
 from: ``"honest"`` (the honest updates, falling back to the group's own benign updates
@@ -18,8 +18,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from fl_core.geometry import gram, sq_distances_from_gram
-from fl_core.simulation import RoundContext
+from fedarena.fl_core.geometry import gram, sq_distances_from_gram
+from fedarena.fl_core.simulation import RoundContext
 
 from ..registry import POISONING_ATTACKS
 

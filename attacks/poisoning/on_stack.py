@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from fl_core.seeding import torch_generator
-from fl_core.simulation import RoundContext, UpdateAttack
-from fl_core.updates import UpdateKind
+from fedarena.fl_core.seeding import torch_generator
+from fedarena.fl_core.simulation import RoundContext, UpdateAttack
+from fedarena.fl_core.updates import UpdateKind
 
 
 def poison_stack(

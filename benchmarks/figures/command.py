@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 (argpar
 
 def run(args: argparse.Namespace) -> int:
     """0 when the figure is written, 2 (with the reason on stderr) otherwise."""
-    from benchmarks.harness.store import StoreError
+    from fedarena.benchmarks.harness.store import StoreError
 
     from .rebuild import FigureError, Selection, rebuild_grid
     from .style import DPI

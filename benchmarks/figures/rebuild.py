@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.harness.report import GRID_IMAGES, load_reconstruction
-from benchmarks.harness.store import STORE_NAME, RunRecord, Store
-from benchmarks.harness.tasks.privacy import RECONSTRUCTION
+from fedarena.benchmarks.harness.report import GRID_IMAGES, load_reconstruction
+from fedarena.benchmarks.harness.store import STORE_NAME, RunRecord, Store
+from fedarena.benchmarks.harness.tasks.privacy import RECONSTRUCTION
 
 from .plots import GridRow, grid_figure
 from .style import DPI, FORMATS, save_figure

@@ -2,8 +2,8 @@
 and a 1400-px-wide screenshot in headless Chromium for a person to look at.
 
     make screenshot-check            # installs Debian's chromium if missing, then runs the line below
-    python -m benchmarks.figures.screenshot_check --synthetic --shots runs/screenshot
-    python -m benchmarks.figures.screenshot_check runs/quick      # a folder `fedarena run` wrote
+    python -m fedarena.benchmarks.figures.screenshot_check --synthetic --shots runs/screenshot
+    python -m fedarena.benchmarks.figures.screenshot_check runs/quick      # a folder `fedarena run` wrote
 
 For each result folder the report is rebuilt (``write_report``) inside
 ``style.checking_layout``, so every figure is measured as the report renders it: text
@@ -38,11 +38,11 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.harness.report import HTML, write_report
-from benchmarks.harness.store import STORE_NAME, RunResult, Store
-from benchmarks.harness.suite import RunSpec, load_suite
-from benchmarks.harness.suites import shipped_suites
-from benchmarks.harness.tasks.privacy import RECONSTRUCTION
+from fedarena.benchmarks.harness.report import HTML, write_report
+from fedarena.benchmarks.harness.store import STORE_NAME, RunResult, Store
+from fedarena.benchmarks.harness.suite import RunSpec, load_suite
+from fedarena.benchmarks.harness.suites import shipped_suites
+from fedarena.benchmarks.harness.tasks.privacy import RECONSTRUCTION
 
 from .style import FigureCheck, checking_layout
 

@@ -26,7 +26,7 @@ from matplotlib.patches import Patch, Rectangle  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from benchmarks.harness.atomic import write_atomic  # noqa: E402 (a leaf module: no harness import cycle)
+from fedarena.benchmarks.harness.atomic import write_atomic  # noqa: E402 (a leaf module: no harness import cycle)
 
 DPI = 110
 FORMATS = ("png", "pdf", "svg")

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fl_core.registry import Registry
+from fedarena.fl_core.registry import Registry
 
 from .components import default_components
 from .params import _accepted, _signature
@@ -33,8 +33,8 @@ from .suite import RESERVED
 # The first nine are ``Components``' registries; generators and regularisers are the inversion
 # attacks' own (a suite names them inside an attack's params).
 _EXTRA: dict[str, tuple[str, str, str]] = {
-    "generators": ("attacks", "attacks.inversion.generators.models", "GENERATORS"),
-    "regularisers": ("attacks", "attacks.inversion.priors", "REGULARISERS"),
+    "generators": ("fedarena.attacks", "fedarena.attacks.inversion.generators.models", "GENERATORS"),
+    "regularisers": ("fedarena.attacks", "fedarena.attacks.inversion.priors", "REGULARISERS"),
 }
 MAX_NOTES = 3  # docstring sentences shown per parameter
 # Category -> its key in ``suite.RESERVED`` (the arguments the harness passes itself).
@@ -168,6 +168,10 @@ def _parameters(factory: Any) -> list[Parameter]:
             p = sig.parameters[name]
             required, default = p.default is p.empty, p.default
             where = f"signature of {_qualname(factory)}"
+            if name in fields:  # a signature generated from the settings dataclass: name where it is written
+                overrides = getattr(factory, "defaults", None) or {}
+                where = (f"defaults of {_qualname(factory)}" if name in overrides
+                         else _defining_class(settings, name))
         else:
             f = fields[name]
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING

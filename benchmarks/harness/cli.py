@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-from benchmarks.figures.command import add_parser as add_figure_parser  # argparse only: no torch
+from fedarena.benchmarks.figures.command import add_parser as add_figure_parser  # argparse only: no torch
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from benchmarks.harness import catalogue
+    from fedarena.benchmarks.harness import catalogue
 
     if args.name is not None:
         try:
@@ -136,7 +136,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     """``fedarena run``; a Ctrl-C before the runs start is ``_cmd_run``'s, during them this one's."""
     with _interrupt_deferred():  # importing and validating take seconds
-        from benchmarks.harness.engines.ray import RayUnavailableError, import_ray
+        from fedarena.benchmarks.harness.engines.ray import RayUnavailableError, import_ray
 
         try:
             if args.ray:  # before the (slow) suite validation: a missing extra is said at once
@@ -145,11 +145,11 @@ def _run(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
 
-        from benchmarks.harness.lock import OutputFolderError
-        from benchmarks.harness.runner import ProvenanceError, run_suite
-        from benchmarks.harness.store import StoreError, SuiteCollisionError
-        from benchmarks.harness.suite import SuiteError, load_suite
-        from benchmarks.harness.suites import resolve_suite_path
+        from fedarena.benchmarks.harness.lock import OutputFolderError
+        from fedarena.benchmarks.harness.runner import ProvenanceError, run_suite
+        from fedarena.benchmarks.harness.store import StoreError, SuiteCollisionError
+        from fedarena.benchmarks.harness.suite import SuiteError, load_suite
+        from fedarena.benchmarks.harness.suites import resolve_suite_path
 
         try:
             suite = load_suite(resolve_suite_path(args.suite), max_runs=args.max_runs)
@@ -187,8 +187,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _report(folder: Path) -> int:
-    from benchmarks.harness.report import ReportWriteError, write_report
-    from benchmarks.harness.store import StoreError
+    from fedarena.benchmarks.harness.report import ReportWriteError, write_report
+    from fedarena.benchmarks.harness.store import StoreError
 
     try:
         paths = write_report(folder)
@@ -200,8 +200,8 @@ def _report(folder: Path) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from benchmarks.harness.show import find_run, format_run
-    from benchmarks.harness.store import StoreError
+    from fedarena.benchmarks.harness.show import find_run, format_run
+    from fedarena.benchmarks.harness.store import StoreError
 
     try:
         record, folder = find_run(args.run_id, Path(args.out) if args.out else None)
@@ -216,8 +216,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
-    from benchmarks.harness.runs_list import format_runs, list_runs
-    from benchmarks.harness.store import StoreError
+    from fedarena.benchmarks.harness.runs_list import format_runs, list_runs
+    from fedarena.benchmarks.harness.store import StoreError
 
     folder = Path(args.dir)
     try:
@@ -230,8 +230,8 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from benchmarks.harness.export import ExportError, export_tables, render_stdout, write_export
-    from benchmarks.harness.store import StoreError
+    from fedarena.benchmarks.harness.export import ExportError, export_tables, render_stdout, write_export
+    from fedarena.benchmarks.harness.store import StoreError
 
     folder = Path(args.dir)
     try:
@@ -269,7 +269,7 @@ def _interrupt_deferred() -> Iterator[None]:
 
 
 def _device(text: str) -> str:
-    from benchmarks.harness.device import device_argument  # imports torch: only when --device is given
+    from fedarena.benchmarks.harness.device import device_argument  # imports torch: only when --device is given
 
     return device_argument(text)
 
@@ -288,7 +288,7 @@ def _version() -> str:
     try:
         return metadata.version("fedarena")
     except metadata.PackageNotFoundError:  # running from a source tree that is not installed
-        from fl_core import __version__
+        from fedarena.fl_core import __version__
 
         return __version__
 

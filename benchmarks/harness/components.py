@@ -12,7 +12,7 @@ import importlib
 from dataclasses import dataclass
 from functools import cache
 
-from fl_core.registry import Registry
+from fedarena.fl_core.registry import Registry
 
 # Public kinds of ``fedarena list --json``, each the union of these registries.
 LIST_KINDS: dict[str, tuple[str, ...]] = {
@@ -24,15 +24,16 @@ LIST_KINDS: dict[str, tuple[str, ...]] = {
 
 # Registry attribute -> (module to import for registration side effects, module holding it, name).
 _SOURCES: dict[str, tuple[str, str, str]] = {
-    "datasets": ("fl_core.datasets", "fl_core.datasets", "DATASETS"),
-    "models": ("fl_core.models", "fl_core.models", "MODELS"),
-    "partitioners": ("fl_core.partition", "fl_core.partition", "PARTITIONERS"),
-    "corruptions": ("fl_core.corruptions", "fl_core.corruptions", "CORRUPTIONS"),
-    "inversion_attacks": ("attacks", "attacks.registry", "INVERSION_ATTACKS"),
-    "poisoning_attacks": ("attacks", "attacks.registry", "POISONING_ATTACKS"),
-    "privacy_defenses": ("defenses", "defenses.registry", "PRIVACY_DEFENSES"),
-    "aggregators": ("defenses", "defenses.registry", "AGGREGATORS"),
-    "protocols": ("defenses", "fl_core.protocol", "PROTOCOLS"),  # defenses.protocols registers hyperfl
+    "datasets": ("fedarena.fl_core.datasets", "fedarena.fl_core.datasets", "DATASETS"),
+    "models": ("fedarena.fl_core.models", "fedarena.fl_core.models", "MODELS"),
+    "partitioners": ("fedarena.fl_core.partition", "fedarena.fl_core.partition", "PARTITIONERS"),
+    "corruptions": ("fedarena.fl_core.corruptions", "fedarena.fl_core.corruptions", "CORRUPTIONS"),
+    "inversion_attacks": ("fedarena.attacks", "fedarena.attacks.registry", "INVERSION_ATTACKS"),
+    "poisoning_attacks": ("fedarena.attacks", "fedarena.attacks.registry", "POISONING_ATTACKS"),
+    "privacy_defenses": ("fedarena.defenses", "fedarena.defenses.registry", "PRIVACY_DEFENSES"),
+    "aggregators": ("fedarena.defenses", "fedarena.defenses.registry", "AGGREGATORS"),
+    # fedarena.defenses.protocols registers hyperfl
+    "protocols": ("fedarena.defenses", "fedarena.fl_core.protocol", "PROTOCOLS"),
 }
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fl_core import derive_seed
+from fedarena.fl_core import derive_seed
 
 from .store import RunResult
 from .suite import RunSpec

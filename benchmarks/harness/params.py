@@ -17,8 +17,8 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from fl_core.data_root import MissingDataError
-from fl_core.registry import Registry
+from fedarena.fl_core.data_root import MissingDataError
+from fedarena.fl_core.registry import Registry
 
 # Parameters that must be > 0 whatever component takes them (a safety net for factories
 # that do not validate their own arguments).

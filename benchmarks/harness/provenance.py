@@ -83,7 +83,7 @@ def current_provenance() -> Provenance:
     """The running code's provenance (computed once per process)."""
     import torch  # here, not at module level: the store and `fedarena show` stay light
 
-    from fl_core import __version__
+    from fedarena.fl_core import __version__
 
     commit, changes = _git_state(REPO_ROOT)
     return Provenance(__version__, commit, changes is not None, torch.__version__, changes,

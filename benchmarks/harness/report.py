@@ -9,7 +9,7 @@ accuracy FedAvg reaches under the same defense: the suite's attack-free robustne
 the *same dataset and model*, matched by the defense's name and parameters; no pair, no plot).
 
 What the numbers mean is stated where they are shown (every table has a caption):
-PSNR is summarised by ``benchmarks.metrics.privacy.summarize_psnr`` (exact reconstructions
+PSNR is summarised by ``fedarena.benchmarks.metrics.privacy.summarize_psnr`` (exact reconstructions
 have infinite PSNR: means are over the finite images and say how many were exact, medians
 and IQRs count them as ∞); detection is "–" (not applicable) without attackers and for a
 defense that excluded no client in any run of the block (FedAvg, the coordinate-wise
@@ -41,9 +41,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.figures import report as figs
-from benchmarks.figures.plots import GridRow, reconstruction_grid
-from benchmarks.metrics.privacy import PSNRSummary, summarize_psnr
+from fedarena.benchmarks.figures import report as figs
+from fedarena.benchmarks.figures.plots import GridRow, reconstruction_grid
+from fedarena.benchmarks.metrics.privacy import PSNRSummary, summarize_psnr
 
 from .atomic import write_atomic
 from .report_render import Bullets, Document, Figure, Heading, Paragraph, Table, to_html, to_markdown
@@ -438,7 +438,7 @@ def _lpips_size_note(runs: list[RunRecord], grids: list[tuple[torch.Tensor, dict
 
 
 def _grid_png(truth: torch.Tensor, rows: dict[str, GridRow], title: str) -> bytes:
-    """``benchmarks.figures.reconstruction_grid`` (it writes a file) as PNG bytes."""
+    """``fedarena.benchmarks.figures.reconstruction_grid`` (it writes a file) as PNG bytes."""
     with tempfile.TemporaryDirectory() as tmp:
         path = reconstruction_grid(truth[:GRID_IMAGES], {k: GridRow(v.images[:GRID_IMAGES], v.psnr[:GRID_IMAGES])
                                                          for k, v in rows.items()}, Path(tmp) / "grid.png", title)
@@ -537,7 +537,7 @@ def _robustness_group(doc: Document, suite: str, title: str, runs: list[RunRecor
                        "Accuracy: on the test split after the last round.",
                        "Attack success: for targeted attacks, the share of source-class test images classified as "
                        "the attacker's target class (label flips) or of triggered test images classified as the "
-                       "target (backdoors), mean over the targeted attacks; – for untargeted attacks.",
+                       "target (backdoors), mean over the targeted attacks; – for untargeted fedarena.attacks.",
                        "Detection precision/recall: of the malicious clients in the last round (defined under "
                        "the per-role table); – without attackers, or for a defense that excluded no client in any "
                        "run of this block (FedAvg, the coordinate-wise median).",
@@ -714,7 +714,7 @@ def _groups(runs: Iterable[RunRecord]) -> dict[str, list[RunRecord]]:
 
 
 def _cells(runs: list[RunRecord], title: str, order: _Order) -> dict[tuple[str, str], list[RunRecord]]:
-    """Runs by (attack, defense), in the suite file's order of attacks and defenses."""
+    """Runs by (attack, defense), in the suite file's order of attacks and fedarena.defenses."""
     out: dict[tuple[str, str], list[RunRecord]] = {}
     for r in runs:
         out.setdefault((_attack_key(r.config, r.meta), _defense_key(r.config, r.meta)), []).append(r)

@@ -39,13 +39,13 @@ Block fields (defaults in brackets)::
                      unreliable: {clients | fraction, corruption: NAME | {name, params},
                                   data_fraction [0.5], train_fraction [1.0]}
 
-``federation.protocol`` is an ``fl_core.protocol.PROTOCOLS`` name (``hyperfl``, ``fedper``,
+``federation.protocol`` is an ``fedarena.fl_core.protocol.PROTOCOLS`` name (``hyperfl``, ``fedper``,
 …); the block's ``model`` is then the network clients evaluate, and the protocol builds
 the server's model from it (HyperFL: a hypernetwork for its feature extractor). Left at
 ``fedavg`` without params it is not written into the resolved configuration, so run ids
 stay those of suites written before protocols existed. A robustness run composes a
 protocol with the poisoning attacks and aggregators (they act on its uploads); a privacy
-run needs a protocol an inversion attack handles (``fl_core.protocol.invertible``: the
+run needs a protocol an inversion attack handles (``fedarena.fl_core.protocol.invertible``: the
 whole-model update, or HyperFL's hypernetwork update with its private parameters as unknowns).
 """
 
@@ -60,10 +60,10 @@ from typing import Any
 
 import yaml
 
-from benchmarks.harness.tasks.federation import UnreliableSpec
-from fl_core.protocol import invertible
-from fl_core.threat import ThreatModel
-from fl_core.updates import LocalTraining
+from fedarena.benchmarks.harness.tasks.federation import UnreliableSpec
+from fedarena.fl_core.protocol import invertible
+from fedarena.fl_core.threat import ThreatModel
+from fedarena.fl_core.updates import LocalTraining
 
 from . import grid
 from .components import Components, default_components

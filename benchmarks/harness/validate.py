@@ -2,7 +2,7 @@
 
 The schema check (``suite._Validator``) knows each component's parameters; this one knows
 what the run will hand it: the dataset's files, size, classes and image shape
-(``fl_core.datasets.dataset_facts``, the loader's own file steps, without converting any
+(``fedarena.fl_core.datasets.dataset_facts``, the loader's own file steps, without converting any
 pixels), the federation's client count, each round's number of uploads. With those every
 component is built or called the way the run builds or calls it, through the same
 registries and functions:
@@ -30,11 +30,11 @@ from typing import Any
 
 import torch
 
-from defenses.registry import ClientDefense
-from fl_core.data import ImageDataset, Normalization
-from fl_core.data_root import CorruptDataError
-from fl_core.datasets import DATASETS, DatasetFacts, dataset_facts
-from fl_core.partition import PARTITIONERS, partition
+from fedarena.defenses.registry import ClientDefense
+from fedarena.fl_core.data import ImageDataset, Normalization
+from fedarena.fl_core.data_root import CorruptDataError
+from fedarena.fl_core.datasets import DATASETS, DatasetFacts, dataset_facts
+from fedarena.fl_core.partition import PARTITIONERS, partition
 
 from .components import Components
 from .params import Problem, build_component

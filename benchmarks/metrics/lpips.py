@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fl_core.data_root import weights_path
+from fedarena.fl_core.data_root import weights_path
 
 ALEXNET_FILE = ("alexnet-imagenet-features", "alexnet_features_torchvision_keys.pth")
 HEADS_FILE = ("lpips", "v0.1", "alex.pth")

@@ -15,7 +15,7 @@ gradient does not reveal the order of the images in its batch.
   ``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
   data_range=1)``. Images smaller than 11 pixels use the largest odd window that fits
   (scikit-image refuses them).
-- LPIPS: ``benchmarks.metrics.lpips`` (AlexNet, v0.1 heads); ``None`` with a reason when the
+- LPIPS: ``fedarena.benchmarks.metrics.lpips`` (AlexNet, v0.1 heads); ``None`` with a reason when the
   weights are missing, never a made-up number.
 - Normalised MSE (``normalized_mse``): the MSE in the model's normalised input space,
   unclamped — the Dropout Inversion reference's metric (dAI-SY-Group/DropoutInversionAttack
@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from attacks.inversion.variables import MASK_PREFIX
-from fl_core.data import Normalization
+from fedarena.attacks.inversion.variables import MASK_PREFIX
+from fedarena.fl_core.data import Normalization
 
 from .lpips import LPIPS, LPIPSUnavailable, load_lpips
 

@@ -28,9 +28,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from fl_core.data import ImageDataset
-from fl_core.evaluation import predictions
-from fl_core.simulation import History, RoundRecord
+from fedarena.fl_core.data import ImageDataset
+from fedarena.fl_core.evaluation import predictions
+from fedarena.fl_core.simulation import History, RoundRecord
 
 HONEST, UNRELIABLE, MALICIOUS = "honest", "unreliable", "malicious"
 TYPED_MALICIOUS = ("sign_flip", "additive_noise", "targeted")
@@ -120,7 +120,7 @@ def label_flip_asr(model: nn.Module, test_set: ImageDataset, targets: Mapping[in
 def backdoor_asr(model: nn.Module, test_set: ImageDataset, backdoor: Any, batch_size: int = 1000) -> float | None:
     """Fraction of triggered test samples (true class ≠ target) predicted as the target.
 
-    ``backdoor`` needs ``target`` and ``apply_trigger(images)`` (``attacks.poisoning.Backdoor``).
+    ``backdoor`` needs ``target`` and ``apply_trigger(images)`` (``fedarena.attacks.poisoning.Backdoor``).
     """
     idx = (test_set.labels != backdoor.target).nonzero().squeeze(1)
     if idx.numel() == 0:
@@ -132,7 +132,7 @@ def backdoor_asr(model: nn.Module, test_set: ImageDataset, backdoor: Any, batch_
 
 
 def attack_success_rate(model: nn.Module, test_set: ImageDataset, attack: Any) -> float | None:
-    """ASR of a targeted attack object (backdoor or label flip); None for untargeted attacks."""
+    """ASR of a targeted attack object (backdoor or label flip); None for untargeted fedarena.attacks."""
     if callable(getattr(attack, "apply_trigger", None)):
         return backdoor_asr(model, test_set, attack)
     targets = getattr(attack, "targets", None)

@@ -19,7 +19,7 @@ def command(module: str, argv: list[str] | None) -> str:
 
 def run_script(main: Callable[[], int]) -> int:
     """A caching script's exit status: a unit cached by other code is an error message, not a traceback."""
-    from benchmarks.harness.units import StaleUnitError
+    from fedarena.benchmarks.harness.units import StaleUnitError
 
     try:
         return main()

@@ -1,6 +1,6 @@
 """Robust aggregation rules (DESIGN: ``Aggregator``), registered in ``AGGREGATORS``.
 
-Every rule subclasses ``fl_core.aggregation.Aggregator``: it receives only finite rows
+Every rule subclasses ``fedarena.fl_core.aggregation.Aggregator``: it receives only finite rows
 (the base class rejects the others) and returns the aggregate plus per-client trust.
 Importing this package registers ``fedavg`` (fl_core's FedAvg), ``median``,
 ``trimmed_mean``, ``krum``, ``multi_krum``, ``bulyan``, ``geometric_median``,
@@ -8,7 +8,7 @@ Importing this package registers ``fedavg`` (fl_core's FedAvg), ``median``,
 (``defenses/mud_hog.py``, imported here so that ``import defenses`` registers it).
 """
 
-from fl_core.aggregation import FedAvg
+from fedarena.fl_core.aggregation import FedAvg
 
 from .. import mud_hog as _mud_hog  # noqa: F401  (registration side effect)
 from ..registry import AGGREGATORS

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from fl_core.aggregation import AggregationResult, Aggregator
-from fl_core.geometry import row_norms, sq_distances_to
+from fedarena.fl_core.aggregation import AggregationResult, Aggregator
+from fedarena.fl_core.geometry import row_norms, sq_distances_to
 
 from ..registry import AGGREGATORS
 from .common import sample_shares

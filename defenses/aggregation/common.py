@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from fl_core.geometry import row_norms
+from fedarena.fl_core.geometry import row_norms
 
 
 def sample_shares(num_samples: Tensor, dtype: torch.dtype) -> Tensor:
@@ -29,7 +29,7 @@ additive-noise clients are within ~10×), far below a boosted or corrupted updat
 
 def norm_outliers(updates: Tensor, ratio: float | None) -> Tensor:
     """Rows whose norm exceeds ``ratio`` × the median row norm (bool ``[n]``; none when
-    ``ratio`` is None). Norms are computed without overflow (``fl_core.geometry.row_norms``)."""
+    ``ratio`` is None). Norms are computed without overflow (``fedarena.fl_core.geometry.row_norms``)."""
     if ratio is None or updates.shape[0] < 3:
         return torch.zeros(updates.shape[0], dtype=torch.bool, device=updates.device)
     norms = row_norms(updates)

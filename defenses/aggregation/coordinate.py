@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fl_core.aggregation import AggregationResult, Aggregator
+from fedarena.fl_core.aggregation import AggregationResult, Aggregator
 
 from ..registry import AGGREGATORS
 from .common import uniform

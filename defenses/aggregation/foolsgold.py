@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fl_core.aggregation import AggregationResult, Aggregator
-from fl_core.geometry import cosine_from_gram, gram
+from fedarena.fl_core.aggregation import AggregationResult, Aggregator
+from fedarena.fl_core.geometry import cosine_from_gram, gram
 
 from ..registry import AGGREGATORS
 from .common import MAX_NORM_RATIO, ClientRows, norm_outliers
@@ -41,7 +41,7 @@ class FoolsGold(Aggregator):
     huge norm in an unremarkable direction would get α ≈ 1 and dominate the mean. An
     update whose norm exceeds ``max_norm_ratio`` (default 1e4) × the round's median
     update norm gets α = 0 that round (``info["norm_outliers"]``); None disables this.
-    History cosines are computed without overflow (``fl_core.geometry.gram``).
+    History cosines are computed without overflow (``fedarena.fl_core.geometry.gram``).
     """
 
     name = "foolsgold"

@@ -12,9 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fl_core.aggregation import AggregationResult, Aggregator
-from fl_core.geometry import distance_gram
-from fl_core.geometry import gram as inner_products
+from fedarena.fl_core.aggregation import AggregationResult, Aggregator
+from fedarena.fl_core.geometry import distance_gram
+from fedarena.fl_core.geometry import gram as inner_products
 
 from ..registry import AGGREGATORS
 from .common import sample_shares
@@ -38,7 +38,7 @@ class GeometricMedian(Aggregator):
     the last step moved the iterate farther than the median distance from it to the
     updates: the iterate is still travelling, not refining. Ordinary rounds stop where
     they did; ``info["extra_passes"]`` counts the additional ones. Distances come from
-    ``fl_core.geometry.distance_gram`` (no float32 cancellation, no overflow).
+    ``fedarena.fl_core.geometry.distance_gram`` (no float32 cancellation, no overflow).
     """
 
     name = "geometric_median"

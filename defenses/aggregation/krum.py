@@ -1,7 +1,7 @@
 """Krum, Multi-Krum (Blanchard et al., NeurIPS 2017) and Bulyan (El Mhamdi et al., ICML 2018).
 
 All three start from the ``[n, n]`` squared-distance matrix, computed once from one Gram
-matrix product (``fl_core.geometry``). Bulyan's recursive Krum selection then updates
+matrix product (``fedarena.fl_core.geometry``). Bulyan's recursive Krum selection then updates
 the Krum scores incrementally from that one matrix (an O(n²) step per selection), never
 recomputing a distance; its coordinate-wise phase needs order statistics of the θ selected rows: a pruned
 comparator network in C (``native.py``) on float32 CPU stacks, else one NumPy sort.
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fl_core.aggregation import AggregationResult, Aggregator
-from fl_core.geometry import pairwise_sq_distances
+from fedarena.fl_core.aggregation import AggregationResult, Aggregator
+from fedarena.fl_core.geometry import pairwise_sq_distances
 
 from ..registry import AGGREGATORS
 from .coordinate import coordinate_sort, median_band, median_of_sorted

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .coordinate import column_blocks, median_band, thread_pool
 
-LIBRARY = "defenses.aggregation._closest_to_median"
+LIBRARY = "fedarena.defenses.aggregation._closest_to_median"
 
 
 def closest_to_median_mean(rows: Tensor, select: Tensor, keep: int) -> Tensor | None:

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fl_core.aggregation import AggregationResult, Aggregator
-from fl_core.geometry import gram as inner_products
-from fl_core.geometry import pairwise_sq_distances
+from fedarena.fl_core.aggregation import AggregationResult, Aggregator
+from fedarena.fl_core.geometry import gram as inner_products
+from fedarena.fl_core.geometry import pairwise_sq_distances
 
 from ..registry import AGGREGATORS
 

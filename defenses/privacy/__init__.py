@@ -1,6 +1,6 @@
 """Privacy defenses: DP-SGD, client-level DP (DP-FedAvg) and update perturbations.
 
-Importing this package registers, in ``defenses.registry.PRIVACY_DEFENSES``, one
+Importing this package registers, in ``fedarena.defenses.registry.PRIVACY_DEFENSES``, one
 factory per defense; each returns a ``ClientDefense`` (a local trainer, transforms of
 the upload and/or a server aggregator). Parameter names and defaults are the
 factories' keyword arguments, documented with their sources in the modules.

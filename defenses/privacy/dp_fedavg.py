@@ -43,9 +43,9 @@ import torch
 from opacus.accountants import IAccountant, create_accountant
 from torch import Tensor
 
-from fl_core.aggregation import AggregationResult, Aggregator
-from fl_core.seeding import torch_generator
-from fl_core.updates import ClientUpdate
+from fedarena.fl_core.aggregation import AggregationResult, Aggregator
+from fedarena.fl_core.seeding import torch_generator
+from fedarena.fl_core.updates import ClientUpdate
 
 from .accounting import Adjacency, epsilon_from_history, replace_history, resolve_adjacency, resolve_delta
 from .perturbations import clip_to_norm, random_like

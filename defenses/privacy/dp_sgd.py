@@ -1,6 +1,6 @@
 """Record-level DP-SGD (Abadi et al., CCS 2016) inside each client's local training, via Opacus.
 
-``DPSGD`` is an ``fl_core.client.LocalTrainer``: every round the client copies the global
+``DPSGD`` is an ``fedarena.fl_core.client.LocalTrainer``: every round the client copies the global
 model, makes the *copy* private with ``opacus.PrivacyEngine.make_private`` (per-sample
 gradients, clipping to ``max_grad_norm``, Gaussian noise of std σ·C per step, Poisson
 sampling), trains as ``LocalTraining`` says and returns a plain ``ClientUpdate`` over the
@@ -40,7 +40,7 @@ incompatible model with an error that says so.
 Model mode: Opacus computes per-sample gradients only in train mode, so the private
 copy always trains in train mode. ``LocalTraining.model_mode = "eval"`` is accepted when
 the mode does not change the model's forward pass (no BatchNorm, no active dropout:
-``fl_core.models.mode_dependent``), where the two modes compute the same upload;
+``fedarena.fl_core.models.mode_dependent``), where the two modes compute the same upload;
 otherwise the trainer refuses it rather than silently training in another mode.
 """
 
@@ -60,11 +60,11 @@ from opacus.validators import ModuleValidator
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from fl_core.client import GlobalState, first_use_order, load_state, make_optimizer
-from fl_core.data import ImageDataset
-from fl_core.models import mode_dependent
-from fl_core.updates import ClientUpdate, LocalTraining, PrivateData
-from fl_core.vectors import ParameterLayout, buffers_to_vector, model_to_vector, vector_to_model
+from fedarena.fl_core.client import GlobalState, first_use_order, load_state, make_optimizer
+from fedarena.fl_core.data import ImageDataset
+from fedarena.fl_core.models import mode_dependent
+from fedarena.fl_core.updates import ClientUpdate, LocalTraining, PrivateData
+from fedarena.fl_core.vectors import ParameterLayout, buffers_to_vector, model_to_vector, vector_to_model
 
 from .accounting import Adjacency, epsilon_from_history, resolve_adjacency, resolve_delta
 
@@ -287,7 +287,7 @@ def check_dp_compatible(model: nn.Module) -> None:
     if errors:
         raise ValueError(f"dp_sgd: the global model {type(model).__name__} is not DP-compatible "
                          f"({_summary(errors)}); build the federation with "
-                         "defenses.privacy.make_dp_compatible(model) (BatchNorm → GroupNorm)")
+                         "fedarena.defenses.privacy.make_dp_compatible(model) (BatchNorm → GroupNorm)")
 
 
 def steps_per_round(num_samples: int, training: LocalTraining) -> int:

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from fl_core.seeding import torch_generator
-from fl_core.simulation import UpdateTransform
-from fl_core.updates import ClientUpdate, UpdateKind
+from fedarena.fl_core.seeding import torch_generator
+from fedarena.fl_core.simulation import UpdateTransform
+from fedarena.fl_core.updates import ClientUpdate, UpdateKind
 
 from ..registry import ClientDefense
 

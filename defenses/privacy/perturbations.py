@@ -1,6 +1,6 @@
 """Perturbations of the uploaded update: noise, clipping, pruning, quantization.
 
-Each class is an ``fl_core.simulation.UpdateTransform``: ``transform(update, generator)``
+Each class is an ``fedarena.fl_core.simulation.UpdateTransform``: ``transform(update, generator)``
 returns a new ``ClientUpdate`` whose vector is what leaves the client, so the server,
 the aggregator and every ``Observation`` see the perturbed vector. All work on the
 flat ``[d]`` vector in one vectorised pass; randomness comes only from the generator
@@ -34,7 +34,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from fl_core.updates import ClientUpdate
+from fedarena.fl_core.updates import ClientUpdate
 
 GradientView = Callable[[Tensor], Tensor]
 

@@ -1,7 +1,7 @@
 """Protocol-level defenses: change what a client shares (HyperFL). Importing registers them
-in ``fl_core.protocol.PROTOCOLS``."""
+in ``fedarena.fl_core.protocol.PROTOCOLS``."""
 
-from fl_core.protocol import PROTOCOLS
+from fedarena.fl_core.protocol import PROTOCOLS
 
 from .hyperfl import (
     REFERENCE_TRAINING,

@@ -1,5 +1,5 @@
 """HyperFL (Guo et al., "A New Federated Learning Framework Against Gradient Inversion
-Attacks", AAAI 2025) as a protocol on the seam (``fl_core.protocol``).
+Attacks", AAAI 2025) as a protocol on the seam (``fedarena.fl_core.protocol``).
 
 Each client holds a private embedding ``e`` (dim 64) and a private classifier head; a
 shared hypernetwork ``H`` (an MLP ``e -> ReLU(Linear(64, 128))`` and one linear head per
@@ -58,12 +58,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from fl_core.client import GlobalState, LocalTrainer, LossFn, batch_schedule, first_use_order, load_state, train_client
-from fl_core.data import ImageDataset
-from fl_core.protocol import FedPer
-from fl_core.seeding import derive_seed
-from fl_core.updates import ClientUpdate, LocalTraining, PrivateData
-from fl_core.vectors import ParameterLayout, buffers_to_vector, model_to_vector
+from fedarena.fl_core.client import (
+    GlobalState,
+    LocalTrainer,
+    LossFn,
+    batch_schedule,
+    first_use_order,
+    load_state,
+    train_client,
+)
+from fedarena.fl_core.data import ImageDataset
+from fedarena.fl_core.protocol import FedPer
+from fedarena.fl_core.seeding import derive_seed
+from fedarena.fl_core.updates import ClientUpdate, LocalTraining, PrivateData
+from fedarena.fl_core.vectors import ParameterLayout, buffers_to_vector, model_to_vector
 
 #: The reference's hypernetwork-phase schedule (its head phase is ``HyperFL``'s defaults).
 #: Batch size 50 is FedPAC's ``local_bs`` default, on whose code HyperFL builds.

@@ -35,9 +35,9 @@ from flwr.serverapp import Grid, ServerApp  # noqa: E402
 from flwr.serverapp.strategy import FedAvg, Strategy  # noqa: E402
 from flwr.simulation import run_simulation  # noqa: E402
 
-import defenses.aggregation  # noqa: E402, F401
-from defenses.flower import FedArenaStrategy  # noqa: E402
-from fl_core.flower import CLIENT_ID_KEY  # noqa: E402
+import fedarena.defenses.aggregation  # noqa: E402, F401
+from fedarena.defenses.flower import FedArenaStrategy  # noqa: E402
+from fedarena.fl_core.flower import CLIENT_ID_KEY  # noqa: E402
 
 
 def timed(strategy: Strategy, sink: list[float]) -> Strategy:

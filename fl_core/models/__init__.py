@@ -17,14 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from fl_core.models.base import dropout_layers, mode_dependent
-from fl_core.models.convnet import ConvNet
-from fl_core.models.lenet import LeNet, LeNet5
-from fl_core.models.mlp import DIAMLP, MLP
-from fl_core.models.resnet import ResNet18
-from fl_core.models.vit import DIAViT, ViT
-from fl_core.registry import Registry
-from fl_core.seeding import derive_seed
+from fedarena.fl_core.models.base import dropout_layers, mode_dependent
+from fedarena.fl_core.models.convnet import ConvNet
+from fedarena.fl_core.models.lenet import LeNet, LeNet5
+from fedarena.fl_core.models.mlp import DIAMLP, MLP
+from fedarena.fl_core.models.resnet import ResNet18
+from fedarena.fl_core.models.vit import DIAViT, ViT
+from fedarena.fl_core.registry import Registry
+from fedarena.fl_core.seeding import derive_seed
 
 __all__ = [
     "MODELS",

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from fl_core.models.base import check_common, conv_out, require_min_size
-from fl_core.models.dropout import DropoutSite
+from fedarena.fl_core.models.base import check_common, conv_out, require_min_size
+from fedarena.fl_core.models.dropout import DropoutSite
 
 
 class ConvNet(nn.Sequential):

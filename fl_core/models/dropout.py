@@ -92,7 +92,7 @@ def dropout_masks(
              if isinstance(m, nn.modules.dropout._DropoutNd) and not isinstance(m, DropoutSite) and m.p > 0]
     if plain:
         raise TypeError(f"dropout layers {plain} are plain torch dropout modules; build them as "
-                        "fl_core.models.dropout.DropoutSite so their masks can be seeded and recorded")
+                        "fedarena.fl_core.models.dropout.DropoutSite so their masks can be seeded and recorded")
     sites = [(n, m) for n, m in model.named_modules() if isinstance(m, DropoutSite)]
     unknown = sorted(set(given or {}) - {n for n, _ in sites})
     if unknown:

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from fl_core.models.base import check_common, conv_out, require_min_size
-from fl_core.models.dropout import DropoutSite
+from fedarena.fl_core.models.base import check_common, conv_out, require_min_size
+from fedarena.fl_core.models.dropout import DropoutSite
 
 
 class LeNet(nn.Module):

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from fl_core.models.base import check_common
-from fl_core.models.dropout import DropoutSite
+from fedarena.fl_core.models.base import check_common
+from fedarena.fl_core.models.dropout import DropoutSite
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU}
 

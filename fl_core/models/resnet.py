@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
-from fl_core.models.base import check_common
-from fl_core.models.dropout import DropoutSite
+from fedarena.fl_core.models.base import check_common
+from fedarena.fl_core.models.dropout import DropoutSite
 
 
 class ResNet18(nn.Module):

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from fl_core.models.base import check_common
-from fl_core.models.dropout import DropoutSite
+from fedarena.fl_core.models.base import check_common
+from fedarena.fl_core.models.dropout import DropoutSite
 
 POOLS = ("cls", "mean")
 INITS = ("deit", "lucidrains")

@@ -2,7 +2,7 @@
 
 ``build_generator(name)`` is the one entry point; ``GENERATORS`` lists the registered names
 (``dcgan_faces64``, ``mnist_gan``), and any ``dcgan_<dataset>_<size>`` folder written by
-``python -m attacks.inversion.generators.train_dcgan`` is a generator name too. Every generator
+``python -m fedarena.attacks.inversion.generators.train_dcgan`` is a generator name too. Every generator
 is a ``SplitGenerator``: ``latent_shape``, ``split_points``, ``head``/``tail``, ``output_range``,
 ``image_shape``, ``feature_shapes``, ``sample_latent`` and ``to_model_input``.
 """

@@ -19,7 +19,7 @@ dims >= 2 (for a StyleGAN ``[N, 18, 512]`` latent: per style vector). For a DCGA
 ``[N, 100, 1, 1]`` that convention would be per entry (only signs could change), so the norm
 should be taken per image over ``latent_shape``. Generator outputs go to the model as
 ``((x + 1) / 2 - mean) / std`` (``to_model_input``); large generators are area-pooled to the
-model's size. Feature deviations are kept in an l1 ball (``attacks.inversion.l1_ball``).
+model's size. Feature deviations are kept in an l1 ball (``fedarena.attacks.inversion.l1_ball``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fl_core.data import Normalization
+from fedarena.fl_core.data import Normalization
 
 # ITU-R BT.601 luma, the weights PIL's ``convert("L")`` uses (R*299 + G*587 + B*114) / 1000,
 # so an RGB generator feeding a grey model sees what a grey dataset loader would have made.

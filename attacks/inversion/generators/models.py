@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fl_core.data_root import CorruptDataError, MissingDataError, data_root, weights_path
-from fl_core.registry import Registry, UnknownNameError
+from fedarena.fl_core.data_root import CorruptDataError, MissingDataError, data_root, weights_path
+from fedarena.fl_core.registry import Registry, UnknownNameError
 
 from .base import SplitGenerator
 
@@ -189,5 +189,5 @@ def build_generator(name: str, root: str | Path | None = None,
         trained = trained_generator_names(root)
         raise UnknownNameError(f"unknown generator {name!r}; known: {', '.join(GENERATORS.names())}"
                                + (f"; trained in the data root: {', '.join(trained)}" if trained else "")
-                               + " (train one with python -m attacks.inversion.generators.train_dcgan)")
+                               + " (train one with python -m fedarena.attacks.inversion.generators.train_dcgan)")
     return g.to(device) if device is not None else g

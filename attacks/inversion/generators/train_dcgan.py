@@ -1,6 +1,6 @@
 """Train a small DCGAN on a dataset in the data root and save it as a named generator.
 
-    python -m attacks.inversion.generators.train_dcgan --dataset cifar10 --size 32 --epochs 25
+    python -m fedarena.attacks.inversion.generators.train_dcgan --dataset cifar10 --size 32 --epochs 25
 
 writes ``<root>/weights/dcgan_<dataset>_<size>/`` (or ``--out``, whose folder name must have
 that form): ``generator.pt`` (what ``build_generator("dcgan_cifar10_32")`` loads),
@@ -38,9 +38,9 @@ from PIL import Image
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from fl_core.data_root import CorruptDataError, weights_path
-from fl_core.datasets import load_dataset
-from fl_core.seeding import torch_generator
+from fedarena.fl_core.data_root import CorruptDataError, weights_path
+from fedarena.fl_core.datasets import load_dataset
+from fedarena.fl_core.seeding import torch_generator
 
 from .models import DCGAN_SIZES, TRAINED_FILE, TRAINED_FORMAT, TRAINED_NAME, DCGANGenerator
 
@@ -286,9 +286,10 @@ def time_batches(cfg: TrainConfig, k: int, root: str | Path | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m attacks.inversion.generators.train_dcgan", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m fedarena.attacks.inversion.generators.train_dcgan", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, help="a dataset name from fl_core.datasets (e.g. cifar10, mnist)")
+    p.add_argument("--dataset", required=True,
+                   help="a dataset name from fedarena.fl_core.datasets (e.g. cifar10, mnist)")
     p.add_argument("--size", type=int, required=True, choices=DCGAN_SIZES, help="image size (pixels)")
     p.add_argument("--epochs", type=int, default=25)
     p.add_argument("--out", type=Path, default=None, help="default: <data root>/weights/dcgan_<dataset>_<size>/")

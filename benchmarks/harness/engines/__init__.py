@@ -1,7 +1,7 @@
 """Engines: where runs execute. ``local`` (inline, or ``--workers N`` spawned processes) and
 ``ray`` (``--ray auto``: a local instance with ``--workers`` CPUs; ``--ray ADDRESS``: a cluster;
 one task per run). A run trains a round's clients in ``client_workers`` processes of its own
-(``fl_core.parallel.ClientPool``, started where the run executes; a Ray task reserves a CPU
+(``fedarena.fl_core.parallel.ClientPool``, started where the run executes; a Ray task reserves a CPU
 for each). Each yields ``(spec, result)`` as runs finish; only the driver
 (``runner.run_suite``) writes artefacts and the store.
 """

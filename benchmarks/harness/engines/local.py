@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 
-from fl_core.interrupts import sigint_held
+from fedarena.fl_core.interrupts import sigint_held
 
 from ..execute import execute_run
 from ..store import RunResult

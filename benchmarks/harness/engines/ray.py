@@ -9,7 +9,7 @@ thread count go to every worker through ``runtime_env`` env vars.
 
 Client workers (``--client-workers N`` or a suite's ``engine.client_workers``) compose with
 Ray as processes, not actors: a run is one task, all its rounds on one node, and the
-task starts its own ``fl_core.parallel.ClientPool`` of N spawned processes there, which
+task starts its own ``fedarena.fl_core.parallel.ClientPool`` of N spawned processes there, which
 keep the model and their clients' data for the whole federation (per round only the
 global state goes out and updates come back, over pipes on the node). The task reserves
 ``N`` CPUs (``num_cpus`` × N) and ``threads`` × N torch threads, so each client worker gets

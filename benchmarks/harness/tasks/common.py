@@ -17,15 +17,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from defenses.registry import AGGREGATORS, PRIVACY_DEFENSES, ClientDefense
-from fl_core import Client, FederationConfig, ImageDataset, LocalTraining, derive_seed, torch_generator
-from fl_core.aggregation import Aggregator
-from fl_core.client import LocalTrainer
-from fl_core.datasets import load_dataset
-from fl_core.models import build_model
-from fl_core.parallel import workers_refuse
-from fl_core.partition import partition
-from fl_core.protocol import PROTOCOLS, FLProtocol
+from fedarena.defenses.registry import AGGREGATORS, PRIVACY_DEFENSES, ClientDefense
+from fedarena.fl_core import Client, FederationConfig, ImageDataset, LocalTraining, derive_seed, torch_generator
+from fedarena.fl_core.aggregation import Aggregator
+from fedarena.fl_core.client import LocalTrainer
+from fedarena.fl_core.datasets import load_dataset
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.parallel import workers_refuse
+from fedarena.fl_core.partition import partition
+from fedarena.fl_core.protocol import PROTOCOLS, FLProtocol
 
 from ..params import build_component
 

@@ -3,7 +3,7 @@
 Roles are drawn with the seed: each attack group takes its count of clients (role =
 the attack's registry name), then the unreliable clients; the rest are honest. Each
 group is one colluding ``Adversary`` (a data attack and/or an update attack). Unreliable
-clients are benign: a fraction of their data is degraded with ``fl_core.corruptions``
+clients are benign: a fraction of their data is degraded with ``fedarena.fl_core.corruptions``
 and, optionally, they keep only part of it (MUD-HoG's unreliable client trains on
 ~30 % of its batches, ``unreliable_fracTrain``).
 """
@@ -19,14 +19,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from attacks.registry import POISONING_ATTACKS
-from benchmarks.metrics.robustness import attack_success_rate, detection_scores, flatten_scores
-from fl_core import Adversary, Client, FederationConfig, History, ImageDataset, Simulation
-from fl_core.aggregation import Aggregator
-from fl_core.corruptions import corrupt
-from fl_core.partition import partition
-from fl_core.protocol import FLProtocol
-from fl_core.seeding import derive_seed, torch_generator
+from fedarena.attacks.registry import POISONING_ATTACKS
+from fedarena.benchmarks.metrics.robustness import attack_success_rate, detection_scores, flatten_scores
+from fedarena.fl_core import Adversary, Client, FederationConfig, History, ImageDataset, Simulation
+from fedarena.fl_core.aggregation import Aggregator
+from fedarena.fl_core.corruptions import corrupt
+from fedarena.fl_core.partition import partition
+from fedarena.fl_core.protocol import FLProtocol
+from fedarena.fl_core.seeding import derive_seed, torch_generator
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class AttackGroup:
 @dataclass(frozen=True)
 class UnreliableSpec:
     """``clients`` unreliable clients; ``data_fraction`` of their data corrupted by
-    ``corruption`` (a ``fl_core.corruptions`` name) with ``params``; they keep a seeded
+    ``corruption`` (a ``fedarena.fl_core.corruptions`` name) with ``params``; they keep a seeded
     ``train_fraction`` of their samples."""
 
     clients: int

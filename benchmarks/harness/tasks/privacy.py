@@ -3,10 +3,10 @@
 Steps: build data, model and the privacy defense by name; run the federation up to the
 attack round with the defense installed (its trainer, upload transforms, aggregator);
 an observer turns each attacked client's upload in that round into an ``Observation``
-(``fl_core.threat.make_observation``, so the attack sees only what the threat model
+(``fedarena.fl_core.threat.make_observation``, so the attack sees only what the threat model
 grants); the attack reconstructs; the private batch the client really used is kept
 apart and only used for scoring. An *adaptive* attacker receives the defense's
-deterministic part (``defenses.privacy.attacker_view``) as ``update_transform``.
+deterministic part (``fedarena.defenses.privacy.attacker_view``) as ``update_transform``.
 
 The two steps are public building blocks, ``attacked_uploads`` and ``invert_upload``, so
 a reproduction script with its own client layout (the privacy-utility table) runs the
@@ -24,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from attacks.registry import INVERSION_ATTACKS
-from benchmarks.figures.plots import loss_curves
-from benchmarks.metrics.privacy import PrivacyScores, score_privacy, summarize_privacy, to_unit
-from defenses.privacy import attacker_view, defense_epsilon, defense_epsilons, prepare_model
-from defenses.registry import ClientDefense
-from fl_core import (
+from fedarena.attacks.registry import INVERSION_ATTACKS
+from fedarena.benchmarks.figures.plots import loss_curves
+from fedarena.benchmarks.metrics.privacy import PrivacyScores, score_privacy, summarize_privacy, to_unit
+from fedarena.defenses.privacy import attacker_view, defense_epsilon, defense_epsilons, prepare_model
+from fedarena.defenses.registry import ClientDefense
+from fedarena.fl_core import (
     Client,
     FederationConfig,
     ImageDataset,
@@ -39,11 +39,11 @@ from fl_core import (
     make_observation,
     train_client,
 )
-from fl_core.aggregation import Aggregator
-from fl_core.protocol import FLProtocol, invertible
+from fedarena.fl_core.aggregation import Aggregator
+from fedarena.fl_core.protocol import FLProtocol, invertible
 
 if TYPE_CHECKING:
-    from attacks.inversion.base import Reconstruction
+    from fedarena.attacks.inversion.base import Reconstruction
 
 from ..params import build_component
 from .common import (
@@ -88,7 +88,7 @@ def attacked_uploads(model: nn.Module, clients: list[Client], config: Federation
     """Run the federation (the defense installed: its trainer, upload transforms, aggregator)
     through ``attack_round``; an observer keeps the uploads of the ``attacked`` clients in it.
     ``protocol`` (default FedAvg) must be one an inversion attack handles
-    (``fl_core.protocol.invertible``: the whole-model update, or HyperFL's hypernetwork
+    (``fedarena.fl_core.protocol.invertible``: the whole-model update, or HyperFL's hypernetwork
     update, whose private embedding and head the attack optimises or is granted).
     Clients train in ``tasks.common.client_workers()`` processes (identical uploads), except
     under a stateful trainer (DP-SGD), see ``client_parallelism``."""

@@ -1,9 +1,9 @@
 """The robustness task: a federation with malicious and unreliable clients, under a defense.
 
-The poisoned federation is built by ``benchmarks.harness.tasks.federation`` (seeded roles:
+The poisoned federation is built by ``fedarena.benchmarks.harness.tasks.federation`` (seeded roles:
 each attack group takes its count of clients, then the unreliable ones; one colluding
 ``Adversary`` per group, its behaviour the poisoning attack built by registry name) and
-scored by ``benchmarks.metrics.robustness`` (accuracy, attack success rate of targeted
+scored by ``fedarena.benchmarks.metrics.robustness`` (accuracy, attack success rate of targeted
 attacks, detection precision/recall per role). The defense, an aggregator or a privacy
 defense, is built by name here; a privacy defense brings its trainer and transforms.
 The federation's protocol (``federation.protocol``, FedAvg by default) builds the
@@ -20,10 +20,10 @@ from typing import Any
 
 import torch
 
-from benchmarks.harness.tasks.federation import AttackGroup, UnreliableSpec, build_federation, summarize
-from benchmarks.metrics.robustness import detection_scores
-from defenses.privacy import defense_epsilon, defense_epsilons, prepare_model
-from fl_core import Simulation, train_client
+from fedarena.benchmarks.harness.tasks.federation import AttackGroup, UnreliableSpec, build_federation, summarize
+from fedarena.benchmarks.metrics.robustness import detection_scores
+from fedarena.defenses.privacy import defense_epsilon, defense_epsilons, prepare_model
+from fedarena.fl_core import Simulation, train_client
 
 from ..atomic import write_atomic
 from .common import (

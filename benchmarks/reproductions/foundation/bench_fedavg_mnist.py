@@ -7,7 +7,7 @@ Speed: one FedAvg round of 100 clients × 600 images (``lenet5``, 1 local epoch,
 fresh model per client, load the global weights, train, average the state dicts),
 both timed in this one run, so the ratio is meaningful on a shared machine.
 
-    python -m benchmarks.reproductions.foundation.bench_fedavg_mnist [--part both|accuracy|speed] [--threads 1]
+    python -m fedarena.benchmarks.reproductions.foundation.bench_fedavg_mnist [--part both|accuracy|speed] [--threads 1]
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.harness.atomic import write_atomic
-from benchmarks.harness.device import add_device_option
-from benchmarks.reproductions import RESULTS, command
-from fl_core import Client, FederationConfig, LocalTraining, Simulation
-from fl_core.datasets import load_dataset
-from fl_core.models import build_model
-from fl_core.partition import partition
+from fedarena.benchmarks.harness.atomic import write_atomic
+from fedarena.benchmarks.harness.device import add_device_option
+from fedarena.benchmarks.reproductions import RESULTS, command
+from fedarena.fl_core import Client, FederationConfig, LocalTraining, Simulation
+from fedarena.fl_core.datasets import load_dataset
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.partition import partition
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     train, test = load_dataset("mnist", "train"), load_dataset("mnist", "test")
     header = [
-        f"- command: `{command('benchmarks.reproductions.foundation.bench_fedavg_mnist', argv)}`",
+        f"- command: `{command('fedarena.benchmarks.reproductions.foundation.bench_fedavg_mnist', argv)}`",
         f"- machine: {os.cpu_count()} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"{platform.processor() or platform.machine()}",
         f"- date: {dt.date.today().isoformat()}",

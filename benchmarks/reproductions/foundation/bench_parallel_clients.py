@@ -6,7 +6,7 @@ after the rounds must be identical (issue 19's target: ≤ 0.6× the one-worker 
 Worker start-up (spawning, sending the model and each worker's clients' data once) is
 timed apart from the rounds: a federation pays it once, then every round reuses it.
 
-    python -m benchmarks.reproductions.foundation.bench_parallel_clients [--rounds 1] [--workers 2]
+    python -m fedarena.benchmarks.reproductions.foundation.bench_parallel_clients [--rounds 1] [--workers 2]
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.harness.atomic import write_atomic
-from benchmarks.reproductions import RESULTS, command
-from fl_core import Client, FederationConfig, LocalTraining, Simulation, model_to_vector
-from fl_core.datasets import load_dataset
-from fl_core.models import build_model
+from fedarena.benchmarks.harness.atomic import write_atomic
+from fedarena.benchmarks.reproductions import RESULTS, command
+from fedarena.fl_core import Client, FederationConfig, LocalTraining, Simulation, model_to_vector
+from fedarena.fl_core.datasets import load_dataset
+from fedarena.fl_core.models import build_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()
     lines = [
         "# Parallel clients: one FedAvg round, 1 vs N client worker processes", "",
-        f"- command: `{command('benchmarks.reproductions.foundation.bench_parallel_clients', argv)}`",
+        f"- command: `{command('fedarena.benchmarks.reproductions.foundation.bench_parallel_clients', argv)}`",
         f"- machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, 1 torch thread per worker",
         f"- load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; "
         f"after: {', '.join(f'{x:.2f}' for x in load_after)} (a shared machine: other jobs ran meanwhile)",

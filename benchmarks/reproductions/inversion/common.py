@@ -14,16 +14,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmarks.harness.atomic import write_atomic
-from benchmarks.metrics.privacy import PrivacyScores, score_privacy
-from benchmarks.reproductions import RESULTS, command
-from fl_core.client import GlobalState, train_client
-from fl_core.data import ImageDataset, Normalization
-from fl_core.datasets import load_dataset
-from fl_core.seeding import torch_generator
-from fl_core.threat import Observation, ThreatModel, make_observation
-from fl_core.updates import LocalTraining, PrivateData
-from fl_core.vectors import model_to_vector
+from fedarena.benchmarks.harness.atomic import write_atomic
+from fedarena.benchmarks.metrics.privacy import PrivacyScores, score_privacy
+from fedarena.benchmarks.reproductions import RESULTS, command
+from fedarena.fl_core.client import GlobalState, train_client
+from fedarena.fl_core.data import ImageDataset, Normalization
+from fedarena.fl_core.datasets import load_dataset
+from fedarena.fl_core.seeding import torch_generator
+from fedarena.fl_core.threat import Observation, ThreatModel, make_observation
+from fedarena.fl_core.updates import LocalTraining, PrivateData
+from fedarena.fl_core.vectors import model_to_vector
 
 FIGURES = RESULTS / "figures"
 # DLG's reference feeds the model ToTensor() pixels in [0, 1], without normalisation.
@@ -50,7 +50,7 @@ def observe(model: nn.Module, data: ImageDataset, training: LocalTraining,
 
 def score(images: torch.Tensor, labels: torch.Tensor, private: PrivateData,
           normalization: Normalization) -> PrivacyScores:
-    """The privacy task's scoring (``benchmarks.metrics.privacy.score_privacy``) of one attacked batch."""
+    """The privacy task's scoring (``fedarena.benchmarks.metrics.privacy.score_privacy``) of one attacked batch."""
     return score_privacy(images, private.inputs, normalization, labels, private.labels)
 
 

@@ -2,7 +2,7 @@
 the attacks by short name with the reference's settings, one attacked image as a cached
 unit, and its scores.
 
-The client is the real FL client (``fl_core.client.train_client``): FedSGD in train mode,
+The client is the real FL client (``fedarena.fl_core.client.train_client``): FedSGD in train mode,
 its dropout masks drawn from its own seeded generator and recorded on the ground-truth
 side (``PrivateData.dropout_masks``). Labels are granted (as in the reference); the model
 mode is not, so eval-mode IG assumes ``eval`` and DIA assumes ``train``. Only the
@@ -18,16 +18,16 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from attacks.registry import INVERSION_ATTACKS
-from benchmarks.harness.units import UnitCache, digest
-from benchmarks.metrics.privacy import score_privacy, to_unit
-from fl_core.client import GlobalState, train_client
-from fl_core.data import ImageDataset
-from fl_core.models.dropout import dropout_masks
-from fl_core.seeding import torch_generator
-from fl_core.threat import Observation, ThreatModel, make_observation
-from fl_core.updates import LocalTraining, PrivateData
-from fl_core.vectors import model_to_vector
+from fedarena.attacks.registry import INVERSION_ATTACKS
+from fedarena.benchmarks.harness.units import UnitCache, digest
+from fedarena.benchmarks.metrics.privacy import score_privacy, to_unit
+from fedarena.fl_core.client import GlobalState, train_client
+from fedarena.fl_core.data import ImageDataset
+from fedarena.fl_core.models.dropout import dropout_masks
+from fedarena.fl_core.seeding import torch_generator
+from fedarena.fl_core.threat import Observation, ThreatModel, make_observation
+from fedarena.fl_core.updates import LocalTraining, PrivateData
+from fedarena.fl_core.vectors import model_to_vector
 
 from .common import Stopwatch
 
@@ -76,7 +76,7 @@ def unit_key(setting: dict[str, object], attack: str, index: int) -> str:
 def observe(model: nn.Module, data: ImageDataset, training: LocalTraining, threat: ThreatModel,
             seed: int = 0) -> tuple[Observation, PrivateData]:
     """One honest client round with its dropout masks drawn and recorded as
-    ``fl_core.simulation.Simulation`` does (the client's own ``("dropout", client, round)``
+    ``fedarena.fl_core.simulation.Simulation`` does (the client's own ``("dropout", client, round)``
     stream), then the curious server's view; the private batch apart, for scoring only."""
     state = GlobalState(model_to_vector(model))
     masks_gen = torch_generator(seed, "dropout", 0, 0, device=state.params.device)

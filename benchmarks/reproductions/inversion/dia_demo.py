@@ -16,7 +16,7 @@ grid rows truth / IG / DIA / informed. Every (image, attack) is a cached unit
 several sessions or processes (disjoint ``--images``/``--attacks``); the result file is
 rewritten after every unit and marked partial until every requested unit is in.
 
-    python -m benchmarks.reproductions.inversion.dia_demo [--images 0-3] [--attacks ig,dia,informed]
+    python -m fedarena.benchmarks.reproductions.inversion.dia_demo [--images 0-3] [--attacks ig,dia,informed]
         [--iterations 4000] [--threads 1]
 """
 
@@ -27,17 +27,17 @@ import statistics
 
 import torch
 
-from benchmarks.figures.plots import GridRow, loss_curves, reconstruction_grid
-from benchmarks.harness.device import add_device_option
-from benchmarks.harness.units import UnitCache
-from benchmarks.reproductions import run_script
-from fl_core.models import build_model
+from fedarena.benchmarks.figures.plots import GridRow, loss_curves, reconstruction_grid
+from fedarena.benchmarks.harness.device import add_device_option
+from fedarena.benchmarks.harness.units import UnitCache
+from fedarena.benchmarks.reproductions import run_script
+from fedarena.fl_core.models import build_model
 
 from .common import FIGURES, cifar10_test, fmt, header, log, write_result
 from .dia_common import ATTACKS, REFERENCE, Unit, attack_image, load, save, unit_key
 from .dlg_cifar import parse_images
 
-MODULE = "benchmarks.reproductions.inversion.dia_demo"
+MODULE = "fedarena.benchmarks.reproductions.inversion.dia_demo"
 
 
 def main(argv: list[str] | None = None) -> int:

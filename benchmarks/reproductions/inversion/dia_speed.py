@@ -7,7 +7,7 @@ attack's own ``stepper`` on its own variables, exactly what ``optimise`` runs) a
 interleaved — IG (eval-mode attacker), DIA, IG in train mode with random masks — so
 machine load hits all alike. Reported: the median per-iteration time and the ratios.
 
-    python -m benchmarks.reproductions.inversion.dia_speed [--iterations 20] [--threads 1]
+    python -m fedarena.benchmarks.reproductions.inversion.dia_speed [--iterations 20] [--threads 1]
 """
 
 from __future__ import annotations
@@ -18,18 +18,18 @@ import time
 
 import torch
 
-from attacks.inversion.optimization import Evaluation, OptimizationAttack
-from attacks.inversion.problem import InversionProblem
-from attacks.registry import INVERSION_ATTACKS
-from benchmarks.harness.device import add_device_option
-from benchmarks.reproductions import run_script
-from fl_core.models import build_model
-from fl_core.updates import LocalTraining
+from fedarena.attacks.inversion.optimization import Evaluation, OptimizationAttack
+from fedarena.attacks.inversion.problem import InversionProblem
+from fedarena.attacks.registry import INVERSION_ATTACKS
+from fedarena.benchmarks.harness.device import add_device_option
+from fedarena.benchmarks.reproductions import run_script
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.updates import LocalTraining
 
 from .common import cifar10_test, header, log, write_result
 from .dia_common import ATTACKS, REFERENCE, observe, threat_for
 
-MODULE = "benchmarks.reproductions.inversion.dia_speed"
+MODULE = "fedarena.benchmarks.reproductions.inversion.dia_speed"
 ORDER = ("ig", "dia", "random")
 
 

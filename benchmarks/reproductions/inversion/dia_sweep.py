@@ -12,7 +12,7 @@ Every (p, attack, image) is a cached unit (``UnitCache("dia_sweep")``), keyed by
 settings; an interrupted run resumes, and the table is rewritten after every unit
 (marked partial until complete).
 
-    python -m benchmarks.reproductions.inversion.dia_sweep [--iterations 1000] [--threads 1]
+    python -m fedarena.benchmarks.reproductions.inversion.dia_sweep [--iterations 1000] [--threads 1]
 """
 
 from __future__ import annotations
@@ -26,16 +26,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.harness.units import UnitCache  # noqa: E402
-from benchmarks.reproductions import run_script  # noqa: E402
-from fl_core.datasets import load_dataset  # noqa: E402
-from fl_core.models import build_model  # noqa: E402
+from fedarena.benchmarks.harness.units import UnitCache  # noqa: E402
+from fedarena.benchmarks.reproductions import run_script  # noqa: E402
+from fedarena.fl_core.datasets import load_dataset  # noqa: E402
+from fedarena.fl_core.models import build_model  # noqa: E402
 
 from .common import FIGURES, fmt, header, log, write_result  # noqa: E402
 from .dia_common import ATTACKS, REFERENCE, Unit, attack_image, load, save, unit_key  # noqa: E402
 from .dlg_cifar import parse_images  # noqa: E402
 
-MODULE = "benchmarks.reproductions.inversion.dia_sweep"
+MODULE = "fedarena.benchmarks.reproductions.inversion.dia_sweep"
 RATES = (0.0, 0.1, 0.25, 0.5)
 
 

@@ -6,7 +6,8 @@ weights uniform in ±0.5, pixels in [0, 1] fed without normalisation (the refere
 is not granted: the attack recovers it with iDLG. The issue's acceptance: mean PSNR
 ≥ 40 dB over images 0–7.
 
-    python -m benchmarks.reproductions.inversion.dlg_cifar [--images 0-7] [--iterations 300] [--restarts 1] [--quick]
+    python -m fedarena.benchmarks.reproductions.inversion.dlg_cifar [--images 0-7] [--iterations 300] [--restarts 1]
+    [--quick]
 """
 
 from __future__ import annotations
@@ -16,17 +17,17 @@ import statistics
 
 import torch
 
-import attacks  # noqa: F401  (registers the attacks)
-from attacks.registry import INVERSION_ATTACKS
-from benchmarks.figures.plots import GridRow, loss_curves, reconstruction_grid
-from benchmarks.harness.device import add_device_option
-from benchmarks.metrics.privacy import to_unit
-from fl_core.models import build_model
-from fl_core.updates import LocalTraining
+from fedarena import attacks  # noqa: F401  (registers the attacks)
+from fedarena.attacks.registry import INVERSION_ATTACKS
+from fedarena.benchmarks.figures.plots import GridRow, loss_curves, reconstruction_grid
+from fedarena.benchmarks.harness.device import add_device_option
+from fedarena.benchmarks.metrics.privacy import to_unit
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.updates import LocalTraining
 
 from .common import FIGURES, PIXELS, Stopwatch, cifar10_test, fmt, header, log, observe, score, write_result
 
-MODULE = "benchmarks.reproductions.inversion.dlg_cifar"
+MODULE = "fedarena.benchmarks.reproductions.inversion.dlg_cifar"
 
 
 def parse_images(text: str) -> list[int]:

@@ -16,7 +16,7 @@ Settings (each row: model, data pipeline, local batches, IG iterations):
   first pass of the attacker's unrolled schedule is right (a limit of every unrolling
   attack, shown rather than hidden).
 
-    python -m benchmarks.reproductions.inversion.fedavg_inversion [--scale 1.0] [--quick]
+    python -m fedarena.benchmarks.reproductions.inversion.fedavg_inversion [--scale 1.0] [--quick]
 """
 
 from __future__ import annotations
@@ -27,14 +27,14 @@ from dataclasses import dataclass
 
 import torch
 
-from attacks.inversion import InvertingGradients
-from benchmarks.figures.plots import GridRow, loss_curves, reconstruction_grid
-from benchmarks.harness.device import add_device_option
-from benchmarks.metrics.privacy import to_unit
-from fl_core.data import Normalization
-from fl_core.models import build_model
-from fl_core.threat import ThreatModel
-from fl_core.updates import LocalTraining
+from fedarena.attacks.inversion import InvertingGradients
+from fedarena.benchmarks.figures.plots import GridRow, loss_curves, reconstruction_grid
+from fedarena.benchmarks.harness.device import add_device_option
+from fedarena.benchmarks.metrics.privacy import to_unit
+from fedarena.fl_core.data import Normalization
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.threat import ThreatModel
+from fedarena.fl_core.updates import LocalTraining
 
 from .common import FIGURES, PIXELS, Stopwatch, cifar10_test, fmt, header, log, observe, score, write_result
 
@@ -55,7 +55,7 @@ SETTINGS = (
     Setting("LeNet, [0, 1] pixels, batches of 2 × 5 steps (client reshuffles)", "lenet", {}, PIXELS, 2, 1500),
 )
 
-MODULE = "benchmarks.reproductions.inversion.fedavg_inversion"
+MODULE = "fedarena.benchmarks.reproductions.inversion.fedavg_inversion"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,17 +19,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from attacks.inversion import GIFD, GeneratorLatent, InvertingGradients, build_generator
-from attacks.inversion.optimization import OptimizationAttack
-from benchmarks.figures.plots import GridRow
-from benchmarks.harness.units import UnitCache, digest
-from benchmarks.metrics.privacy import to_unit
-from fl_core.data import ImageDataset
-from fl_core.data_root import data_root
-from fl_core.datasets import load_dataset
-from fl_core.image_datasets import load_image_folder
-from fl_core.models import build_model
-from fl_core.updates import LocalTraining
+from fedarena.attacks.inversion import GIFD, GeneratorLatent, InvertingGradients, build_generator
+from fedarena.attacks.inversion.optimization import OptimizationAttack
+from fedarena.benchmarks.figures.plots import GridRow
+from fedarena.benchmarks.harness.units import UnitCache, digest
+from fedarena.benchmarks.metrics.privacy import to_unit
+from fedarena.fl_core.data import ImageDataset
+from fedarena.fl_core.data_root import data_root
+from fedarena.fl_core.datasets import load_dataset
+from fedarena.fl_core.image_datasets import load_image_folder
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.updates import LocalTraining
 
 from .common import Stopwatch, fmt, log, observe, score
 

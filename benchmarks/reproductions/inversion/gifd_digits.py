@@ -9,7 +9,7 @@ in bold), the OOD gap (MNIST − Fashion-MNIST mean PSNR per attack), and a grid
 Every (dataset, image, attack) unit is cached (``UnitCache``, benchmark ``gifd_digits``),
 keyed by everything that changes it; a rerun only computes what is missing.
 
-    python -m benchmarks.reproductions.inversion.gifd_digits [--images 0-7] [--iterations 1000] [--threads 1]
+    python -m fedarena.benchmarks.reproductions.inversion.gifd_digits [--images 0-7] [--iterations 1000] [--threads 1]
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import argparse
 
 import torch
 
-from benchmarks.figures.plots import reconstruction_grid
-from benchmarks.harness.device import add_device_option
-from benchmarks.harness.units import UnitCache
-from benchmarks.reproductions import run_script
+from fedarena.benchmarks.figures.plots import reconstruction_grid
+from fedarena.benchmarks.harness.device import add_device_option
+from fedarena.benchmarks.harness.units import UnitCache
+from fedarena.benchmarks.reproductions import run_script
 
 from .common import FIGURES, header, log, write_result
 from .dlg_cifar import parse_images
@@ -38,7 +38,7 @@ from .gifd_common import (
     stage_table,
 )
 
-MODULE = "benchmarks.reproductions.inversion.gifd_digits"
+MODULE = "fedarena.benchmarks.reproductions.inversion.gifd_digits"
 DATASETS = {"mnist": "MNIST (in-distribution)", "fashion_mnist": "Fashion-MNIST (out-of-distribution)"}
 
 

@@ -14,7 +14,8 @@ latent-only, GIFD and GIFD's per-stage outputs for the first two faces. Every (i
 attack) unit is cached (``UnitCache``, benchmark ``gifd_faces``); a rerun computes only what
 is missing, and disjoint ``--images`` ranges can run in separate processes.
 
-    python -m benchmarks.reproductions.inversion.gifd_faces [--images 0-3] [--iterations 1000] [--model resnet18]
+    python -m fedarena.benchmarks.reproductions.inversion.gifd_faces [--images 0-3] [--iterations 1000] [--model
+    resnet18]
         [--threads 2]
 """
 
@@ -25,16 +26,16 @@ import statistics
 
 import torch
 
-from benchmarks.figures.plots import reconstruction_grid
-from benchmarks.harness.device import add_device_option
-from benchmarks.harness.units import UnitCache
-from benchmarks.reproductions import run_script
+from fedarena.benchmarks.figures.plots import reconstruction_grid
+from fedarena.benchmarks.harness.device import add_device_option
+from fedarena.benchmarks.harness.units import UnitCache
+from fedarena.benchmarks.reproductions import run_script
 
 from .common import FIGURES, header, log, write_result
 from .dlg_cifar import parse_images
 from .gifd_common import ATTACKS, LABELS, Unit, attack_table, attacks, collect, faces, grid_rows, stage_table
 
-MODULE = "benchmarks.reproductions.inversion.gifd_faces"
+MODULE = "fedarena.benchmarks.reproductions.inversion.gifd_faces"
 GENERATOR = "dcgan_faces64"
 
 

@@ -10,7 +10,7 @@ for the latent stage and for one feature stage. IG's iteration (pixels, no gener
 timed alongside for the per-attack cost. Blocks alternate within each round so a busy
 machine slows all alike; ratios are per round, then the median (acceptance ≤ 1.3).
 
-    python -m benchmarks.reproductions.inversion.gifd_speed [--settings digits faces] [--model resnet18]
+    python -m fedarena.benchmarks.reproductions.inversion.gifd_speed [--settings digits faces] [--model resnet18]
         [--rounds 4] [--iters 3] [--digits-iters 30] [--threads 1]
 """
 
@@ -24,14 +24,14 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from attacks.inversion import GIFD, InvertingGradients, build_generator
-from attacks.inversion.gifd import LATENT
-from benchmarks.harness.device import add_device_option
+from fedarena.attacks.inversion import GIFD, InvertingGradients, build_generator
+from fedarena.attacks.inversion.gifd import LATENT
+from fedarena.benchmarks.harness.device import add_device_option
 
 from .common import header, log, observe, write_result
 from .gifd_common import TRAINING, digits, faces, fl_model
 
-MODULE = "benchmarks.reproductions.inversion.gifd_speed"
+MODULE = "fedarena.benchmarks.reproductions.inversion.gifd_speed"
 GENERATOR = {"digits": "mnist_gan", "faces": "dcgan_faces64"}
 
 

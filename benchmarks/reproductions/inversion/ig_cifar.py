@@ -7,15 +7,15 @@ by iDLG, exact for one image); cosine matching, TV 0.1, signed Adam lr 0.1 with 
 iterations; images 0–1 at 8000 iterations show the trend.
 
 Every finished image is cached (scores, reconstruction, loss trace) in the unit store
-(``benchmarks.harness.units``, benchmark ``ig_cifar``), keyed by everything that changes
+(``fedarena.benchmarks.harness.units``, benchmark ``ig_cifar``), keyed by everything that changes
 the result, and the result file is rewritten after every image (marked partial until all
 requested images are in). So a long run never loses finished images, a killed run resumes where it
 stopped, and disjoint image ranges can run in separate processes: a last invocation with
 the full range then only assembles the table and figures. ``--fresh`` ignores the cache; a
-unit cached by other code stops the script (see ``benchmarks.harness.provenance``).
+unit cached by other code stops the script (see ``fedarena.benchmarks.harness.provenance``).
 
-    python -m benchmarks.reproductions.inversion.ig_cifar [--images 0-7] [--iterations 2000] [--quick]
-    python -m benchmarks.reproductions.inversion.ig_cifar --images 0-1 --iterations 8000
+    python -m fedarena.benchmarks.reproductions.inversion.ig_cifar [--images 0-7] [--iterations 2000] [--quick]
+    python -m fedarena.benchmarks.reproductions.inversion.ig_cifar --images 0-1 --iterations 8000
 """
 
 from __future__ import annotations
@@ -26,19 +26,19 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from attacks.inversion import InvertingGradients
-from benchmarks.figures.plots import GridRow, loss_curves, reconstruction_grid
-from benchmarks.harness.device import add_device_option
-from benchmarks.harness.units import UnitCache
-from benchmarks.metrics.privacy import to_unit
-from benchmarks.reproductions import run_script
-from fl_core.models import build_model
-from fl_core.updates import LocalTraining
+from fedarena.attacks.inversion import InvertingGradients
+from fedarena.benchmarks.figures.plots import GridRow, loss_curves, reconstruction_grid
+from fedarena.benchmarks.harness.device import add_device_option
+from fedarena.benchmarks.harness.units import UnitCache
+from fedarena.benchmarks.metrics.privacy import to_unit
+from fedarena.benchmarks.reproductions import run_script
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.updates import LocalTraining
 
 from .common import FIGURES, Stopwatch, cifar10_test, fmt, header, log, observe, score, write_result
 from .dlg_cifar import parse_images
 
-MODULE = "benchmarks.reproductions.inversion.ig_cifar"
+MODULE = "fedarena.benchmarks.reproductions.inversion.ig_cifar"
 
 
 @dataclass

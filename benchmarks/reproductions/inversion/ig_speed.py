@@ -9,7 +9,8 @@ busy machine slows both alike; the ratio of the medians is reported (acceptance 
 Also timed: restarts batched with ``torch.func.vmap`` against the same restarts run one
 after another, per restart.
 
-    python -m benchmarks.reproductions.inversion.ig_speed [--width 64] [--batch 1] [--rounds 5] [--iters 20] [--quick]
+    python -m fedarena.benchmarks.reproductions.inversion.ig_speed [--width 64] [--batch 1] [--rounds 5] [--iters 20]
+    [--quick]
 """
 
 from __future__ import annotations
@@ -21,15 +22,15 @@ import time
 import torch
 import torch.nn.functional as F
 
-from attacks.inversion import InvertingGradients
-from attacks.inversion.problem import build_problem
-from benchmarks.harness.device import add_device_option
-from fl_core.models import build_model
-from fl_core.updates import LocalTraining
+from fedarena.attacks.inversion import InvertingGradients
+from fedarena.attacks.inversion.problem import build_problem
+from fedarena.benchmarks.harness.device import add_device_option
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.updates import LocalTraining
 
 from .common import cifar10_test, header, log, observe, write_result
 
-MODULE = "benchmarks.reproductions.inversion.ig_speed"
+MODULE = "fedarena.benchmarks.reproductions.inversion.ig_speed"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ labels through the same code path the attacks use (``build_problem``). Reported:
 label accuracy (multiset overlap, ``Σ_c min(n̂_c, n_c) / 8``) and the fraction of
 batches recovered exactly. Untrained models, eval mode.
 
-    python -m benchmarks.reproductions.inversion.label_recovery [--batches 50] [--quick]
+    python -m fedarena.benchmarks.reproductions.inversion.label_recovery [--batches 50] [--quick]
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ import statistics
 
 import torch
 
-from attacks.inversion.base import Assumptions
-from attacks.inversion.problem import build_problem
-from benchmarks.harness.device import add_device_option
-from benchmarks.metrics.privacy import label_accuracy
-from fl_core.datasets import load_dataset
-from fl_core.models import build_model
-from fl_core.updates import LocalTraining
+from fedarena.attacks.inversion.base import Assumptions
+from fedarena.attacks.inversion.problem import build_problem
+from fedarena.benchmarks.harness.device import add_device_option
+from fedarena.benchmarks.metrics.privacy import label_accuracy
+from fedarena.fl_core.datasets import load_dataset
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.updates import LocalTraining
 
 from .common import Stopwatch, header, log, observe, write_result
 
-MODULE = "benchmarks.reproductions.inversion.label_recovery"
+MODULE = "fedarena.benchmarks.reproductions.inversion.label_recovery"
 METHODS = {  # name in the table -> (recovery method, estimate of the mean softmax)
     "yin (distinct labels)": ("yin", "model"),
     "llg (Wainakh et al.)": ("llg", "model"),

@@ -1,1 +1,1 @@
-"""Privacy–utility table of issue 5 (``python -m benchmarks.reproductions.privacy_utility.table``)."""
+"""Privacy–utility table of issue 5 (``python -m fedarena.benchmarks.reproductions.privacy_utility.table``)."""

@@ -16,13 +16,13 @@ without it (the reference code's setting) L-BFGS at lr 1 diverged on image 0 of 
 LeNet (PSNR 5.7 undefended), with it DLG is near-perfect undefended (PSNR 37.8), which
 the issue presumes. The attacked upload goes through the defense exactly as in a
 federation and the attack receives an ``Observation``: the harness's privacy task code
-does both (``benchmarks.harness.tasks.privacy.attacked_uploads`` and ``invert_upload``:
+does both (``fedarena.benchmarks.harness.tasks.privacy.attacked_uploads`` and ``invert_upload``:
 a one-round ``Simulation`` with an observer, ``make_observation``, the attack by registry
 name, ``score_privacy``); this script only lays out the clients (client i holds image i).
 Naive attacker everywhere; adaptive attacker (the defense's ``attacker_view`` as the
 attack's ``update_transform``) for the deterministic transforms (clipping, pruning,
 quantization). Scores are means over the images; PSNR also gets the median and
-interquartile range over the images (``benchmarks.metrics.privacy.summarize_psnr``), and an
+interquartile range over the images (``fedarena.benchmarks.metrics.privacy.summarize_psnr``), and an
 exact reconstruction (infinite PSNR, cached as null) is counted apart from the mean, never
 silently dropped.
 
@@ -35,13 +35,13 @@ design): a row sets side by side what one defense setting does to each, it is no
 trade-off measured on one model, and the table says so. Data-size warnings (a data root
 holding a CIFAR-10 or MNIST subset) are listed under the table.
 
-    python -m benchmarks.reproductions.privacy_utility.table [--quick] [--rows none,pruning_10] [--threads 2]
+    python -m fedarena.benchmarks.reproductions.privacy_utility.table [--quick] [--rows none,pruning_10] [--threads 2]
 
 ``--quick`` checks the whole pipeline in minutes (1 image, few attack iterations, 2
 MNIST rounds on 10 % of the data); its numbers say nothing about the defenses.
 
 Every finished unit (one row's MNIST run; one attack on one image in one attacker mode)
-is cached in the unit store (``benchmarks.harness.units``: ``runs/bench_cache/results.sqlite``,
+is cached in the unit store (``fedarena.benchmarks.harness.units``: ``runs/bench_cache/results.sqlite``,
 benchmark ``privacy_utility``), keyed by everything that changes it, with the code's
 provenance, and the table is rewritten after every row. A killed run resumes where it
 stopped, and row subsets can run in separate processes (``--rows``, one thread each);
@@ -67,15 +67,15 @@ from typing import Any
 
 import torch
 
-from benchmarks.harness.atomic import write_atomic
-from benchmarks.harness.device import add_device_option
-from benchmarks.harness.tasks.privacy import Uploads, attacked_uploads, invert_upload
-from benchmarks.harness.units import UnitCache, digest
-from benchmarks.metrics.privacy import PSNRSummary, summarize_psnr
-from benchmarks.reproductions import RESULTS, command, run_script
-from defenses import PRIVACY_DEFENSES, ClientDefense
-from defenses.privacy import defense_epsilon, defense_epsilons, prepare_model
-from fl_core import (
+from fedarena.benchmarks.harness.atomic import write_atomic
+from fedarena.benchmarks.harness.device import add_device_option
+from fedarena.benchmarks.harness.tasks.privacy import Uploads, attacked_uploads, invert_upload
+from fedarena.benchmarks.harness.units import UnitCache, digest
+from fedarena.benchmarks.metrics.privacy import PSNRSummary, summarize_psnr
+from fedarena.benchmarks.reproductions import RESULTS, command, run_script
+from fedarena.defenses import PRIVACY_DEFENSES, ClientDefense
+from fedarena.defenses.privacy import defense_epsilon, defense_epsilons, prepare_model
+from fedarena.fl_core import (
     Client,
     FederationConfig,
     ImageDataset,
@@ -89,7 +89,7 @@ from fl_core import (
     partition,
     train_client,
 )
-from fl_core.datasets import DatasetSizeWarning
+from fedarena.fl_core.datasets import DatasetSizeWarning
 
 DELTA = 1e-5
 
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     cache = UnitCache("privacy_utility", fresh=args.fresh)
-    command_line = command("benchmarks.reproductions.privacy_utility.table", argv)
+    command_line = command("fedarena.benchmarks.reproductions.privacy_utility.table", argv)
     results: dict[str, dict[str, Any]] = {}
     cifar = None if args.skip_attacks else _cifar_images(plan.images, data_notes)
     mnist: list[tuple[ImageDataset, ImageDataset]] = []  # loaded on first use: cached rows need no data

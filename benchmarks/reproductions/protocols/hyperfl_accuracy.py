@@ -17,7 +17,7 @@ at its end), so a killed or extended run resumes at the first missing range of
 ``--chunk`` rounds. Writes ``benchmarks/results/hyperfl_accuracy.md`` and a per-round
 accuracy figure next to it (PNG and PDF).
 
-    python -m benchmarks.reproductions.protocols.hyperfl_accuracy [--clients 20] [--rounds 50]
+    python -m fedarena.benchmarks.reproductions.protocols.hyperfl_accuracy [--clients 20] [--rounds 50]
         [--methods fedavg local hyperfl] [--chunk 5] [--threads 1] [--device cpu] [--fresh]
 """
 
@@ -32,20 +32,20 @@ from typing import Any
 
 import torch
 
-import defenses  # noqa: F401  (registers hyperfl)
-from benchmarks.figures.report import Curve, accuracy_figure
-from benchmarks.figures.style import save_figure
-from benchmarks.harness.device import add_device_option
-from benchmarks.harness.units import UnitCache, digest, unit_key
-from benchmarks.reproductions import RESULTS as REPRO_RESULTS
-from benchmarks.reproductions import command, run_script
-from benchmarks.reproductions.robustness.common import fmt, machine_line, today, write_lines
-from defenses.protocols import REFERENCE_TRAINING, HyperFL, ReferenceCNN, build_hyperfl_net, hyperfl_sizes
-from fl_core import Client, FederationConfig, ImageDataset, LocalTraining, Simulation, load_dataset, partition
-from fl_core.client import GlobalState, train_client
-from fl_core.evaluation import evaluate
-from fl_core.seeding import torch_generator
-from fl_core.vectors import model_to_vector
+from fedarena import defenses  # noqa: F401  (registers hyperfl)
+from fedarena.benchmarks.figures.report import Curve, accuracy_figure
+from fedarena.benchmarks.figures.style import save_figure
+from fedarena.benchmarks.harness.device import add_device_option
+from fedarena.benchmarks.harness.units import UnitCache, digest, unit_key
+from fedarena.benchmarks.reproductions import RESULTS as REPRO_RESULTS
+from fedarena.benchmarks.reproductions import command, run_script
+from fedarena.benchmarks.reproductions.robustness.common import fmt, machine_line, today, write_lines
+from fedarena.defenses.protocols import REFERENCE_TRAINING, HyperFL, ReferenceCNN, build_hyperfl_net, hyperfl_sizes
+from fedarena.fl_core import Client, FederationConfig, ImageDataset, LocalTraining, Simulation, load_dataset, partition
+from fedarena.fl_core.client import GlobalState, train_client
+from fedarena.fl_core.evaluation import evaluate
+from fedarena.fl_core.seeding import torch_generator
+from fedarena.fl_core.vectors import model_to_vector
 
 RESULTS = REPRO_RESULTS / "hyperfl_accuracy.md"
 METHODS = ("fedavg", "local", "hyperfl")
@@ -256,7 +256,7 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace,
     lines = [
         "# HyperFL vs FedAvg, FedAvg + head fine-tuning, local-only: mean local test accuracy",
         "",
-        f"- command: `{command('benchmarks.reproductions.protocols.hyperfl_accuracy', argv)}`",
+        f"- command: `{command('fedarena.benchmarks.reproductions.protocols.hyperfl_accuracy', argv)}`",
         f"- machine: {machine_line()}; device {args.device}",
         f"- date: {today()}",
         f"- federation: Fashion-MNIST, {args.clients} clients, noniid_s ({TRAIN_PER_CLIENT} train / "

@@ -21,7 +21,7 @@ over the hypernetwork phase's steps.
 Each (setting, attack, image) is a cached unit (``UnitCache``); a killed run resumes.
 Writes ``benchmarks/results/hyperfl_privacy_<budget>.md`` and a reconstruction grid next to it.
 
-    python -m benchmarks.reproductions.protocols.hyperfl_privacy [--images 4] [--iterations 300]
+    python -m fedarena.benchmarks.reproductions.protocols.hyperfl_privacy [--images 4] [--iterations 300]
         [--dlg-iterations 15] [--algorithm fedsgd] [--threads 1] [--device cpu] [--fresh]
 """
 
@@ -35,19 +35,19 @@ from typing import Any
 
 import torch
 
-import attacks  # noqa: F401  (registers the inversion attacks)
-from benchmarks.figures.plots import GridRow, reconstruction_grid
-from benchmarks.harness.device import add_device_option
-from benchmarks.harness.tasks.privacy import attacked_uploads, invert_upload
-from benchmarks.harness.units import UnitCache, digest, unit_key
-from benchmarks.metrics.privacy import to_unit
-from benchmarks.reproductions import RESULTS as REPRO_RESULTS
-from benchmarks.reproductions import command, run_script
-from benchmarks.reproductions.robustness.common import fmt, machine_line, today, write_lines
-from defenses.protocols import REFERENCE_TRAINING, HyperFL, hyperfl_sizes
-from defenses.registry import ClientDefense
-from fl_core import Client, FederationConfig, LocalTraining, ThreatModel, load_dataset
-from fl_core.models import build_model
+from fedarena import attacks  # noqa: F401  (registers the inversion attacks)
+from fedarena.benchmarks.figures.plots import GridRow, reconstruction_grid
+from fedarena.benchmarks.harness.device import add_device_option
+from fedarena.benchmarks.harness.tasks.privacy import attacked_uploads, invert_upload
+from fedarena.benchmarks.harness.units import UnitCache, digest, unit_key
+from fedarena.benchmarks.metrics.privacy import to_unit
+from fedarena.benchmarks.reproductions import RESULTS as REPRO_RESULTS
+from fedarena.benchmarks.reproductions import command, run_script
+from fedarena.benchmarks.reproductions.robustness.common import fmt, machine_line, today, write_lines
+from fedarena.defenses.protocols import REFERENCE_TRAINING, HyperFL, hyperfl_sizes
+from fedarena.defenses.registry import ClientDefense
+from fedarena.fl_core import Client, FederationConfig, LocalTraining, ThreatModel, load_dataset
+from fedarena.fl_core.models import build_model
 
 SETTINGS = {
     "fedavg": ("(i) FedAvg, same target", {}),
@@ -162,7 +162,7 @@ def report(results: dict[tuple[str, str], list[dict[str, Any]]], args: argparse.
     lines = [
         "# HyperFL vs FedAvg under Inverting Gradients and DLG: what the uploads leak",
         "",
-        f"- command: `{command('benchmarks.reproductions.protocols.hyperfl_privacy', argv)}`",
+        f"- command: `{command('fedarena.benchmarks.reproductions.protocols.hyperfl_privacy', argv)}`",
         f"- machine: {machine_line()}; device {args.device}",
         f"- date: {today()}",
         f"- setting: MNIST test images 0-{args.images - 1}, one per client (batch 1), round 0, {args.algorithm}; "

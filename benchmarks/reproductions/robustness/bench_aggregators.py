@@ -2,12 +2,12 @@
 measured in one run beside two floors.
 
 Floors (issue 4): the pairwise squared-distance matrix from one Gram matrix product
-(``fl_core.geometry.pairwise_sq_distances``: ‖x_i‖² + ‖x_j‖² − 2⟨x_i, x_j⟩) and one
-coordinate-wise sort of the stack (``defenses.aggregation.coordinate_sort``, NumPy's SIMD
+(``fedarena.fl_core.geometry.pairwise_sq_distances``: ‖x_i‖² + ‖x_j‖² − 2⟨x_i, x_j⟩) and one
+coordinate-wise sort of the stack (``fedarena.defenses.aggregation.coordinate_sort``, NumPy's SIMD
 sort, the fastest sort measured here). ``torch.sort(dim=0)`` and ``torch.cdist`` are
 timed as references, and so is Bulyan on its NumPy path (its coordinate phase sorting
 the θ = n − 2f selected rows instead of running the C kernel of
-``defenses.aggregation.native``). Acceptance: krum, multi_krum, bulyan within 1.5× the
+``fedarena.defenses.aggregation.native``). Acceptance: krum, multi_krum, bulyan within 1.5× the
 Gram floor; median and trimmed_mean within 1.5× the sort floor.
 
 Every operation is timed ``--repeats`` times, interleaved (one call of each per pass),
@@ -16,7 +16,8 @@ and the median. Calls go through ``Aggregator.__call__`` (non-finite rows screen
 stateful rules keep their state across calls; ``mud_hog`` runs with ``warmup_rounds=0``
 so every call does the full detection.
 
-    python -m benchmarks.reproductions.robustness.bench_aggregators [--n 100] [--d 1000000] [--repeats 10] [--quick]
+    python -m fedarena.benchmarks.reproductions.robustness.bench_aggregators [--n 100] [--d 1000000] [--repeats 10]
+    [--quick]
 """
 
 from __future__ import annotations
@@ -34,16 +35,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import defenses  # noqa: F401  (registers every aggregator)
-from benchmarks.harness.atomic import write_atomic
-from benchmarks.reproductions import RESULTS as REPRO_RESULTS
-from benchmarks.reproductions import command
-from defenses.aggregation import coordinate_sort
-from defenses.aggregation.coordinate import median_band
-from defenses.aggregation.krum import recursive_krum, resolve_f, trimmed_around_median
-from defenses.aggregation.native import available, band_network
-from defenses.registry import AGGREGATORS
-from fl_core.geometry import pairwise_sq_distances
+from fedarena import defenses  # noqa: F401  (registers every aggregator)
+from fedarena.benchmarks.harness.atomic import write_atomic
+from fedarena.benchmarks.reproductions import RESULTS as REPRO_RESULTS
+from fedarena.benchmarks.reproductions import command
+from fedarena.defenses.aggregation import coordinate_sort
+from fedarena.defenses.aggregation.coordinate import median_band
+from fedarena.defenses.aggregation.krum import recursive_krum, resolve_f, trimmed_around_median
+from fedarena.defenses.aggregation.native import available, band_network
+from fedarena.defenses.registry import AGGREGATORS
+from fedarena.fl_core.geometry import pairwise_sq_distances
 
 RESULTS = REPRO_RESULTS / "aggregator_speed.md"
 GRAM, SORT = "floor: Gram distance matrix", "floor: coordinate sort (np.sort)"
@@ -128,7 +129,7 @@ def report(times: dict[str, list[float]], args: argparse.Namespace, argv: list[s
     lines = [
         f"# Aggregator speed (n = {args.n}, d = {args.d:,})",
         "",
-        f"- command: `{command('benchmarks.reproductions.robustness.bench_aggregators', argv)}`",
+        f"- command: `{command('fedarena.benchmarks.reproductions.robustness.bench_aggregators', argv)}`",
         f"- machine: {os.cpu_count()} CPU cores ({cpu}), shared with other jobs; torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), NumPy {np.__version__}, {platform.python_implementation()} "
         f"{platform.python_version()}",
@@ -153,7 +154,7 @@ def report(times: dict[str, list[float]], args: argparse.Namespace, argv: list[s
         f = bulyan_f(args.n)
         theta, keep = args.n - 2 * f, args.n - 4 * f
         comparators = band_network(theta, *median_band(theta, keep))[0].size
-        kernel = ("the C kernel (defenses.aggregation.native)" if available()
+        kernel = ("the C kernel (fedarena.defenses.aggregation.native)" if available()
                   else "NOT the C kernel (not built): its NumPy path")
         lines += [
             f"Bulyan ran {kernel}. Its coordinate phase needs, per coordinate, the β = {keep} of the θ = {theta} "

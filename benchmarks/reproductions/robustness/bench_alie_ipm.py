@@ -12,7 +12,8 @@ which reaches ≥ 97 % within 20 rounds without attack. Reported: final test acc
 (and, for each attack, the drop from the attack-free run). Results are rewritten after
 every run.
 
-    python -m benchmarks.reproductions.robustness.bench_alie_ipm [--rounds 20] [--clients 20] [--seed 0] [--quick]
+    python -m fedarena.benchmarks.reproductions.robustness.bench_alie_ipm [--rounds 20] [--clients 20] [--seed 0]
+    [--quick]
 """
 
 from __future__ import annotations
@@ -24,16 +25,16 @@ from typing import Any
 
 import torch
 
-import defenses  # noqa: F401  (registers every aggregator)
-from attacks.poisoning import alie_z
-from benchmarks.harness.device import add_device_option
-from benchmarks.harness.tasks.federation import AttackGroup, build_federation, run_federation
-from benchmarks.harness.units import UnitCache, digest, unit_key
-from benchmarks.reproductions import RESULTS as REPRO_RESULTS
-from benchmarks.reproductions import command, run_script
-from defenses.registry import AGGREGATORS
-from fl_core import FederationConfig, LocalTraining
-from fl_core.models import build_model
+from fedarena import defenses  # noqa: F401  (registers every aggregator)
+from fedarena.attacks.poisoning import alie_z
+from fedarena.benchmarks.harness.device import add_device_option
+from fedarena.benchmarks.harness.tasks.federation import AttackGroup, build_federation, run_federation
+from fedarena.benchmarks.harness.units import UnitCache, digest, unit_key
+from fedarena.benchmarks.reproductions import RESULTS as REPRO_RESULTS
+from fedarena.benchmarks.reproductions import command, run_script
+from fedarena.defenses.registry import AGGREGATORS
+from fedarena.fl_core import FederationConfig, LocalTraining
+from fedarena.fl_core.models import build_model
 
 from .common import fmt, load_mnist, machine_line, today, write_lines
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         "# ALIE and IPM against every aggregator (MNIST)",
         "",
-        f"- command: `{command('benchmarks.reproductions.robustness.bench_alie_ipm', argv)}`",
+        f"- command: `{command('fedarena.benchmarks.reproductions.robustness.bench_alie_ipm', argv)}`",
         f"- machine: {machine_line()}",
         f"- date: {today()}",
         f"- federation: {args.clients} clients, {f} colluding attackers ({f / args.clients:.0%}), Dirichlet "

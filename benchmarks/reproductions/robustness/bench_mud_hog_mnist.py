@@ -19,9 +19,10 @@ mud_hog (paper defaults), plus fedavg without attack (the same clients, the woul
 attackers behave honestly, the unreliable clients stay). Reported per run: final test
 accuracy, attack success rate of the multi-label flip (test samples of classes 1–3
 predicted as 7), detection precision/recall of the final round (see
-``benchmarks.metrics.robustness``). Results are rewritten after every run.
+``fedarena.benchmarks.metrics.robustness``). Results are rewritten after every run.
 
-    python -m benchmarks.reproductions.robustness.bench_mud_hog_mnist [--rounds 40] [--clients 40] [--seed 0] [--quick]
+    python -m fedarena.benchmarks.reproductions.robustness.bench_mud_hog_mnist [--rounds 40] [--clients 40] [--seed 0]
+    [--quick]
 """
 
 from __future__ import annotations
@@ -33,17 +34,23 @@ from typing import Any
 
 import torch
 
-import defenses  # noqa: F401  (registers every aggregator)
-from benchmarks.harness.device import add_device_option
-from benchmarks.harness.tasks.federation import AttackGroup, UnreliableSpec, build_federation, run_federation, summarize
-from benchmarks.harness.units import UnitCache, digest, unit_key
-from benchmarks.metrics.robustness import attack_success_rate
-from benchmarks.reproductions import RESULTS as REPRO_RESULTS
-from benchmarks.reproductions import command, run_script
-from defenses.aggregation.krum import resolve_f
-from defenses.registry import AGGREGATORS
-from fl_core import FederationConfig, LocalTraining
-from fl_core.models import build_model
+from fedarena import defenses  # noqa: F401  (registers every aggregator)
+from fedarena.benchmarks.harness.device import add_device_option
+from fedarena.benchmarks.harness.tasks.federation import (
+    AttackGroup,
+    UnreliableSpec,
+    build_federation,
+    run_federation,
+    summarize,
+)
+from fedarena.benchmarks.harness.units import UnitCache, digest, unit_key
+from fedarena.benchmarks.metrics.robustness import attack_success_rate
+from fedarena.benchmarks.reproductions import RESULTS as REPRO_RESULTS
+from fedarena.benchmarks.reproductions import command, run_script
+from fedarena.defenses.aggregation.krum import resolve_f
+from fedarena.defenses.registry import AGGREGATORS
+from fedarena.fl_core import FederationConfig, LocalTraining
+from fedarena.fl_core.models import build_model
 
 from .common import fmt, load_mnist, machine_line, today, write_lines
 
@@ -104,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         "# MUD-HoG's hardest mix on MNIST",
         "",
-        f"- command: `{command('benchmarks.reproductions.robustness.bench_mud_hog_mnist', argv)}`",
+        f"- command: `{command('fedarena.benchmarks.reproductions.robustness.bench_mud_hog_mnist', argv)}`",
         f"- machine: {machine_line()}",
         f"- date: {today()}",
         f"- federation: {args.clients} clients, Dirichlet α = 0.9, {len(train)} training images, lenet5 (28×28), "

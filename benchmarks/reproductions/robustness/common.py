@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
-from benchmarks.harness.atomic import write_atomic
-from fl_core import ImageDataset
-from fl_core.datasets import load_dataset
+from fedarena.benchmarks.harness.atomic import write_atomic
+from fedarena.fl_core import ImageDataset
+from fedarena.fl_core.datasets import load_dataset
 
 
 def load_mnist(train_size: int | None, seed: int) -> tuple[ImageDataset, ImageDataset]:

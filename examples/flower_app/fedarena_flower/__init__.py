@@ -1,1 +1,1 @@
-"""A Flower app (ServerApp + ClientApp) training with FedArena defenses against FedArena attacks."""
+"""A Flower app (ServerApp + ClientApp) training with FedArena defenses against FedArena fedarena.attacks."""

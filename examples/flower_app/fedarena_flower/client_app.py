@@ -1,4 +1,4 @@
-"""ClientApp: FedArena's local training (``fl_core.flower.train_reply``) with FedArena mods.
+"""ClientApp: FedArena's local training (``fedarena.fl_core.flower.train_reply``) with FedArena mods.
 
 Clients ``0 .. malicious-1`` (partition ids) run the attack's mod when the attack is a
 client-side one (label flip, backdoor, sign flip of the own update, noise, scaling);
@@ -16,12 +16,12 @@ from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 from torch import nn
 
-import attacks.poisoning  # noqa: F401  (registers the attacks)
-import defenses.privacy  # noqa: F401  (registers the privacy defenses)
-from attacks.flower import poisoning_mod
-from defenses.flower import privacy_mods
-from fl_core.data import ImageDataset
-from fl_core.flower import ArrayCodec, client_id_of, train_reply
+import fedarena.attacks.poisoning  # noqa: F401  (registers the attacks)
+import fedarena.defenses.privacy  # noqa: F401  (registers the privacy defenses)
+from fedarena.attacks.flower import poisoning_mod
+from fedarena.defenses.flower import privacy_mods
+from fedarena.fl_core.data import ImageDataset
+from fedarena.fl_core.flower import ArrayCodec, client_id_of, train_reply
 
 from .server_app import OMNISCIENT
 from .task import Setup, client_datasets, make_model

@@ -1,7 +1,7 @@
 """ServerApp: a FedArena aggregator as the strategy; omniscient attacks wrap it server-side.
 
 Run config (``pyproject.toml`` ``[tool.flwr.app.config]``): ``aggregator`` (a
-``defenses.registry.AGGREGATORS`` name), ``attack`` (a ``POISONING_ATTACKS`` name;
+``fedarena.defenses.registry.AGGREGATORS`` name), ``attack`` (a ``POISONING_ATTACKS`` name;
 ALIE, IPM, min-max and min-sum run here because they read the honest replies) and
 the ``Setup`` fields (``num-clients``, ``rounds``, ``dataset``, ``model``, …).
 """
@@ -15,11 +15,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
-import defenses.aggregation  # noqa: F401  (registers the aggregators)
-from attacks.flower import OmniscientAttack
-from defenses.flower import FedArenaStrategy
-from fl_core.evaluation import evaluate
-from fl_core.flower import CLIENT_ID_KEY
+import fedarena.defenses.aggregation  # noqa: F401  (registers the aggregators)
+from fedarena.attacks.flower import OmniscientAttack
+from fedarena.defenses.flower import FedArenaStrategy
+from fedarena.fl_core.evaluation import evaluate
+from fedarena.fl_core.flower import CLIENT_ID_KEY
 
 from .task import Setup, client_datasets, make_model
 

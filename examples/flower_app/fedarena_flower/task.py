@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from fl_core.data import ImageDataset
-from fl_core.datasets import load_dataset
-from fl_core.models import build_model
-from fl_core.partition import partition
-from fl_core.updates import LocalTraining
+from fedarena.fl_core.data import ImageDataset
+from fedarena.fl_core.datasets import load_dataset
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.partition import partition
+from fedarena.fl_core.updates import LocalTraining
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def dataset_name(setup: Setup) -> str:
         return setup.dataset
     try:
         load_dataset("mnist", "test")
-    except FileNotFoundError:  # fl_core.data_root.MissingDataError says what is missing
+    except FileNotFoundError:  # fedarena.fl_core.data_root.MissingDataError says what is missing
         return "digits"
     return "mnist"
 
