@@ -86,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=25)
     parser.add_argument("--ipm-epsilon", type=float, default=0.1)
     parser.add_argument("--betas", type=float, nargs="*", default=list(BETAS))
+    parser.add_argument("--attacks", nargs="*", default=None, choices=[*ATTACKS, "none"],
+                        help="only these rows (none: the attack-free ones); default all. Subsets can run in "
+                             "parallel processes (shared cache); a last full invocation writes the whole table")
+    parser.add_argument("--rules", nargs="*", default=None, choices=["fedavg", *RULES], help="only these rules")
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--train-size", type=int, default=None, help="seeded subset of the 60,000 training images")
     parser.add_argument("--model", default="lenet5")
@@ -134,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     cache = UnitCache("monna", fresh=args.fresh)
     setting = digest({k: v for k, v in vars(args).items()
-                      if k not in ("threads", "out", "fresh", "device", "betas")})
+                      if k not in ("threads", "out", "fresh", "device", "betas", "attacks", "rules")})
 
     def run(beta: float, attack: str | None, rule: str) -> dict[str, Any]:
         label = f"beta {beta:g}, {ATTACK_TITLES[attack]}, {rule}"
@@ -152,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     # attacked cells first, the robust rules' attack-free rows last (the table is usable if cut short)
     plan = [(None, "fedavg"), (None, "nna")] + [(a, r) for a in ATTACKS for r in RULES] + [(None, r) for r in RULES[1:]]
+    wanted = None if args.attacks is None else {None if a == "none" else a for a in args.attacks}
+    plan = [(a, r) for a, r in plan if (wanted is None or a in wanted) and (args.rules is None or r in args.rules)]
     for attack, rule in plan:
         for beta in args.betas:
             results[(beta, attack, rule)] = run(beta, attack, rule)
