@@ -75,16 +75,18 @@ def train_client(
     """
     load_state(model, state)
     model.train(training.model_mode == "train")
-    inputs = data.normalized()
+    fedsgd = training.algorithm == "fedsgd"
+    # FedSGD normalises only its batch (elementwise: the same values), not the whole local set every round.
+    inputs = data.normalization.normalize(data.images[:1]) if fedsgd else data.normalized()
     labels = data.labels
     min_batch = min_batch_size(model, training, inputs)
-    if training.algorithm == "fedsgd":
+    if fedsgd:
         if min(len(data), training.batch_size) < min_batch:
             raise ValueError(f"client {client_id}: a FedSGD batch of {min(len(data), training.batch_size)} sample(s) "
                              "cannot train a BatchNorm model in train mode (it needs more than one sample per "
                              "batch); use a larger batch_size, eval mode or GroupNorm")
         idx = torch.randperm(len(data), generator=generator)[: training.batch_size]
-        x, y = inputs[idx], labels[idx]
+        x, y = data.normalized(idx), labels[idx]
         params = [p for p in model.parameters() if p.requires_grad]
         loss = loss_fn(model(x), y)
         grads = torch.autograd.grad(loss, params)

@@ -258,3 +258,23 @@ def test_no_attacker_means_no_honest_client_excluded() -> None:
     splits; without the gap test a quarter of honest client-rounds got weight 0 with nobody attacking."""
     assert peacetime_exclusion_rate(gap_references=None) > 0.05  # the authors' rule: 26 % here
     assert peacetime_exclusion_rate() <= 0.05
+
+
+def test_peacetime_table_counts_weight_zero_and_halved_honest_client_rounds() -> None:
+    """``bench_mud_hog_peacetime.exclusion_rates``: weight 0 (or rejected) is excluded, a confirmed
+    unreliable client with weight > 0 is halved; only honest clients count, warm-up rounds only in 'all'."""
+    from benchmarks.reproductions.robustness.bench_mud_hog_peacetime import exclusion_rates
+
+    def record(r: int, weights: dict[int, float], flags: dict[int, str], rejected: dict[int, str] | None = None,
+               stage: str = "detect") -> RoundRecord:
+        return RoundRecord(r, [0, 1, 2, 3], None, None, rejected or {}, weights, True, 0.0,
+                           {"stage": stage, "flags": flags})
+
+    history = History(roles={0: "honest", 1: "honest", 2: "honest", 3: "sign_flip"})
+    history.rounds = [record(0, {0: 0.25, 1: 0.25, 2: 0.25, 3: 0.25}, {}, stage="warmup"),
+                      record(1, {0: 0.0, 1: 0.5, 2: 0.5, 3: 0.0}, {}),
+                      record(2, {0: 0.4, 1: 0.2, 3: 0.4}, {1: "unreliable"}, rejected={2: "non-finite"})]
+    rates = exclusion_rates(history, warmup=1)
+    assert rates["excluded"] == pytest.approx(2 / 9)  # client 0 in round 1, client 2 (rejected) in round 2
+    assert rates["excluded_detection"] == pytest.approx(2 / 6)
+    assert rates["halved"] == pytest.approx(1 / 9)

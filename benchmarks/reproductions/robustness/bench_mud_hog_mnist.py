@@ -84,18 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.aggregators == list(AGGREGATOR_ORDER):
             args.aggregators = ["fedavg", "mud_hog"]
     torch.set_num_threads(args.threads)
-    scale = args.clients / 40
-    counts = {"sign_flip": round(5 * scale), "additive_noise": round(6 * scale), "multi_label_flip": round(8 * scale),
-              "unreliable": round(4 * scale)}
+    counts, groups, unreliable, partition = hardest_mix(args.clients)
     malicious = counts["sign_flip"] + counts["additive_noise"] + counts["multi_label_flip"]
 
     train, test = load_mnist(args.train_size, args.seed)
-    groups = [AttackGroup("sign_flip", counts["sign_flip"], {"source": "own", "scale": 1.0}),
-              AttackGroup("additive_noise", counts["additive_noise"], {"std": 0.01}),
-              AttackGroup("multi_label_flip", counts["multi_label_flip"], {"sources": [1, 2, 3], "target": 7})]
-    unreliable = UnreliableSpec(counts["unreliable"], "gaussian_blur", {"sigma": 50.0, "kernel_size": 7},
-                                data_fraction=0.5, train_fraction=0.3)
-    partition = {"partition_name": "dirichlet", "partition_params": {"alpha": 0.9}}
     attacked = build_federation(train, args.clients, args.seed, groups, unreliable, **partition)
     clean = build_federation(train, args.clients, args.seed, [AttackGroup(g.name, g.clients, g.params) for g in groups],
                              unreliable, **partition)
@@ -152,6 +144,20 @@ def main(argv: list[str] | None = None) -> int:
         write_lines(args.out, header + table(rows, runs) + verdict(rows))
     print(f"all runs: {time.perf_counter() - total_start:.0f} s; wrote {args.out}")
     return 0
+
+
+def hardest_mix(clients: int) -> tuple[dict[str, int], list[AttackGroup], UnreliableSpec, dict[str, Any]]:
+    """sExp4's clients scaled to ``clients`` (40: 5 SF, 6 AN, 8 MLF, 4 unreliable): counts, attack
+    groups, the unreliable clients' spec and the Dirichlet(0.9) partition arguments."""
+    scale = clients / 40
+    counts = {"sign_flip": round(5 * scale), "additive_noise": round(6 * scale), "multi_label_flip": round(8 * scale),
+              "unreliable": round(4 * scale)}
+    groups = [AttackGroup("sign_flip", counts["sign_flip"], {"source": "own", "scale": 1.0}),
+              AttackGroup("additive_noise", counts["additive_noise"], {"std": 0.01}),
+              AttackGroup("multi_label_flip", counts["multi_label_flip"], {"sources": [1, 2, 3], "target": 7})]
+    unreliable = UnreliableSpec(counts["unreliable"], "gaussian_blur", {"sigma": 50.0, "kernel_size": 7},
+                                data_fraction=0.5, train_fraction=0.3)
+    return counts, groups, unreliable, {"partition_name": "dirichlet", "partition_params": {"alpha": 0.9}}
 
 
 def _run_one(label: str, fed: Any, agg_name: str | None, params: dict[str, dict[str, Any]], model: Any,
