@@ -13,16 +13,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-import defenses  # noqa: F401  (registers the aggregators)
-from attacks.poisoning import ALIE, SignFlip
-from benchmarks.reproductions.robustness.bench_monna import build_rule, lr_at
-from defenses.registry import AGGREGATORS
-from fl_core import Adversary, Client, FederationConfig, ImageDataset, LocalTraining, Simulation
-from fl_core.data import Normalization
-from fl_core.protocol import ClientMomentum
-from fl_core.seeding import torch_generator
-from fl_core.updates import ClientUpdate, PrivateData
-from fl_core.vectors import model_to_vector
+from fedarena import defenses  # noqa: F401  (registers the aggregators)
+from fedarena.attacks.poisoning import ALIE, SignFlip
+from fedarena.benchmarks.reproductions.robustness.bench_monna import build_rule, lr_at
+from fedarena.defenses.registry import AGGREGATORS
+from fedarena.fl_core import Adversary, Client, FederationConfig, ImageDataset, LocalTraining, Simulation
+from fedarena.fl_core.data import Normalization
+from fedarena.fl_core.protocol import ClientMomentum
+from fedarena.fl_core.seeding import torch_generator
+from fedarena.fl_core.updates import ClientUpdate, PrivateData
+from fedarena.fl_core.vectors import model_to_vector
 
 N, F, D, SIGMA = 8, 2, 6, 0.5
 

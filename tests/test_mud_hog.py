@@ -263,7 +263,7 @@ def test_no_attacker_means_no_honest_client_excluded() -> None:
 def test_peacetime_table_counts_weight_zero_and_halved_honest_client_rounds() -> None:
     """``bench_mud_hog_peacetime.exclusion_rates``: weight 0 (or rejected) is excluded, a confirmed
     unreliable client with weight > 0 is halved; only honest clients count, warm-up rounds only in 'all'."""
-    from benchmarks.reproductions.robustness.bench_mud_hog_peacetime import exclusion_rates
+    from fedarena.benchmarks.reproductions.robustness.bench_mud_hog_peacetime import exclusion_rates
 
     def record(r: int, weights: dict[int, float], flags: dict[int, str], rejected: dict[int, str] | None = None,
                stage: str = "detect") -> RoundRecord:

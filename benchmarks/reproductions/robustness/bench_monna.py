@@ -3,7 +3,7 @@
 The paper's MNIST setting as far as a shared CPU allows: 26 clients of which f = 5 are
 Byzantine, Dirichlet(α = 1) label skew, FedSGD (one gradient of a batch of 25 per client
 per step), each client's Polyak momentum ``m ← β·m + (1 − β)·g`` kept across steps
-(``fl_core.protocol.ClientMomentum``; β = 0.99 is MoNNA's, β = 0 plain D-SGD), learning
+(``fedarena.fl_core.protocol.ClientMomentum``; β = 0.99 is MoNNA's, β = 0 plain D-SGD), learning
 rate 0.75 with the reference's hyperbolic decay ``0.75 / (⌊t/50⌋ + 1)``. Attacks (on the
 honest clients' uploads, i.e. their momentums): ALIE (μ − zσ, z by the paper's formula),
 IPM (−ε × honest mean), sign flip (−honest mean), label flip (y → 9 − y; the five clients
@@ -16,7 +16,7 @@ every run; finished runs are cached (``UnitCache``), so a killed run resumes.
 Deviations from the authors' code (LPD-EPFL/robust-collaborative-learning,
 ``reproduce.py`` + ``peerToPeer.py``) are listed in the table's header (``DEVIATIONS``).
 
-    python -m benchmarks.reproductions.robustness.bench_monna [--steps 200] [--seed 0] [--quick]
+    python -m fedarena.benchmarks.reproductions.robustness.bench_monna [--steps 200] [--seed 0] [--quick]
 """
 
 from __future__ import annotations
@@ -30,18 +30,18 @@ from typing import Any
 
 import torch
 
-import defenses  # noqa: F401  (registers every aggregator)
-from attacks.poisoning import alie_z
-from benchmarks.harness.device import add_device_option
-from benchmarks.harness.tasks.federation import AttackGroup, Federation, build_federation
-from benchmarks.harness.units import UnitCache, digest, unit_key
-from benchmarks.reproductions import RESULTS as REPRO_RESULTS
-from benchmarks.reproductions import command, run_script
-from defenses.registry import AGGREGATORS
-from fl_core import Client, FederationConfig, ImageDataset, LocalTraining, Simulation
-from fl_core.aggregation import Aggregator
-from fl_core.models import build_model
-from fl_core.protocol import ClientMomentum
+from fedarena import defenses  # noqa: F401  (registers every aggregator)
+from fedarena.attacks.poisoning import alie_z
+from fedarena.benchmarks.harness.device import add_device_option
+from fedarena.benchmarks.harness.tasks.federation import AttackGroup, Federation, build_federation
+from fedarena.benchmarks.harness.units import UnitCache, digest, unit_key
+from fedarena.benchmarks.reproductions import RESULTS as REPRO_RESULTS
+from fedarena.benchmarks.reproductions import command, run_script
+from fedarena.defenses.registry import AGGREGATORS
+from fedarena.fl_core import Client, FederationConfig, ImageDataset, LocalTraining, Simulation
+from fedarena.fl_core.aggregation import Aggregator
+from fedarena.fl_core.models import build_model
+from fedarena.fl_core.protocol import ClientMomentum
 
 from .common import fmt, load_mnist, machine_line, today, write_lines
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         "# MoNNA: client momentum vs none, under attack (MNIST)",
         "",
-        f"- command: `{command('benchmarks.reproductions.robustness.bench_monna', argv)}`",
+        f"- command: `{command('fedarena.benchmarks.reproductions.robustness.bench_monna', argv)}`",
         f"- machine: {machine_line()}",
         f"- date: {today()}",
         f"- federation: {n} clients, f = {f} Byzantine, Dirichlet α = {args.alpha}, {len(train)} training images, "

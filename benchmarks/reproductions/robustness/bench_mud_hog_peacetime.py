@@ -10,7 +10,8 @@ client-rounds given weight 0 (over all 10 rounds, and over the 7 detection round
 the warm-up), and the share halved as unreliable (``unreliable_weight`` 0.5). Target:
 ≤ 5 % excluded. Results are rewritten after every run; finished runs are cached.
 
-    python -m benchmarks.reproductions.robustness.bench_mud_hog_peacetime [--rounds 10] [--mnist-size 8000] [--quick]
+    python -m fedarena.benchmarks.reproductions.robustness.bench_mud_hog_peacetime [--rounds 10] [--mnist-size 8000]
+    [--quick]
 """
 
 from __future__ import annotations
@@ -22,16 +23,16 @@ from typing import Any
 
 import torch
 
-import defenses  # noqa: F401  (registers every aggregator)
-from benchmarks.harness.device import add_device_option
-from benchmarks.harness.tasks.federation import build_federation, run_federation
-from benchmarks.harness.units import UnitCache, digest, unit_key
-from benchmarks.reproductions import RESULTS as REPRO_RESULTS
-from benchmarks.reproductions import command, run_script
-from defenses.mud_hog import UNRELIABLE, MudHoG
-from fl_core import FederationConfig, History, ImageDataset, LocalTraining
-from fl_core.datasets import load_dataset
-from fl_core.models import build_model
+from fedarena import defenses  # noqa: F401  (registers every aggregator)
+from fedarena.benchmarks.harness.device import add_device_option
+from fedarena.benchmarks.harness.tasks.federation import build_federation, run_federation
+from fedarena.benchmarks.harness.units import UnitCache, digest, unit_key
+from fedarena.benchmarks.reproductions import RESULTS as REPRO_RESULTS
+from fedarena.benchmarks.reproductions import command, run_script
+from fedarena.defenses.mud_hog import UNRELIABLE, MudHoG
+from fedarena.fl_core import FederationConfig, History, ImageDataset, LocalTraining
+from fedarena.fl_core.datasets import load_dataset
+from fedarena.fl_core.models import build_model
 
 from .common import fmt, load_mnist, machine_line, today, write_lines
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         "# MUD-HoG in peacetime: honest clients excluded with nobody attacking",
         "",
-        f"- command: `{command('benchmarks.reproductions.robustness.bench_mud_hog_peacetime', argv)}`",
+        f"- command: `{command('fedarena.benchmarks.reproductions.robustness.bench_mud_hog_peacetime', argv)}`",
         f"- machine: {machine_line()}",
         f"- date: {today()}",
         f"- federations: every client honest; digits (scikit-learn, 1,437 training images) and MNIST "

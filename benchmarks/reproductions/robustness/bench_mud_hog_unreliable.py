@@ -9,7 +9,7 @@ this round's unreliable suspects (precision/recall against the true unreliable c
 the confirmed unreliable set, and what the unreliable clients are labelled or excluded
 as otherwise.
 
-    python -m benchmarks.reproductions.robustness.bench_mud_hog_unreliable [--seeds 0 1 2] [--rounds 15]
+    python -m fedarena.benchmarks.reproductions.robustness.bench_mud_hog_unreliable [--seeds 0 1 2] [--rounds 15]
 """
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-import defenses  # noqa: F401  (registers every aggregator)
-from benchmarks.harness.device import add_device_option
-from benchmarks.harness.tasks.federation import build_federation, run_federation
-from benchmarks.harness.units import UnitCache, digest, unit_key
-from benchmarks.reproductions import RESULTS as REPRO_RESULTS
-from benchmarks.reproductions import command, run_script
-from defenses.aggregation.coordinate import coordinate_median
-from defenses.mud_hog import MALICIOUS_LABELS, SIGN_FLIP, UNRELIABLE, MudHoG, largest_gap_split
-from fl_core import FederationConfig, History, LocalTraining
-from fl_core.aggregation import AggregationResult
-from fl_core.models import build_model
+from fedarena import defenses  # noqa: F401  (registers every aggregator)
+from fedarena.benchmarks.harness.device import add_device_option
+from fedarena.benchmarks.harness.tasks.federation import build_federation, run_federation
+from fedarena.benchmarks.harness.units import UnitCache, digest, unit_key
+from fedarena.benchmarks.reproductions import RESULTS as REPRO_RESULTS
+from fedarena.benchmarks.reproductions import command, run_script
+from fedarena.defenses.aggregation.coordinate import coordinate_median
+from fedarena.defenses.mud_hog import MALICIOUS_LABELS, SIGN_FLIP, UNRELIABLE, MudHoG, largest_gap_split
+from fedarena.fl_core import FederationConfig, History, LocalTraining
+from fedarena.fl_core.aggregation import AggregationResult
+from fedarena.fl_core.models import build_model
 
 from .bench_mud_hog_mnist import hardest_mix
 from .common import load_mnist, machine_line, today, write_lines
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         "# MUD-HoG's unreliable step on the hardest mix, round by round",
         "",
-        f"- command: `{command('benchmarks.reproductions.robustness.bench_mud_hog_unreliable', argv)}`",
+        f"- command: `{command('fedarena.benchmarks.reproductions.robustness.bench_mud_hog_unreliable', argv)}`",
         f"- machine: {machine_line()}",
         f"- date: {today()}",
         f"- federation: the hardest mix of `bench_mud_hog_mnist` ({counts}), {args.train_size} seeded MNIST "
