@@ -80,8 +80,8 @@ def test_list_name_shows_parameters_types_defaults_and_sources(capsys: pytest.Ca
     assert main(["list", "krum"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("krum (aggregator; fedarena.defenses.aggregation.krum.Krum)")
-    assert re.search(r"^  f  int or null, default None  \[signature of fedarena\.defenses\.aggregation\.krum\.Krum\]$", out,
-                     re.M)
+    assert re.search(r"^  f  int or null, default None  "
+                     r"\[signature of fedarena\.defenses\.aggregation\.krum\.Krum\]$", out, re.M)
     assert "``f`` is the number of Byzantine clients the rule must tolerate." in out  # the docstring's note
 
     assert main(["list", "dlg", "--json"]) == 0
