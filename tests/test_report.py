@@ -106,3 +106,20 @@ def test_cli_report_and_show(folder: Path, capsys: pytest.CaptureFixture[str], t
     assert f"run {run.run_id}" in text and "status failed" in text and "out of range" in text
     assert main(["show", "zzzz", "--out", str(folder)]) == 2
     assert "no run 'zzzz'" in capsys.readouterr().err
+
+
+def test_report_charts_also_as_pdf_and_svg(folder: Path) -> None:
+    """``--formats pdf svg``: every chart beside its PNG, as a real PDF and SVG (issue #18, figures for a paper)."""
+    from fedarena.benchmarks.harness.cli import main
+
+    assert main(["report", str(folder), "--formats", "png", "pdf", "svg"]) == 0
+    files = folder / "report_files"
+    charts = sorted(p for p in files.glob("*.png") if not p.name.split("_", 1)[-1].startswith("reconstructions"))
+    assert charts  # the tiny suite draws accuracy and detection charts
+    for png in charts:
+        if (files / png.with_suffix(".pdf").name).exists():
+            assert png.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
+            assert b"<svg" in png.with_suffix(".svg").read_bytes()[:2000]
+    assert any(p.name.startswith(("tiny_report_accuracy", "accuracy")) or "accuracy" in p.name
+               for p in files.glob("*.pdf"))
+    assert any("detection" in p.name for p in files.glob("*.svg"))

@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="write DIR/report.md and a self-contained DIR/report.html")
     p.add_argument("dir", metavar="DIR", help="an output folder of `fedarena run`")
+    p.add_argument("--formats", nargs="+", choices=("png", "pdf", "svg"), default=["png"],
+                   help="also write each chart as PDF/SVG under DIR/report_files (for a paper)")
     p.set_defaults(handler=_cmd_report)
 
     p = sub.add_parser("show", help="print one run's configuration, metrics, artefacts and error")
@@ -183,15 +185,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"error: {folder} has no results.sqlite; run a suite into it with `fedarena run SUITE --out "
               f"{folder}`", file=sys.stderr)
         return 2
-    return _report(folder)
+    return _report(folder, args.formats)
 
 
-def _report(folder: Path) -> int:
+def _report(folder: Path, formats: Sequence[str] = ("png",)) -> int:
     from fedarena.benchmarks.harness.report import ReportWriteError, write_report
     from fedarena.benchmarks.harness.store import StoreError
 
     try:
-        paths = write_report(folder)
+        paths = write_report(folder, formats)
     except (StoreError, ReportWriteError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ is skipped and listed under "Skipped artefacts"; it never aborts the report.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -82,14 +83,24 @@ class ReportPaths:
     figures: Path
 
 
-def write_report(folder: str | Path) -> ReportPaths:
-    """Build the report of every suite stored in ``folder`` and write it there."""
+def write_report(folder: str | Path, formats: Sequence[str] = ("png",)) -> ReportPaths:
+    """Build the report of every suite stored in ``folder`` and write it there.
+
+    ``formats`` beyond ``png`` ("pdf", "svg") also write each chart (accuracy curves,
+    detection bars, privacy-utility) in those formats beside its PNG, for a paper;
+    reconstruction grids in any format come from ``fedarena figure``.
+    """
     folder = Path(folder)
+    unknown = sorted(set(formats) - {"png", "pdf", "svg"})
+    if unknown:
+        raise ValueError(f"report formats: {', '.join(unknown)} not one of png, pdf, svg")
     with Store(folder / STORE_NAME, readonly=True) as store:
         doc = build_report(store, folder)
     try:
         for fig in doc.figures:
             write_atomic(folder / FIGURES_DIR / fig.name, fig.png)
+            for fmt in (f for f in formats if f != "png" and fig.render is not None):
+                write_atomic(folder / FIGURES_DIR / Path(fig.name).with_suffix(f".{fmt}").name, fig.render(fmt))
         md = write_atomic(folder / MARKDOWN, to_markdown(doc, FIGURES_DIR))
         page = write_atomic(folder / HTML, to_html(doc))
     except OSError as exc:
@@ -550,7 +561,8 @@ def _robustness_group(doc: Document, suite: str, title: str, runs: list[RunRecor
     curves = [c for c in (_curve(f"{a} / {d}", cell) for (a, d), cell in cells.items()) if c is not None]
     if curves:
         doc.add(Figure(_fig_name(suite, f"accuracy_{title}"), figs.accuracy_curves(curves, f"{suite}: {title}"),
-                       "Test accuracy per round (mean over seeds, band = ±1 std)."))
+                       "Test accuracy per round (mean over seeds, band = ±1 std).",
+                       render=functools.partial(_render, figs.accuracy_curves, curves, f"{suite}: {title}")))
     several = len({a for (a, _), cell in cells.items() if _attackers(cell[0])}) > 1
     bars = [figs.Bars(f"{a} / {d}" if several else d, _mean(cell, "malicious_precision"),
                       _mean(cell, "malicious_recall"))
@@ -559,7 +571,13 @@ def _robustness_group(doc: Document, suite: str, title: str, runs: list[RunRecor
     if bars:
         doc.add(Figure(_fig_name(suite, f"detection_{title}"), figs.detection_bars(bars, f"{suite}: {title}"),
                        "Malicious-client detection precision and recall per defense (mean over seeds; defenses "
-                       "that excluded no client in this block are left out)."))
+                       "that excluded no client in this block are left out).",
+                       render=functools.partial(_render, figs.detection_bars, bars, f"{suite}: {title}")))
+
+
+def _render(chart: Callable[..., bytes], data: Any, title: str, fmt: str) -> bytes:
+    """One report chart in another format (``Figure.render``)."""
+    return chart(data, title, format=fmt)
 
 
 def _attackers(run: RunRecord) -> int:
@@ -678,7 +696,8 @@ def _privacy_utility_pair(doc: Document, suite: str, p_title: str, p_runs: list[
                        figs.privacy_utility(points, f"{suite}: privacy vs utility"),
                        f"Median attack PSNR (dB) over the images of “{p_title}” against the final test accuracy "
                        f"of “{u_title}” under the same defense (mean over seeds)"
-                       + (f"; not plotted (median ∞): {', '.join(not_plotted)}" if not_plotted else "") + "."))
+                       + (f"; not plotted (median ∞): {', '.join(not_plotted)}" if not_plotted else "") + ".",
+                       render=functools.partial(_render, figs.privacy_utility, points, f"{suite}: privacy vs utility")))
 
 
 def _data_model(run: RunRecord) -> tuple[str, str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -43,6 +44,8 @@ class Figure:
     name: str  # file name under the figures folder
     png: bytes
     caption: str = ""
+    # renders the same figure as another format ("pdf", "svg") for a paper; None: PNG only
+    render: Callable[[str], bytes] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
