@@ -45,5 +45,7 @@ def _in_checkout() -> bool:
         os.path.isfile(os.path.join(_ROOT, p, "__init__.py")) for p in PACKAGES)
 
 
+# First on ``sys.meta_path``: an installed FedArena's finder (an editable install of another
+# checkout, or a wheel) must never serve this checkout's subpackages from elsewhere.
 if _in_checkout() and not any(isinstance(f, _CheckoutFinder) for f in sys.meta_path):
-    sys.meta_path.append(_CheckoutFinder())
+    sys.meta_path.insert(0, _CheckoutFinder())

@@ -95,3 +95,23 @@ def test_user_commands_name_the_namespace() -> None:
     stale = [f"{p.name}: {line.strip()}" for p in texts for line in p.read_text(encoding="utf-8").splitlines()
              if any(f"-m {top}." in line for top in TOP)]
     assert not stale, "\n".join(stale)
+
+
+def test_a_checkout_serves_its_own_packages_even_when_another_fedarena_is_installed(tmp_path: Path) -> None:
+    """Run from a second checkout (here a minimal copy: ``fedarena/__init__.py`` and four package
+    folders) while this one is installed (``make test`` installs it editable): every
+    ``fedarena.<package>`` must come from the checkout that served ``fedarena`` itself, never a
+    mix of two versions."""
+    (tmp_path / "fedarena").mkdir()
+    (tmp_path / "fedarena" / "__init__.py").write_text((ROOT / "fedarena" / "__init__.py").read_text())
+    for name in TOP:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text("WHERE = 'the second checkout'\n")
+    script = "import fedarena.attacks, fedarena.defenses, fedarena.fl_core, fedarena.benchmarks as b, sys\n" \
+             "print(*(sys.modules['fedarena.' + n].WHERE for n in ('attacks', 'defenses', 'fl_core', 'benchmarks')))"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["the", "second", "checkout"] * 4, done.stdout
