@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedarena.benchmarks.metrics.lpips import CHANNELS, LPIPS, LPIPSUnavailable, load_lpips
+from fedarena.benchmarks.metrics.lpips import CHANNELS, LPIPS, LPIPSUnavailable, load_lpips, resize_note, scoring_size
 from fedarena.benchmarks.metrics.privacy import (
     label_accuracy,
     match_order,
@@ -129,6 +129,25 @@ def test_lpips_of_an_image_with_itself_is_zero() -> None:
     y = x.flip(-1)
     assert model.distance(x, x).tolist() == [0.0, 0.0]
     assert (model.distance(x, y) > 0).all()
+
+
+def test_lpips_scores_images_too_small_for_alexnet_upsampled_to_its_patch_size() -> None:
+    """A 28×28 digit pair (AlexNet's pools leave nothing of it) is scored as the bilinear 64×64
+    upsampling of the pair; images of 32 px and more are scored as they are."""
+    assert scoring_size(28, 28) == (64, 64) and scoring_size(8, 16) == (64, 128) and scoring_size(32, 40) == (32, 40)
+    assert resize_note(32, 32) == "" and "28×28" in resize_note(28, 28) and "64×64" in resize_note(28, 28)
+    model = _random_lpips()
+    gen = torch.Generator().manual_seed(5)
+    x, y = torch.rand(2, 1, 28, 28, generator=gen), torch.rand(2, 1, 28, 28, generator=gen)
+    with pytest.raises(RuntimeError):  # what the reference would do: AlexNet refuses 28×28 input
+        model(x.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1))
+    d = model.distance(x, y)
+    up = [torch.nn.functional.interpolate(t.expand(-1, 3, -1, -1), size=(64, 64), mode="bilinear",
+                                          align_corners=False) for t in (x, y)]
+    assert torch.allclose(d, model(*up), atol=1e-6) and (d > 0).all()
+    assert model.distance(x, x).tolist() == [0.0, 0.0]
+    scores = score_reconstruction(x, y, None, lpips=model)
+    assert scores.lpips is not None and scores.lpips_note == ""
 
 
 def test_lpips_missing_weights_are_reported_not_invented(tmp_path) -> None:

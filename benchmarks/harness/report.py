@@ -445,7 +445,8 @@ def _lpips_size_note(runs: list[RunRecord], grids: list[tuple[torch.Tensor, dict
         return ""
     return (f"on these {', '.join(small)} images LPIPS is much less discriminative than at 64×64 and above "
             "(at 32×32, Gaussian noise of σ 0.2 scores only 0.058 and a 4× blur 0.26), so compare LPIPS only "
-            "between runs at the same image size")
+            "between runs at the same image size (images under 32 px are scored upsampled to 64 px on the short "
+            "side)")
 
 
 def _grid_png(truth: torch.Tensor, rows: dict[str, GridRow], title: str) -> bytes:

@@ -15,6 +15,14 @@ torchvision's key layout) and ``weights/lpips/v0.1/alex.pth`` (keys
 does a file that is not a tensors-only weights file (a pickled payload that
 ``weights_only`` refuses, a truncated archive): "LPIPS unavailable: <file> is not a
 valid weights file", and the runs go on without LPIPS.
+
+Images smaller than AlexNet can take (``MIN_SIDE``: its stride-4 conv1 and two 3/2
+max-pools leave nothing of a 28×28 digit) are upsampled bilinearly, both of the pair alike,
+so that their shorter side is ``PATCH`` = 64 px, the size of the BAPPS patches the v0.1
+linear heads were fitted on, before scoring (``scoring_size`` says to what). The
+reference package raises on such images instead; FedArena's tables say when the resize
+applied (``resize_note``). An upsampled digit is smooth, so compare its LPIPS only with
+LPIPS of images of the same size.
 """
 
 from __future__ import annotations
@@ -35,6 +43,26 @@ HEADS_FILE = ("lpips", "v0.1", "alex.pth")
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
 CHANNELS = (64, 192, 384, 256, 256)
+MIN_SIDE = 32  # the smallest side AlexNet's features accept (conv1 stride 4, then two 3/2 max-pools)
+PATCH = 64  # BAPPS patch size (Zhang et al. 2018), the scale the linear heads were calibrated at
+
+
+def scoring_size(height: int, width: int) -> tuple[int, int]:
+    """The size LPIPS scores an ``height × width`` image at: itself, or upsampled (aspect kept)
+    so its shorter side is ``PATCH`` when a side is below ``MIN_SIDE``."""
+    if min(height, width) >= MIN_SIDE:
+        return height, width
+    factor = PATCH / min(height, width)
+    return round(height * factor), round(width * factor)
+
+
+def resize_note(height: int, width: int) -> str:
+    """One line for a table when LPIPS upsampled ``height × width`` images; "" when it did not."""
+    size = scoring_size(height, width)
+    if size == (height, width):
+        return ""
+    return (f"LPIPS scored on the {height}×{width} images upsampled bilinearly to {size[0]}×{size[1]} "
+            f"(LPIPS-AlexNet needs at least {MIN_SIDE} px per side; {PATCH} px is its heads' patch size)")
 
 
 @dataclass(frozen=True)
@@ -90,10 +118,18 @@ class LPIPS(nn.Module):
 
     @torch.no_grad()
     def distance(self, x: Tensor, y: Tensor) -> Tensor:
-        """Per-image LPIPS; grey images (1 channel) are repeated to RGB, as LPIPS users do."""
+        """Per-image LPIPS; grey images (1 channel) are repeated to RGB, as LPIPS users do, and
+        images below ``MIN_SIDE`` are upsampled to ``scoring_size`` (module docstring)."""
+        if x.shape != y.shape or x.dim() != 4:
+            raise ValueError(f"LPIPS compares two [B, C, H, W] batches, got {tuple(x.shape)} and {tuple(y.shape)}")
         if x.shape[1] == 1:
             x, y = x.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1)
-        return self(x.float(), y.float())
+        x, y = x.float(), y.float()
+        size = scoring_size(*x.shape[-2:])
+        if size != tuple(x.shape[-2:]):
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False).clamp(0, 1)
+            y = F.interpolate(y, size=size, mode="bilinear", align_corners=False).clamp(0, 1)
+        return self(x, y)
 
 
 def load_lpips(root: str | Path | None = None) -> LPIPS | LPIPSUnavailable:

@@ -245,8 +245,9 @@ def score_privacy(reconstruction: Tensor, truth: Tensor, normalization: Normaliz
                   true_masks: Mapping[str, Sequence[Tensor]] | None = None) -> PrivacyScores:
     """Hungarian-matched PSNR/SSIM/MSE/LPIPS and label accuracy of one attacked upload.
 
-    Images too small for LPIPS-AlexNet (e.g. 8×8 digits) get LPIPS reported as
-    unavailable with the reason, never a made-up number. ``extra["mse_normalized"]``: the
+    Images smaller than LPIPS-AlexNet takes (e.g. 28×28 digits) are scored upsampled
+    (``fedarena.benchmarks.metrics.lpips.scoring_size``; tables say so with ``resize_note``).
+    ``extra["mse_normalized"]``: the
     per-image normalised-space MSE (the DIA reference's metric). ``masks``: the
     reconstruction's variables; when its ``mask.<site>`` entries (recovered dropout masks)
     exist and ``true_masks`` (the client's record) is given, ``extra["mask_recovery"]``.
@@ -261,20 +262,10 @@ def score_privacy(reconstruction: Tensor, truth: Tensor, normalization: Normaliz
 
 def _score_images(reconstruction: Tensor, truth: Tensor, normalization: Normalization,
                   predicted_labels: Tensor | None, true_labels: Tensor) -> PrivacyScores:
-    """``score_reconstruction`` with LPIPS loaded once, and its small-image fallback."""
+    """``score_reconstruction`` with LPIPS loaded once per process."""
     if predicted_labels is not None and predicted_labels.shape != true_labels.shape:
         predicted_labels = None  # a different batch size: no label multiset to compare
-    lpips = _lpips()
-    try:
-        return score_reconstruction(reconstruction, truth, normalization, predicted_labels, true_labels, lpips)
-    except RuntimeError as exc:
-        if isinstance(lpips, LPIPSUnavailable):
-            raise
-        h, w = truth.shape[-2:]
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        why = "too small for AlexNet's pooling layers" if "output size" in message.lower() else message[:160]
-        reason = LPIPSUnavailable(f"LPIPS-AlexNet cannot score {h}×{w} images: {why}")
-        return score_reconstruction(reconstruction, truth, normalization, predicted_labels, true_labels, reason)
+    return score_reconstruction(reconstruction, truth, normalization, predicted_labels, true_labels, _lpips())
 
 
 def summarize_privacy(scores: list[PrivacyScores]) -> dict[str, Any]:

@@ -4,8 +4,8 @@ Setting (issue 15 acceptance): ``mlp_dia`` (3×512 GELU, no biases, untrained, s
 with the client's dropout rate p ∈ {0, 0.1, 0.25, 0.5}; MNIST test images 0–3, each
 attacked alone (batch 1), FedSGD in train mode, labels granted; both attacks with the
 reference's settings (``dia_common.REFERENCE``) at the same iteration budget. Per cell
-(p, attack): mean PSNR and LPIPS over the images (LPIPS-AlexNet cannot score 28×28
-digits: reported as unavailable with the reason), normalised MSE, DIA's mask recovery;
+(p, attack): mean PSNR and LPIPS over the images (LPIPS on the 28×28 digits upsampled to
+64×64, ``metrics.lpips.scoring_size``), normalised MSE, DIA's mask recovery;
 one figure, PSNR vs p, one line per attack.
 
 Every (p, attack, image) is a cached unit (``UnitCache("dia_sweep")``), keyed by the
@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from fedarena.benchmarks.harness.units import UnitCache  # noqa: E402
+from fedarena.benchmarks.metrics.lpips import resize_note  # noqa: E402
 from fedarena.benchmarks.reproductions import run_script  # noqa: E402
 from fedarena.fl_core.datasets import load_dataset  # noqa: E402
 from fedarena.fl_core.models import build_model  # noqa: E402
@@ -111,6 +112,9 @@ def _report(args: argparse.Namespace, argv: list[str] | None, cells: dict[tuple[
                 f"{statistics.fmean(u.seconds for u in units):.0f} |")
     if notes:
         lines += ["", "LPIPS unavailable: " + "; ".join(sorted(notes))]
+    elif any(cells.values()):
+        truth = next(u for units in cells.values() for u in units).truth
+        lines += ["", resize_note(*truth.shape[-2:]) or "LPIPS scored at the images' own size."]
     lines += ["", "Mask recovery: the fraction of DIA's mask entries whose rounding equals the client's recorded "
                   "mask (at p = 0 there are no masks)."]
     if done:
