@@ -14,14 +14,6 @@ from functools import cache
 
 from fedarena.fl_core.registry import Registry
 
-# Public kinds of ``fedarena list --json``, each the union of these registries.
-LIST_KINDS: dict[str, tuple[str, ...]] = {
-    "datasets": ("datasets",),
-    "models": ("models",),
-    "attacks": ("inversion_attacks", "poisoning_attacks"),
-    "defenses": ("privacy_defenses", "aggregators"),
-}
-
 # Registry attribute -> (module to import for registration side effects, module holding it, name).
 _SOURCES: dict[str, tuple[str, str, str]] = {
     "datasets": ("fedarena.fl_core.datasets", "fedarena.fl_core.datasets", "DATASETS"),
@@ -50,20 +42,6 @@ class Components:
     privacy_defenses: Registry
     aggregators: Registry
     protocols: Registry
-
-    def catalogue(self) -> dict[str, dict[str, str]]:
-        """``{kind: {name: one-line description}}`` for the kinds ``fedarena list`` shows."""
-        out: dict[str, dict[str, str]] = {}
-        for kind, attrs in LIST_KINDS.items():
-            merged: dict[str, str] = {}
-            for attr in attrs:
-                merged.update(getattr(self, attr).descriptions())
-            out[kind] = dict(sorted(merged.items()))
-        return out
-
-    def sections(self) -> list[tuple[str, Registry]]:
-        """Every registry with a human title, for the plain ``fedarena list``."""
-        return [(getattr(self, attr).kind, getattr(self, attr)) for attr in _SOURCES]
 
 
 @cache
