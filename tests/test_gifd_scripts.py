@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from fedarena.benchmarks.reproductions.inversion.gifd_common import model_spec
 from fedarena.benchmarks.reproductions.inversion.gifd_speed import kept_sections
 
 RESULT = """# GIFD: cost of one iteration
@@ -37,3 +40,12 @@ def test_speed_keeps_the_sections_it_does_not_remeasure_with_their_date(tmp_path
     assert again == faces
     assert kept_sections(path, ["digits", "faces"]) == {}
     assert kept_sections(tmp_path / "absent.md", ["digits"]) == {}
+
+
+def test_model_spec_parses_integer_options_and_names_a_bad_one() -> None:
+    assert model_spec("resnet18") == ("resnet18", {})
+    assert model_spec("convnet:width=16") == ("convnet", {"width": 16})
+    with pytest.raises(ValueError, match="'width' in 'convnet:width' is not key=<integer>"):
+        model_spec("convnet:width")
+    with pytest.raises(ValueError, match="width=wide"):
+        model_spec("convnet:width=wide")

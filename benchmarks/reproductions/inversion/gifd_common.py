@@ -51,10 +51,23 @@ def faces(indices: list[int]) -> ImageDataset:
     return load_image_folder(folder, image_size=64, mode="RGB", name="celeba_hq_64").subset(indices)
 
 
+def model_spec(spec: str) -> tuple[str, dict[str, int]]:
+    """``"convnet:width=16"`` → ``("convnet", {"width": 16})``: a registered model and its integer options."""
+    name, *options = spec.split(":")
+    out: dict[str, int] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key or not value.lstrip("-").isdigit():
+            raise ValueError(f"model option {option!r} in {spec!r} is not key=<integer> (e.g. convnet:width=16)")
+        out[key] = int(value)
+    return name, out
+
+
 def fl_model(name: str, data: ImageDataset, seed: int = 0, device: str | torch.device = "cpu") -> nn.Module:
-    """The untrained FL model for ``data``'s images, in eval mode."""
+    """The untrained FL model ``name`` (a ``model_spec``: options after colons) for ``data``'s images, in eval mode."""
     shape = tuple(int(s) for s in data.images.shape[1:])
-    return build_model(name, data.num_classes, shape, seed=seed).to(device).eval()
+    model, options = model_spec(name)
+    return build_model(model, data.num_classes, shape, seed=seed, **options).to(device).eval()
 
 
 def attacks(budget: int, generator: str, restarts: int, seed: int = 0) -> dict[str, OptimizationAttack]:
