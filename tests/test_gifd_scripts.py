@@ -1,13 +1,23 @@
-"""The GIFD benchmark scripts' own logic (issue 16): what ``gifd_speed --settings digits`` keeps."""
+"""The GIFD benchmark scripts' own logic (issue 16): what ``gifd_speed --settings digits`` keeps, model
+specs, and ``gifd_defended``'s defended upload and adaptive attacker."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
 
-from fedarena.benchmarks.reproductions.inversion.gifd_common import model_spec
+from fedarena.attacks.inversion import GIFD
+from fedarena.benchmarks.harness.units import UnitCache
+from fedarena.benchmarks.reproductions.inversion.common import observe
+from fedarena.benchmarks.reproductions.inversion.gifd_common import TRAINING, fl_model, model_spec, run_unit
+from fedarena.benchmarks.reproductions.inversion.gifd_defended import adaptive, build_defense, defended, has_view
 from fedarena.benchmarks.reproductions.inversion.gifd_speed import kept_sections
+from fedarena.fl_core.data import ImageDataset, Normalization
+from fedarena.fl_core.threat import Observation
+
+from .helpers import shared_assets
 
 RESULT = """# GIFD: cost of one iteration
 
@@ -49,3 +59,51 @@ def test_model_spec_parses_integer_options_and_names_a_bad_one() -> None:
         model_spec("convnet:width")
     with pytest.raises(ValueError, match="width=wide"):
         model_spec("convnet:width=wide")
+
+
+def _digit() -> ImageDataset:
+    images = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    return ImageDataset("random", images, torch.tensor([3]), 10, Normalization((0.5,), (0.25,)))
+
+
+def test_defended_upload_and_adaptive_attacker() -> None:
+    data = _digit()
+    obs, _ = observe(fl_model("lenet", data), data, TRAINING)
+    clean = obs.update.vector
+    assert defended(obs, None) is obs
+    pruned = defended(obs, build_defense("pruning"))
+    kept = int((pruned.update.vector != 0).sum())
+    assert kept == round(0.8 * clean.numel()) and int((clean != 0).sum()) > kept
+    assert torch.equal(pruned.update.vector[pruned.update.vector != 0], clean[pruned.update.vector != 0])
+    assert float(defended(obs, build_defense("clipping")).update.vector.norm()) <= 4.0 + 1e-5
+    noisy = defended(obs, build_defense("gaussian_noise")).update.vector
+    assert 0.005 < float((noisy - clean).std()) < 0.02  # σ 0.01
+    attack = GIFD(generator="mnist_gan", iterations=2, feature_iterations=2, restarts=1)
+    assert not has_view(build_defense("gaussian_noise")) and not has_view(None)
+    assert adaptive(attack, build_defense("gaussian_noise"), obs) is attack
+    assert has_view(build_defense("clipping")) and has_view(build_defense("pruning"))
+    view = adaptive(attack, build_defense("pruning"), pruned).settings.update_transform
+    assert attack.settings.update_transform is None and view is not None
+    dummy = torch.ones_like(clean)
+    assert torch.equal(view(dummy), (pruned.update.vector != 0).to(dummy.dtype))
+
+
+def test_defended_unit_runs_the_adaptive_attack_on_the_defended_upload(tmp_path: Path) -> None:
+    root = shared_assets()
+    if root is None or not (root / "weights" / "csinva-mnist" / "G--300.ckpt").is_file():
+        pytest.skip("weights/csinva-mnist/G--300.ckpt absent (set FEDARENA_DATA to the shared assets)")
+    data = _digit()
+    model = fl_model("lenet", data)
+    attack = GIFD(generator="mnist_gan", data_root=str(root), iterations=2, feature_iterations=2, restarts=1)
+    defense = build_defense("pruning")
+    seen: list[Observation] = []
+
+    def prepare(obs: Observation) -> tuple[Observation, GIFD]:
+        seen.append(defended(obs, defense))
+        return seen[-1], adaptive(attack, defense, seen[-1])
+
+    with UnitCache("t", root=tmp_path) as cache:
+        unit = run_unit(cache, "digits", "gifd/pruning/adaptive", attack, model, data, 0, {"d": "pruning"}, prepare)
+        again = run_unit(cache, "digits", "gifd/pruning/adaptive", attack, model, data, 0, {"d": "pruning"}, prepare)
+    assert len(seen) == 1  # the second call read the cached unit
+    assert unit.psnr == again.psnr and [st["split"] for st in unit.stages] == ["latent", "block1", "block2"]
