@@ -14,6 +14,7 @@ by design: it is applied to the variable's data between optimiser steps.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -38,22 +39,29 @@ def project_l1_ball(x: Tensor, radius: float | Tensor) -> Tensor:
             r = r.expand(flat.shape[0])
         if r.shape != (flat.shape[0],):
             raise ValueError(f"radius must be a number or a [{flat.shape[0]}] tensor, got shape {tuple(r.shape)}")
-        bad = bool((r < 0).any()) or not bool(torch.isfinite(r).all())  # the one host sync, tensor radii only
+        if bool((r < 0).any()) or not bool(torch.isfinite(r).all()):  # the one host sync, tensor radii only
+            raise ValueError(f"l1-ball radius must be finite and >= 0, got {radius}")
+        r = r[:, None]
     else:
-        bad = not math.isfinite(radius) or radius < 0
-        r = torch.full((flat.shape[0],), float(radius), dtype=flat.dtype, device=flat.device)
-    if bad:
-        raise ValueError(f"l1-ball radius must be finite and >= 0, got {radius}")
+        if not math.isfinite(radius) or radius < 0:
+            raise ValueError(f"l1-ball radius must be finite and >= 0, got {radius}")
+        r = float(radius)  # a scalar operand: no per-call radius tensor
     a = flat.abs()
     u = torch.sort(a, dim=1, descending=True).values
     css = torch.cumsum(u, dim=1)
-    j = torch.arange(1, flat.shape[1] + 1, device=flat.device, dtype=flat.dtype)
-    active = u * j > css - r[:, None]  # u_j - (css_j - r) / j > 0, multiplied by j > 0
+    j = _positions(flat.shape[1], flat.dtype, flat.device)
+    active = u * j > css - r  # u_j - (css_j - r) / j > 0, multiplied by j > 0
     # (with r = 0 nothing is active: rho = 1 and theta = max|v|, so every entry becomes 0)
     # the largest such j (Duchi et al. show the condition holds exactly for j <= rho; taking the
     # largest index rather than the count keeps that choice under rounding near ties)
-    rho = torch.where(active, j, torch.zeros_like(j)).amax(dim=1).clamp(min=1).long()
-    theta = (css.gather(1, (rho - 1)[:, None]).squeeze(1) - r) / rho.to(flat.dtype)
-    projected = torch.sign(flat) * (a - theta[:, None]).clamp(min=0)
-    inside = css[:, -1] <= r
-    return torch.where(inside[:, None], flat, projected).reshape(x.shape)
+    rho = (active * j).amax(dim=1, keepdim=True).clamp(min=1)  # [B, 1], whole numbers in flat's dtype
+    theta = (css.gather(1, rho.long() - 1) - r) / rho
+    projected = torch.sign(flat) * (a - theta).clamp(min=0)
+    return torch.where(css[:, -1:] <= r, flat, projected).reshape(x.shape)  # inside the ball: unchanged
+
+
+@functools.lru_cache(maxsize=16)
+def _positions(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``1, 2, …, n`` as a row of ``dtype`` on ``device``, made once per size (the projection
+    runs after every optimiser step; never written to)."""
+    return torch.arange(1, n + 1, device=device, dtype=dtype)

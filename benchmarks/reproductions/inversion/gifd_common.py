@@ -29,6 +29,7 @@ from fedarena.fl_core.data_root import data_root
 from fedarena.fl_core.datasets import load_dataset
 from fedarena.fl_core.image_datasets import load_image_folder
 from fedarena.fl_core.models import build_model
+from fedarena.fl_core.threat import Observation
 from fedarena.fl_core.updates import LocalTraining
 
 from .common import Stopwatch, fmt, log, observe, score
@@ -51,10 +52,23 @@ def faces(indices: list[int]) -> ImageDataset:
     return load_image_folder(folder, image_size=64, mode="RGB", name="celeba_hq_64").subset(indices)
 
 
+def model_spec(spec: str) -> tuple[str, dict[str, int]]:
+    """``"convnet:width=16"`` → ``("convnet", {"width": 16})``: a registered model and its integer options."""
+    name, *options = spec.split(":")
+    out: dict[str, int] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key or not value.lstrip("-").isdigit():
+            raise ValueError(f"model option {option!r} in {spec!r} is not key=<integer> (e.g. convnet:width=16)")
+        out[key] = int(value)
+    return name, out
+
+
 def fl_model(name: str, data: ImageDataset, seed: int = 0, device: str | torch.device = "cpu") -> nn.Module:
-    """The untrained FL model for ``data``'s images, in eval mode."""
+    """The untrained FL model ``name`` (a ``model_spec``: options after colons) for ``data``'s images, in eval mode."""
     shape = tuple(int(s) for s in data.images.shape[1:])
-    return build_model(name, data.num_classes, shape, seed=seed).to(device).eval()
+    model, options = model_spec(name)
+    return build_model(model, data.num_classes, shape, seed=seed, **options).to(device).eval()
 
 
 def attacks(budget: int, generator: str, restarts: int, seed: int = 0) -> dict[str, OptimizationAttack]:
@@ -105,13 +119,20 @@ def settings_digest(attack: OptimizationAttack, extra: dict[str, Any]) -> str:
 
 
 def run_unit(cache: UnitCache, setting: str, key: str, attack: OptimizationAttack, model: nn.Module,
-             data: ImageDataset, index: int, extra: dict[str, Any]) -> Unit:
-    """Attack image ``index`` of ``data`` (a one-image dataset) with ``attack``, or read the cached unit."""
+             data: ImageDataset, index: int, extra: dict[str, Any],
+             prepare: Callable[[Observation], tuple[Observation, OptimizationAttack]] | None = None) -> Unit:
+    """Attack image ``index`` of ``data`` (a one-image dataset) with ``attack``, or read the cached unit.
+
+    ``prepare(observation) -> (observation, attack)``: what the server sees and the attack it runs
+    instead (a defended upload, an adaptive attacker built from it); ``extra`` must then name it,
+    since the unit's key is ``attack``'s settings and ``extra``."""
     unit_key = f"{setting}/{key}/image_{index}/{settings_digest(attack, extra)}"
     cached = cache.get_tensors(unit_key)
     if cached is not None:
         return Unit(**cached)
     obs, private = observe(model, data, TRAINING)
+    if prepare is not None:
+        obs, attack = prepare(obs)
     with Stopwatch() as t:
         if isinstance(attack, GIFD):
             rec, stages = attack.reconstruct_stages(obs)
@@ -150,8 +171,9 @@ def collect(cache: UnitCache, setting: str, load: Callable[[int], ImageDataset],
         after_image()
 
 
-def attack_table(units: dict[str, list[Unit]]) -> list[str]:
-    """Mean PSNR/SSIM/LPIPS per attack, with time per iteration."""
+def attack_table(units: dict[str, list[Unit]], labels: dict[str, str] | None = None) -> list[str]:
+    """Mean PSNR/SSIM/LPIPS per attack (row names: ``labels``, default ``LABELS``), with time per iteration."""
+    labels = LABELS if labels is None else labels
     lines = ["| attack | images | PSNR (dB) | SSIM | LPIPS | labels ok | ms / iteration |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for key, rows in units.items():
@@ -159,7 +181,7 @@ def attack_table(units: dict[str, list[Unit]]) -> list[str]:
             continue
         lp = [u.lpips for u in rows if u.lpips is not None]
         ms = statistics.fmean(u.seconds / u.iterations for u in rows) * 1e3
-        lines.append(f"| {LABELS[key]} | {len(rows)} | {statistics.fmean(u.psnr for u in rows):.2f} | "
+        lines.append(f"| {labels[key]} | {len(rows)} | {statistics.fmean(u.psnr for u in rows):.2f} | "
                      f"{statistics.fmean(u.ssim for u in rows):.3f} | {fmt(statistics.fmean(lp) if lp else None, 3)} | "
                      f"{sum(u.label_ok for u in rows)}/{len(rows)} | {ms:.0f} |")
     note = next((u.lpips_note for rows in units.values() for u in rows if u.lpips_note), "")

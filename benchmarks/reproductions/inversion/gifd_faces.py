@@ -14,9 +14,8 @@ latent-only, GIFD and GIFD's per-stage outputs for the first two faces. Every (i
 attack) unit is cached (``UnitCache``, benchmark ``gifd_faces``); a rerun computes only what
 is missing, and disjoint ``--images`` ranges can run in separate processes.
 
-    python -m fedarena.benchmarks.reproductions.inversion.gifd_faces [--images 0-3] [--iterations 1000] [--model
-    resnet18]
-        [--threads 2]
+    python -m fedarena.benchmarks.reproductions.inversion.gifd_faces [--images 0-3] [--iterations 1000]
+        [--model resnet18 | convnet:width=16] [--threads 2]
 """
 
 from __future__ import annotations
@@ -33,7 +32,18 @@ from fedarena.benchmarks.reproductions import run_script
 
 from .common import FIGURES, header, log, write_result
 from .dlg_cifar import parse_images
-from .gifd_common import ATTACKS, LABELS, Unit, attack_table, attacks, collect, faces, grid_rows, stage_table
+from .gifd_common import (
+    ATTACKS,
+    LABELS,
+    Unit,
+    attack_table,
+    attacks,
+    collect,
+    faces,
+    grid_rows,
+    model_spec,
+    stage_table,
+)
 
 MODULE = "fedarena.benchmarks.reproductions.inversion.gifd_faces"
 GENERATOR = "dcgan_faces64"
@@ -44,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", default="0-3", help="indices of the 10 faces (female 0-4, male 5-9)")
     parser.add_argument("--iterations", type=int, default=1000, help="total iteration budget per attack and face")
     parser.add_argument("--restarts", type=int, default=4, help="latent-search restarts (generator attacks)")
-    parser.add_argument("--model", default="resnet18", help="the FL model (resnet18, or e.g. convnet)")
+    parser.add_argument("--model", default="resnet18",
+                        help="the FL model: resnet18, or a smaller CNN with options, e.g. convnet:width=16")
     parser.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=list(ATTACKS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -54,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     images = parse_images(args.images)
-    name = args.name or f"gifd_faces_{args.model}_{args.iterations}"
+    model_spec(args.model)  # a malformed spec fails here, before any work
+    name = args.name or f"gifd_faces_{args.model.replace(':', '_').replace('=', '')}_{args.iterations}"
     cache = UnitCache("gifd_faces", fresh=args.fresh)
     chosen = {k: v for k, v in attacks(args.iterations, GENERATOR, args.restarts, args.seed).items()
               if k in args.attacks}
