@@ -31,6 +31,15 @@ Here the chain is one autograd pass through ``torch.func.functional_call`` of th
 network with the generated parameters (the same derivative), and the steps are the
 reference's ``torch.optim.SGD`` and ``clip_grad_norm_``, in place (``optimizer_step``,
 their functional twin, would copy the ~15M-parameter hypernetwork several times a step).
+Speed (profiled on one Fashion-MNIST client, 600 images, 1 thread): a step is memory-bound
+on the heads' ~60 MB of weights, and fresh ~60 MB tensors cost more than the arithmetic
+(page faults on first touch: alloc + fill 28 ms against 3.5 ms for a reused buffer). So
+autograd runs with the heads' weights detached (``HyperNetwork.from_features``) and their
+gradients, rank one (``g ⊗ h``: one product per entry, the same bits), are written into
+buffers reused over the round (``_HeadGradients``), and the weight decay is added to them
+in place (``_decay_``) instead of torch's out-of-place copy; the protocol moves the shared
+block by slices, not index gathers. Same numbers bit for bit (tested against the plain
+round); one client round 11.7 s → 6.8 s on the loaded 2-core machine (4.7 s when quieter).
 Sizes (``hyperfl_sizes``; tested): the CIFAR-10 CNN has 107,690 parameters, of which
 106,400 are generated, so the hypernetwork has 129·106,400 + 8,320 = 13,733,920, i.e. an
 upload 127.5× FedAvg's; the Fashion-MNIST CNN has 117,066 (115,776 generated), a
