@@ -5,7 +5,8 @@ client's model on its own test split, per round.
 Fashion-MNIST (``--dataset fashion_mnist``) over ``--clients`` clients with the ``noniid_s``
 partition (600 training and 300 test images per client, 20 % IID + 80 % from a dominant class
 triplet, the paper's personalised-FL split), or the CIFAR-10 subset (``--dataset cifar10``:
-4,000 training and 1,000 test images, so 200 and 50 per client for 20 clients); every method
+4,000 training and 1,000 test images; 150 and 20 per client, the most noniid_s allows 20
+clients, see ``PER_CLIENT``); every method
 trains the reference's CNN for the dataset (``ReferenceCNN``: ``CNN_FMNIST``, ``CifarCNN``):
 HyperFL generates its feature extractor from the shared hypernetwork
 (``HyperFL`` protocol, the reference's two-phase local round), the others train it
@@ -58,8 +59,10 @@ LABELS = {"fedavg": "FedAvg", "fedavg_ft": "FedAvg + local head fine-tuning", "l
           "hyperfl": "HyperFL"}
 #: HyperFL's head phase settings, used for FedAvg's head fine-tuning.
 HEAD = LocalTraining(lr=0.1, epochs=1, batch_size=50, momentum=0.5, weight_decay=5e-4)
-#: per dataset: training and test images per client (None: the split's size / clients)
-PER_CLIENT: dict[str, tuple[int | None, int | None]] = {"fashion_mnist": (600, 300), "cifar10": (None, None)}
+#: per dataset: training and test images per client (None: the split's size / clients). The CIFAR-10
+#: subset (4,000 / 1,000 images, ~400 / ~100 per class) cannot give 20 noniid_s clients 200 / 50: each
+#: triplet's classes run out; 150 / 20 are the largest multiples of 5 the partition allows for 20 clients.
+PER_CLIENT: dict[str, tuple[int | None, int | None]] = {"fashion_mnist": (600, 300), "cifar10": (150, 20)}
 TITLES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10 subset"}
 
 
