@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
 
 from fedarena.attacks.poisoning.model_poisoning import SignFlip
 from fedarena.defenses.aggregation.krum import Krum
@@ -19,7 +20,7 @@ from fedarena.defenses.protocols import (
     target_parameters,
 )
 from fedarena.fl_core import Adversary, Client, FederationConfig, LocalTraining, Simulation
-from fedarena.fl_core.client import GlobalState, batch_schedule
+from fedarena.fl_core.client import GlobalState, batch_schedule, load_state
 from fedarena.fl_core.models import build_model
 from fedarena.fl_core.partition import NONIID_S_GROUPS, PARTITIONERS, label_distribution, partition
 from fedarena.fl_core.protocol import PROTOCOLS, ClientState
@@ -212,6 +213,82 @@ def test_local_round_matches_the_reference_way(clip):
     assert update.kind == "delta" and update.num_samples == 30
     assert update.metadata["steps"] == 3 + 6
     assert private.inputs.shape[0] == 30
+
+
+def _plain_round(protocol, net, state, data, training, gen):
+    """The trainer as it was before its speed-up (the head phase unchanged; the hypernetwork
+    phase by autograd through the whole hypernetwork and torch's SGD with weight decay):
+    the fast trainer must give these numbers bit for bit."""
+    net = copy.deepcopy(net)
+    load_state(net, state)
+    x, y = data.normalized(), data.labels
+    head = net.head_parameters()
+    with torch.no_grad():
+        generated = net.generate()
+    opt = torch.optim.SGD(head, lr=0.1, momentum=0.5, weight_decay=5e-4, foreach=True)
+    for idx in batch_schedule(len(data), LocalTraining(epochs=1, batch_size=training.batch_size), gen):
+        loss = F.cross_entropy(functional_call(net.target, generated, (x[idx],)), y[idx])
+        for p, g in zip(head, torch.autograd.grad(loss, head), strict=True):
+            p.grad = g
+        opt.step()
+    hyper = list(net.hypernetwork.parameters())
+    shared = [*hyper, net.embedding]
+    opt = torch.optim.SGD([{"params": hyper}, {"params": [net.embedding]}], lr=training.lr,
+                          momentum=training.momentum, weight_decay=training.weight_decay, foreach=True)
+    for idx in batch_schedule(len(data), training, gen):
+        loss = F.cross_entropy(net(x[idx]), y[idx])
+        for p, g in zip(shared, torch.autograd.grad(loss, shared), strict=True):
+            p.grad = g
+        torch.nn.utils.clip_grad_norm_(hyper, protocol.clip_norm, foreach=True)
+        torch.nn.utils.clip_grad_norm_([net.embedding], protocol.clip_norm)
+        opt.step()
+    return model_to_vector(net) - state.params
+
+
+@pytest.mark.parametrize("reference_cnn", [False, True])
+@pytest.mark.parametrize("clip", [50.0, 1e-3])
+def test_fast_local_round_is_the_plain_one_bit_for_bit(reference_cnn, clip):
+    """The heads' gradients formed as outer products in reused buffers and the weight decay
+    added in place change no bit of the update (the protocol's speed-up is a refactor)."""
+    if reference_cnn:
+        net = build_hyperfl_net(ReferenceCNN(10, (1, 28, 28)), hidden_dim=8, seed=0)
+        data = synthetic_images(n=24, size=28, classes=10, seed=4)
+    else:
+        net, data = _net(), synthetic_images(n=30, seed=4)
+    protocol = HyperFL(clip_norm=clip)
+    protocol.shared_layout(net)
+    state = GlobalState(model_to_vector(net) + 0.01)  # not the initialisation: a later round's start
+    update, _ = protocol.trainer(copy.deepcopy(net), state, 0, data, LOCAL, torch_generator(0, "t"))
+    plain = _plain_round(protocol, net, state, data, LOCAL, torch_generator(0, "t"))
+    assert torch.equal(update.vector, plain)
+    assert update.vector.abs().max() > 0
+
+
+def test_hyperfl_slices_are_fedpers_gathers():
+    """HyperFL moves the shared block by slices; FedPer's index gathers give the same values."""
+    from fedarena.fl_core.protocol import FedPer
+    from fedarena.fl_core.updates import ClientUpdate
+    net = _net()
+    protocol = HyperFL()
+    protocol.shared_layout(net)
+    kept = ClientState(0, GlobalState(model_to_vector(net) * 1.5))
+    state = GlobalState(model_to_vector(net.hypernetwork) - 0.25)
+    start = protocol.client_start(state, kept)
+    assert torch.equal(start.params, FedPer.client_start(protocol, state, kept).params)
+    vector = torch.randn(start.params.numel(), generator=torch.Generator().manual_seed(0))
+    for kind in ("delta", "gradient"):
+        ours, theirs = ClientState(0, kept.initial), ClientState(0, kept.initial)
+        up = protocol.client_upload(ClientUpdate(0, vector, kind, 5), start, ours, LOCAL)
+        ref = FedPer.client_upload(protocol, ClientUpdate(0, vector, kind, 5), start, theirs, LOCAL)
+        assert torch.equal(up.vector, ref.vector) and torch.equal(ours.values["private"], theirs.values["private"])
+    assert torch.equal(protocol.read_shared(net), FedPer.read_shared(protocol, net))
+    other = copy.deepcopy(net)
+    protocol.write_shared(state.params, other)
+    assert torch.equal(model_to_vector(other), FedPer.client_start(protocol, state, ClientState(
+        0, GlobalState(model_to_vector(net)))).params)
+    worker = protocol.client_model(other, ours, copy.deepcopy(net))
+    assert torch.equal(model_to_vector(worker), model_to_vector(FedPer.client_model(protocol, other, ours)))
+    assert not torch.equal(model_to_vector(worker), model_to_vector(other))  # the client's own private part
 
 
 def test_clipping_bounds_every_hypernetwork_step():

@@ -31,6 +31,15 @@ Here the chain is one autograd pass through ``torch.func.functional_call`` of th
 network with the generated parameters (the same derivative), and the steps are the
 reference's ``torch.optim.SGD`` and ``clip_grad_norm_``, in place (``optimizer_step``,
 their functional twin, would copy the ~15M-parameter hypernetwork several times a step).
+Speed (profiled on one Fashion-MNIST client, 600 images, 1 thread): a step is memory-bound
+on the heads' ~60 MB of weights, and fresh ~60 MB tensors cost more than the arithmetic
+(page faults on first touch: alloc + fill 28 ms against 3.5 ms for a reused buffer). So
+autograd runs with the heads' weights detached (``HyperNetwork.from_features``) and their
+gradients, rank one (``g ⊗ h``: one product per entry, the same bits), are written into
+buffers reused over the round (``_HeadGradients``), and the weight decay is added to them
+in place (``_decay_``) instead of torch's out-of-place copy; the protocol moves the shared
+block by slices, not index gathers. Same numbers bit for bit (tested against the plain
+round); one client round 11.7 s → 6.8 s on the loaded 2-core machine (4.7 s when quieter).
 Sizes (``hyperfl_sizes``; tested): the CIFAR-10 CNN has 107,690 parameters, of which
 106,400 are generated, so the hypernetwork has 129·106,400 + 8,320 = 13,733,920, i.e. an
 upload 127.5× FedAvg's; the Fashion-MNIST CNN has 117,066 (115,776 generated), a
@@ -49,6 +58,7 @@ that wants the target's flat vector (``functional_call(net.target, ...)``).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -68,10 +78,10 @@ from fedarena.fl_core.client import (
     train_client,
 )
 from fedarena.fl_core.data import ImageDataset
-from fedarena.fl_core.protocol import FedPer
+from fedarena.fl_core.protocol import ClientState, FedPer
 from fedarena.fl_core.seeding import derive_seed
 from fedarena.fl_core.updates import ClientUpdate, LocalTraining, PrivateData
-from fedarena.fl_core.vectors import ParameterLayout, buffers_to_vector, model_to_vector
+from fedarena.fl_core.vectors import ParameterLayout, buffers_to_vector, model_to_vector, vector_to_model
 
 #: The reference's hypernetwork-phase schedule (its head phase is ``HyperFL``'s defaults).
 #: Batch size 50 is FedPAC's ``local_bs`` default, on whose code HyperFL builds.
@@ -119,8 +129,16 @@ class HyperNetwork(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(hidden_dim, math.prod(s)) for s in self.shapes)
 
     def forward(self, embedding: Tensor) -> dict[str, Tensor]:
-        features = self.mlp(embedding)
-        return {n: head(features).view(s) for n, head, s in zip(self.names, self.heads, self.shapes, strict=True)}
+        return self.from_features(self.mlp(embedding))
+
+    def from_features(self, features: Tensor, fixed_heads: bool = False) -> dict[str, Tensor]:
+        """The generated tensors from the MLP's output; with ``fixed_heads`` the heads'
+        parameters enter detached (the same values: autograd then skips their gradients,
+        which ``head_gradients`` forms from the outputs' gradients instead)."""
+        if not fixed_heads:
+            return {n: head(features).view(s) for n, head, s in zip(self.names, self.heads, self.shapes, strict=True)}
+        return {n: F.linear(features, head.weight.detach(), head.bias.detach()).view(s)
+                for n, head, s in zip(self.names, self.heads, self.shapes, strict=True)}
 
 
 class HyperFLNet(nn.Module):
@@ -224,16 +242,49 @@ def hyperfl_sizes(net: HyperFLNet) -> Sizes:
     return Sizes(generated + head, generated, head, sum(p.numel() for p in net.hypernetwork.parameters()))
 
 
-def _sgd(groups: list[list[nn.Parameter]], t: LocalTraining) -> torch.optim.SGD:
+def _sgd(groups: list[list[nn.Parameter]], t: LocalTraining, weight_decay: float | None = None) -> torch.optim.SGD:
     """The reference's optimiser, created afresh each round (in place and foreach: the
-    hypernetwork is ~128× the target network, so no flat copies per step)."""
+    hypernetwork is ~128× the target network, so no flat copies per step). ``weight_decay=0``
+    with ``_decay_`` before each step is the same step without torch's out-of-place copy."""
     return torch.optim.SGD([{"params": g} for g in groups], lr=t.lr, momentum=t.momentum,
-                           weight_decay=t.weight_decay, foreach=True)
+                           weight_decay=t.weight_decay if weight_decay is None else weight_decay, foreach=True)
+
+
+def _decay_(params: Sequence[nn.Parameter], weight_decay: float) -> None:
+    """``torch.optim.SGD``'s weight decay (``_foreach_add(grads, params, alpha=wd)``, the same
+    kernel, so the same bits) into the gradients in place: on the ~15M-parameter hypernetwork
+    torch's fresh copy costs more (page faults on ~60 MB of new memory) than the arithmetic."""
+    if weight_decay:
+        with torch.no_grad():
+            torch._foreach_add_([p.grad for p in params], list(params), alpha=weight_decay)
 
 
 def _set_grads(params: Sequence[nn.Parameter], grads: Sequence[Tensor]) -> None:
     for p, g in zip(params, grads, strict=True):
         p.grad = g
+
+
+class _HeadGradients:
+    """The hypernetwork heads' gradients, formed in buffers reused over a round's steps.
+
+    A head ``W·h + b`` sees one feature vector ``h`` (the MLP's output for the client's
+    embedding), so its weight gradient is the outer product ``g ⊗ h`` of its output's
+    gradient ``g`` with ``h`` and its bias gradient is ``g``: what autograd computes (an
+    ``mm`` with inner dimension one, one product per entry and no sum, so the same bits),
+    without allocating the heads' ~60 MB of gradients anew at every step.
+    """
+
+    def __init__(self, hypernetwork: HyperNetwork) -> None:
+        self.weights = [head.weight for head in hypernetwork.heads]
+        self.biases = [head.bias for head in hypernetwork.heads]
+        self.buffers = [torch.empty_like(w, memory_format=torch.contiguous_format) for w in self.weights]
+
+    def assign(self, features: Tensor, output_grads: Sequence[Tensor]) -> None:
+        """Set the heads' ``.grad`` from the generated tensors' gradients (``from_features`` order)."""
+        h = features.detach()
+        for w, b, buf, g in zip(self.weights, self.biases, self.buffers, output_grads, strict=True):
+            w.grad = torch.outer(g.reshape(-1), h, out=buf)
+            b.grad = g.reshape(-1)
 
 
 class HyperFL(FedPer):
@@ -279,6 +330,7 @@ class HyperFL(FedPer):
         self.head_training = LocalTraining(lr=head_lr, momentum=head_momentum, weight_decay=head_weight_decay)
         self.clip_norm = float(clip_norm)
         self.loss_fn = loss_fn
+        self._block: tuple[int, int] | None = None
 
     def server_model(self, model: nn.Module, seed: int | None = None) -> nn.Module:
         """A ``HyperFLNet`` whose target is ``model`` (its ``head`` parameters the private
@@ -290,7 +342,60 @@ class HyperFL(FedPer):
     def shared_layout(self, model: nn.Module) -> ParameterLayout:
         if not isinstance(model, HyperFLNet):
             raise TypeError(f"hyperfl: the server's model must be a HyperFLNet, got {type(model).__name__}")
-        return super().shared_layout(model)
+        layout = super().shared_layout(model)
+        # the hypernetwork's parameters are one block of the full vector (after the embedding,
+        # before the head): the moves below are slices, the same values as FedPer's gathers by
+        # index without passes over a ~15M-entry index per client
+        names = ParameterLayout.of(model).names
+        start = names.index(layout.names[0])
+        if names[start:start + len(layout.names)] != layout.names:
+            raise RuntimeError(f"hyperfl: the hypernetwork's parameters must be consecutive in the model's: {names}")
+        self._block = (sum(ParameterLayout.of(model, names[:start]).numels), layout.dim)
+        return layout
+
+    def _shared_block(self) -> tuple[int, int]:
+        """``(offset, length)`` of the shared hypernetwork vector in the full one."""
+        block = self._block
+        if block is None:
+            raise RuntimeError("hyperfl: shared_layout(model) must be called first (Server does)")
+        return block
+
+    def read_shared(self, model: nn.Module) -> Tensor:
+        self._shared_block()
+        return model_to_vector(model.hypernetwork)
+
+    def write_shared(self, vector: Tensor, model: nn.Module) -> None:
+        self._shared_block()
+        vector_to_model(vector, model.hypernetwork)
+
+    def client_start(self, state: GlobalState, kept: ClientState) -> GlobalState:
+        a, _ = self._shared_block()
+        private = self.head(kept)
+        return GlobalState(torch.cat([private[:a], state.params, private[a:]]), state.buffers)
+
+    def client_upload(self, update: ClientUpdate, start: GlobalState, kept: ClientState,
+                      training: LocalTraining) -> ClientUpdate:
+        a, d = self._shared_block()
+        alpha = 1.0 if update.kind == "delta" else -training.lr
+        kept.values["private"] = torch.add(torch.cat([start.params[:a], start.params[a + d:]]),
+                                           torch.cat([update.vector[:a], update.vector[a + d:]]), alpha=alpha)
+        return replace(update, vector=update.vector[a:a + d])
+
+    def client_model(self, model: nn.Module, kept: ClientState, worker: nn.Module | None = None) -> nn.Module:
+        """The global hypernetwork with the client's embedding and head, in ``worker`` (a new
+        copy of ``model`` when not given), copied in place (no full-model vectors)."""
+        self._shared_block()
+        worker = copy.deepcopy(model) if worker is None else worker
+        if not isinstance(worker, HyperFLNet) or not isinstance(model, HyperFLNet):
+            raise TypeError(f"hyperfl: client_model needs HyperFLNets, got {type(model).__name__}, "
+                            f"{type(worker).__name__}")
+        private = [worker.embedding, *worker.head_parameters()]  # the full vector's order after the hypernetwork
+        chunks = torch.split(self.head(kept), [p.numel() for p in private])
+        with torch.no_grad():
+            if worker is not model:
+                torch._foreach_copy_(list(worker.hypernetwork.parameters()), list(model.hypernetwork.parameters()))
+            torch._foreach_copy_(private, [c.view_as(p) for c, p in zip(chunks, private, strict=True)])
+        return worker
 
     def local_trainer(self, trainer: LocalTrainer) -> LocalTrainer:
         """HyperFL owns the local round; a trainer other than the honest one cannot be composed."""
@@ -335,14 +440,23 @@ class HyperFL(FedPer):
             used.extend(batches)
         kept = self._private_parameters(model)  # what phase 2 runs with: the upload's private parameters
         # phase 2: hypernetwork and embedding through the generated weights, each group clipped
+        # (the heads' gradients are formed by _HeadGradients, the weight decay added in place: the same steps)
         hyper = shared[:-1]
-        opt = _sgd([hyper, [model.embedding]], training)
+        hn = model.hypernetwork
+        rest = [*hn.mlp.parameters(), model.embedding]
+        heads = _HeadGradients(hn)
+        opt = _sgd([hyper, [model.embedding]], training, weight_decay=0.0)
         batches = batch_schedule(len(data), training, generator)
         for idx in batches:
-            loss = self.loss_fn(model(inputs[idx]), labels[idx])
-            _set_grads(shared, torch.autograd.grad(loss, shared))
+            features = hn.mlp(model.embedding)
+            generated = hn.from_features(features, fixed_heads=True)
+            loss = self.loss_fn(functional_call(model.target, generated, (inputs[idx],)), labels[idx])
+            grads = torch.autograd.grad(loss, [*generated.values(), *rest])
+            heads.assign(features, grads[:len(generated)])
+            _set_grads(rest, grads[len(generated):])
             torch.nn.utils.clip_grad_norm_(hyper, self.clip_norm, foreach=True)
             torch.nn.utils.clip_grad_norm_([model.embedding], self.clip_norm)
+            _decay_(shared, training.weight_decay)
             opt.step()
             losses.append(loss.item())
         used.extend(batches)

@@ -2,23 +2,29 @@
 its head fine-tuned locally, and local-only training: the mean over clients of each
 client's model on its own test split, per round.
 
-Fashion-MNIST over ``--clients`` clients with the ``noniid_s`` partition (600 training and
-300 test images per client, 20 % IID + 80 % from a dominant class triplet, the paper's
-personalised-FL split); every method trains the reference's FMNIST CNN
-(``ReferenceCNN``): HyperFL generates its feature extractor from the shared hypernetwork
+Fashion-MNIST (``--dataset fashion_mnist``) over ``--clients`` clients with the ``noniid_s``
+partition (600 training and 300 test images per client, 20 % IID + 80 % from a dominant class
+triplet, the paper's personalised-FL split), or the CIFAR-10 subset (``--dataset cifar10``:
+4,000 training and 1,000 test images; 150 and 20 per client, the most noniid_s allows 20
+clients, see ``PER_CLIENT``); every method
+trains the reference's CNN for the dataset (``ReferenceCNN``: ``CNN_FMNIST``, ``CifarCNN``):
+HyperFL generates its feature extractor from the shared hypernetwork
 (``HyperFL`` protocol, the reference's two-phase local round), the others train it
 directly with the hypernetwork phase's schedule (``REFERENCE_TRAINING``: SGD lr 0.02,
 momentum 0.5, weight decay 5e-4, batch 50, 5 epochs). ``fedavg_ft`` is FedAvg's global
 model with its head (``fc2``) fine-tuned for one epoch on each client (HyperFL's head
 phase settings), evaluated on that client's split; it is not a federation of its own.
+The cost lines are the bytes one client uploads per round (the server's shared layout ×
+4 bytes: HyperFL's hypernetwork, FedAvg's whole network) and the wall time per round.
 
 Each (method, round range) is a cached unit (``UnitCache``, with the federation's state
 at its end), so a killed or extended run resumes at the first missing range of
 ``--chunk`` rounds. Writes ``benchmarks/results/hyperfl_accuracy.md`` and a per-round
-accuracy figure next to it (PNG and PDF).
+accuracy figure next to it (PNG and PDF); ``hyperfl_accuracy_cifar10.md`` for CIFAR-10.
 
-    python -m fedarena.benchmarks.reproductions.protocols.hyperfl_accuracy [--clients 20] [--rounds 50]
-        [--methods fedavg local hyperfl] [--chunk 5] [--threads 1] [--device cpu] [--fresh]
+    python -m fedarena.benchmarks.reproductions.protocols.hyperfl_accuracy [--dataset fashion_mnist]
+        [--clients 20] [--rounds 50] [--methods fedavg local hyperfl] [--chunk 5] [--threads 1] [--device cpu]
+        [--fresh]
 """
 
 from __future__ import annotations
@@ -53,7 +59,11 @@ LABELS = {"fedavg": "FedAvg", "fedavg_ft": "FedAvg + local head fine-tuning", "l
           "hyperfl": "HyperFL"}
 #: HyperFL's head phase settings, used for FedAvg's head fine-tuning.
 HEAD = LocalTraining(lr=0.1, epochs=1, batch_size=50, momentum=0.5, weight_decay=5e-4)
-TRAIN_PER_CLIENT, TEST_PER_CLIENT = 600, 300
+#: per dataset: training and test images per client (None: the split's size / clients). The CIFAR-10
+#: subset (4,000 / 1,000 images, ~400 / ~100 per class) cannot give 20 noniid_s clients 200 / 50: each
+#: triplet's classes run out; 150 / 20 are the largest multiples of 5 the partition allows for 20 clients.
+PER_CLIENT: dict[str, tuple[int | None, int | None]] = {"fashion_mnist": (600, 300), "cifar10": (150, 20)}
+TITLES = {"fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10 subset"}
 
 
 @dataclass
@@ -62,21 +72,30 @@ class Federation:
     tests: dict[int, ImageDataset]
     seed: int
     device: torch.device
+    input_shape: tuple[int, ...] = (1, 28, 28)
+    sizes: tuple[int, int] = (0, 0)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def target(self) -> ReferenceCNN:
+        return target(self.seed, self.input_shape)
 
-def build_data(clients: int, seed: int, device: torch.device) -> Federation:
-    train, test = load_dataset("fashion_mnist", "train"), load_dataset("fashion_mnist", "test")
-    tr = partition("noniid_s", train.labels, clients, seed, local_size=TRAIN_PER_CLIENT)
-    te = partition("noniid_s", test.labels, clients, seed, local_size=TEST_PER_CLIENT)
+
+def build_data(clients: int, seed: int, device: torch.device, dataset: str = "fashion_mnist") -> Federation:
+    train, test = load_dataset(dataset, "train"), load_dataset(dataset, "test")
+    n_train, n_test = (given if given is not None else len(split) // clients
+                       for given, split in zip(PER_CLIENT[dataset], (train, test), strict=True))
+    tr = partition("noniid_s", train.labels, clients, seed, local_size=n_train)
+    te = partition("noniid_s", test.labels, clients, seed, local_size=n_test)
     return Federation([Client(i, train.subset(tr[i]).to(device)) for i in range(clients)],
-                      {i: test.subset(te[i]).to(device) for i in range(clients)}, seed, device)
+                      {i: test.subset(te[i]).to(device) for i in range(clients)}, seed, device,
+                      tuple(train.input_shape), (n_train, n_test))
 
 
-def target(seed: int) -> ReferenceCNN:
-    """The reference's FMNIST CNN, the same initialisation for every method and client."""
+def target(seed: int, input_shape: tuple[int, ...] = (1, 28, 28)) -> ReferenceCNN:
+    """The reference's CNN for the input shape (FMNIST's for 1 channel, CIFAR's for 3), the
+    same initialisation for every method and client."""
     torch.manual_seed(seed)
-    return ReferenceCNN(10, (1, 28, 28))
+    return ReferenceCNN(10, input_shape)
 
 
 class Method:
@@ -101,7 +120,7 @@ class SimulationMethod(Method):
 
     def __init__(self, fed: Federation, rounds: int, hyperfl: bool) -> None:
         super().__init__(fed)
-        model = build_hyperfl_net(target(fed.seed), seed=fed.seed) if hyperfl else target(fed.seed)
+        model = build_hyperfl_net(fed.target(), seed=fed.seed) if hyperfl else fed.target()
         self.sizes = hyperfl_sizes(model) if hyperfl else None
         cfg = FederationConfig(rounds=rounds, seed=fed.seed, local=REFERENCE_TRAINING)
         self.sim = Simulation(model.to(fed.device), fed.clients, cfg, test_set=fed.tests,
@@ -110,7 +129,9 @@ class SimulationMethod(Method):
 
     def round(self, r: int) -> dict[str, float]:
         rec = self.sim.run_round(r)
-        out = {"acc": float(rec.accuracy), "seconds": rec.seconds}  # type: ignore[arg-type]
+        server = self.sim.server  # what one client uploads: the shared layout, in the state's dtype
+        out = {"acc": float(rec.accuracy), "seconds": rec.seconds,  # type: ignore[arg-type]
+               "upload_bytes": server.layout.dim * server.state.params.element_size()}
         if self.fine_tune:
             out["acc_ft"] = sum(evaluate(self._fine_tuned(c, r), self.fed.tests[c.client_id])[0]
                                 for c in self.fed.clients) / len(self.fed.clients)
@@ -141,8 +162,8 @@ class LocalOnly(Method):
 
     def __init__(self, fed: Federation) -> None:
         super().__init__(fed)
-        self.worker = target(fed.seed).to(fed.device)
-        self.params = {c.client_id: GlobalState(model_to_vector(target(fed.seed)).to(fed.device))
+        self.worker = fed.target().to(fed.device)
+        self.params = {c.client_id: GlobalState(model_to_vector(fed.target()).to(fed.device))
                        for c in fed.clients}
 
     def round(self, r: int) -> dict[str, float]:
@@ -153,7 +174,7 @@ class LocalOnly(Method):
                                   torch_generator(self.fed.seed, "client", c.client_id, "round", r))
             self.params[c.client_id] = GlobalState(self.params[c.client_id].params + upd.vector)
             total += evaluate(self.worker, self.fed.tests[c.client_id])[0]
-        return {"acc": total / len(self.fed.clients), "seconds": time.perf_counter() - start}
+        return {"acc": total / len(self.fed.clients), "seconds": time.perf_counter() - start, "upload_bytes": 0}
 
     def state(self) -> dict[str, Any]:
         return {"params": {cid: s.params for cid, s in self.params.items()}}
@@ -210,13 +231,14 @@ def run_method(name: str, fed: Federation, args: argparse.Namespace, cache: Unit
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", choices=tuple(PER_CLIENT), default="fashion_mnist")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--chunk", type=int, default=5, help="rounds per cached unit")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--fresh", action="store_true", help="recompute every range even if cached")
     add_device_option(parser)
     args = parser.parse_args(argv)
@@ -224,18 +246,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--clients, --rounds and --chunk must be >= 1")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    fed = build_data(args.clients, args.seed, device)
-    setting = digest({"clients": args.clients, "seed": args.seed, "chunk": args.chunk, "device": device.type})
+    if args.out is None:
+        suffix = "" if args.dataset == "fashion_mnist" else f"_{args.dataset}"
+        args.out = RESULTS.with_name(f"{RESULTS.stem}{suffix}.md")
+    fed = build_data(args.clients, args.seed, device, args.dataset)
+    setting = digest({"clients": args.clients, "seed": args.seed, "chunk": args.chunk, "device": device.type,
+                      **({} if args.dataset == "fashion_mnist" else {"dataset": args.dataset})})
     results: dict[str, list[dict[str, float]]] = {}
     start = time.perf_counter()
     with UnitCache("hyperfl_accuracy", fresh=args.fresh) as cache:
         for name in args.methods:
             results[name] = run_method(name, fed, args, cache, setting)
-    sizes = hyperfl_sizes(build_hyperfl_net(target(args.seed), seed=args.seed))
+    sizes = hyperfl_sizes(build_hyperfl_net(fed.target(), seed=args.seed))
     figure = args.out.with_suffix(".png")
-    save_figure(accuracy_figure(_curves(results), f"Fashion-MNIST, noniid_s, {args.clients} clients"), figure,
-                formats=("png", "pdf"))  # whole-round ticks; the PDF for a paper
-    write_lines(args.out, report(results, args, argv, sizes, figure))
+    save_figure(accuracy_figure(_curves(results), f"{TITLES[args.dataset]}, noniid_s, {args.clients} clients"),
+                figure, formats=("png", "pdf"))  # whole-round ticks; the PDF for a paper
+    write_lines(args.out, report(results, args, argv, sizes, figure, fed.sizes))
     print(f"all methods: {time.perf_counter() - start:.0f} s; wrote {args.out} and {figure}")
     return 0
 
@@ -251,17 +277,18 @@ def _curves(results: dict[str, list[dict[str, float]]]) -> list[Curve]:
 
 
 def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace, argv: list[str] | None,
-           sizes: Any, figure: Path) -> list[str]:
+           sizes: Any, figure: Path, per_client: tuple[int, int]) -> list[str]:
     rounds = args.rounds
+    network = "FMNIST CNN" if args.dataset == "fashion_mnist" else "CIFAR-10 CNN"
     lines = [
         "# HyperFL vs FedAvg, FedAvg + head fine-tuning, local-only: mean local test accuracy",
         "",
         f"- command: `{command('fedarena.benchmarks.reproductions.protocols.hyperfl_accuracy', argv)}`",
         f"- machine: {machine_line()}; device {args.device}",
         f"- date: {today()}",
-        f"- federation: Fashion-MNIST, {args.clients} clients, noniid_s ({TRAIN_PER_CLIENT} train / "
-        f"{TEST_PER_CLIENT} test images per client), all clients every round, {rounds} round(s), seed {args.seed}; "
-        "target network the reference's FMNIST CNN for every method; local schedule SGD lr 0.02, momentum 0.5, "
+        f"- federation: {TITLES[args.dataset]}, {args.clients} clients, noniid_s ({per_client[0]} train / "
+        f"{per_client[1]} test images per client), all clients every round, {rounds} round(s), seed {args.seed}; "
+        f"target network the reference's {network} for every method; local schedule SGD lr 0.02, momentum 0.5, "
         "weight decay 5e-4, batch 50, 5 epochs (HyperFL's hypernetwork phase; its head phase 1 epoch at lr 0.1)",
         f"- HyperFL upload: the hypernetwork, {sizes.hypernetwork:,} parameters, {sizes.upload_ratio:.1f}× "
         f"FedAvg's {sizes.target:,}",
@@ -277,6 +304,16 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace,
         if rows and "acc_ft" in rows[0]:
             lines.append(f"| {LABELS['fedavg_ft']} | " + " | ".join(fmt(row["acc_ft"], 4) for row in rows)
                          + " | (FedAvg's, plus the fine-tuning) |")
+    lines += ["", "Cost per round (wall time on the machine above, mean over the rounds computed in the run that "
+              "cached them; bytes as float32):", "",
+              "| method | bytes uploaded per client per round | × FedAvg's | wall seconds per round | "
+              "seconds per client per round |", "| --- | --- | --- | --- | --- |"]
+    base = next((rows[0]["upload_bytes"] for name, rows in results.items() if name == "fedavg" and rows), None)
+    for name, rows in results.items():
+        up = rows[0].get("upload_bytes", float("nan"))
+        secs = sum(row["seconds"] for row in rows) / len(rows)
+        ratio = f"{up / base:.1f}" if base else "n/a"
+        lines.append(f"| {LABELS[name]} | {up:,.0f} | {ratio} | {secs:.1f} | {secs / args.clients:.2f} |")
     return lines + [""]
 
 

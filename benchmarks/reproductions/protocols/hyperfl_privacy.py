@@ -15,14 +15,20 @@ with no HyperFL-specific attack code: the observation names the private paramete
 attacks optimise them (``OptimizationAttack.private_init``) or take them as granted.
 HyperFL's FedSGD is FedArena's variant (the gradient w.r.t. the hypernetwork at the
 client's embedding and head); ``--algorithm fedavg`` runs the reference's local round
-(head phase, then 5 epochs of the hypernetwork phase) instead, unrolled by the attacks
-over the hypernetwork phase's steps.
+(head phase, then ``--epochs`` epochs, 5 by default, of the hypernetwork phase, batch 1: one
+step per epoch) instead, unrolled by the attacks over the hypernetwork phase's steps (FedAvg
+on the target the same ``REFERENCE_TRAINING`` steps). What the attacker's unroll assumes under
+HyperFL: the head the hypernetwork phase used (the variable, or the granted value) — the head
+phase needs no simulating, its only effect on the upload is that head —, the embedding held
+at its round-start value over the steps (the client steps it), no gradient-norm clip (the
+client clips each group to 50); ``attacker_mismatch`` measures what that costs.
 
 Each (setting, attack, image) is a cached unit (``UnitCache``); a killed run resumes.
-Writes ``benchmarks/results/hyperfl_privacy_<budget>.md`` and a reconstruction grid next to it.
+Writes ``benchmarks/results/hyperfl_privacy_<budget>.md`` (FedAvg:
+``hyperfl_privacy_<budget>_fedavg<epochs>.md``) and a reconstruction grid next to it.
 
     python -m fedarena.benchmarks.reproductions.protocols.hyperfl_privacy [--images 4] [--iterations 300]
-        [--dlg-iterations 15] [--algorithm fedsgd] [--threads 1] [--device cpu] [--fresh]
+        [--dlg-iterations 15] [--algorithm fedsgd] [--epochs 5] [--threads 1] [--device cpu] [--fresh]
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from typing import Any
 import torch
 
 from fedarena import attacks  # noqa: F401  (registers the inversion attacks)
+from fedarena.attacks.inversion import InvertingGradients
 from fedarena.benchmarks.figures.plots import GridRow, reconstruction_grid
 from fedarena.benchmarks.harness.device import add_device_option
 from fedarena.benchmarks.harness.tasks.privacy import attacked_uploads, invert_upload
@@ -46,7 +53,7 @@ from fedarena.benchmarks.reproductions import command, run_script
 from fedarena.benchmarks.reproductions.robustness.common import fmt, machine_line, today, write_lines
 from fedarena.defenses.protocols import REFERENCE_TRAINING, HyperFL, hyperfl_sizes
 from fedarena.defenses.registry import ClientDefense
-from fedarena.fl_core import Client, FederationConfig, LocalTraining, ThreatModel, load_dataset
+from fedarena.fl_core import Client, FederationConfig, LocalTraining, ThreatModel, load_dataset, make_observation
 from fedarena.fl_core.models import build_model
 
 SETTINGS = {
@@ -59,14 +66,14 @@ ATTACKS = ("inverting_gradients", "dlg")
 LABELS = {"inverting_gradients": "IG", "dlg": "DLG"}
 
 
-def federation(setting: str, images: int, algorithm: str, seed: int, device: torch.device):
+def federation(setting: str, images: int, algorithm: str, seed: int, device: torch.device, epochs: int = 5):
     """The attack round's uploads: one MNIST test image per client, round 0, every client attacked."""
     data = load_dataset("mnist", "test")
     clients = [Client(i, data.subset(range(i, i + 1)).to(device)) for i in range(images)]
     target = build_model("lenet", data.num_classes, data.input_shape, seed=seed)
     protocol = HyperFL() if setting.startswith("hyperfl") else None
     model = target if protocol is None else protocol.server_model(target, seed)
-    local = (replace(REFERENCE_TRAINING, batch_size=1) if algorithm == "fedavg"
+    local = (replace(REFERENCE_TRAINING, batch_size=1, epochs=epochs) if algorithm == "fedavg"
              else LocalTraining(algorithm="fedsgd", lr=REFERENCE_TRAINING.lr, batch_size=1))
     uploads = attacked_uploads(model.to(device), clients, FederationConfig(rounds=1, seed=seed, local=local),
                                ClientDefense(), None, 0, set(range(images)), protocol=protocol)
@@ -92,6 +99,26 @@ def run_unit(setting: str, attack: str, image: int, uploads, data, args) -> dict
             "image": to_unit(rec.images.detach().cpu(), data.normalization)[0].tolist()}
 
 
+def attacker_mismatch(uploads, data) -> dict[str, float]:
+    """How far the attacker's re-enactment of the client is from the real upload with
+    *everything* granted (the true images and labels, embedding and head): mean over the
+    clients of 1 − cos and of the relative L2 error ‖sim − upload‖ / ‖upload‖. Zero up to
+    rounding when the unroll follows the client's round; under HyperFL's FedAvg it measures
+    the attacker's assumptions (embedding held, no clip; module docstring)."""
+    cos, rel = [], []
+    for ev in uploads.events:
+        obs = make_observation(uploads.template, ev.state.params, ev.update, ev.private, ev.training,
+                               ThreatModel(labels_known=True, embedding_known=True, head_known=True),
+                               data.normalization, data.num_classes)
+        problem = InvertingGradients().build(obs)
+        sim = problem.simulator(ev.private.inputs, ev.private.labels, create_graph=False,
+                                params=obs.private_parameters or None).detach()
+        sim, upload = sim.double(), obs.update.vector.double()  # float64: 1 − cos below float32's rounding
+        cos.append(1 - float(torch.nn.functional.cosine_similarity(sim, upload, dim=0)))
+        rel.append(float((sim - upload).norm() / upload.norm()))
+    return {"one_minus_cos": sum(cos) / len(cos), "relative_l2": sum(rel) / len(rel)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=4, help="attacked clients, one image each")
@@ -99,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dlg-iterations", type=int, default=15,
                         help="DLG's L-BFGS iterations (≤ 20 evaluations each)")
     parser.add_argument("--algorithm", choices=("fedsgd", "fedavg"), default="fedsgd")
+    parser.add_argument("--epochs", type=int, default=REFERENCE_TRAINING.epochs,
+                        help="FedAvg: local epochs of the hypernetwork phase (batch 1: one step each)")
     parser.add_argument("--settings", nargs="+", choices=tuple(SETTINGS), default=list(SETTINGS))
     parser.add_argument("--attacks", nargs="+", choices=ATTACKS, default=list(ATTACKS))
     parser.add_argument("--seed", type=int, default=0)
@@ -107,15 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="recompute every unit even if cached")
     add_device_option(parser)
     args = parser.parse_args(argv)
-    if args.images < 1 or args.iterations < 1 or args.dlg_iterations < 1:
-        parser.error("--images, --iterations and --dlg-iterations must be >= 1")
+    if args.images < 1 or args.iterations < 1 or args.dlg_iterations < 1 or args.epochs < 1:
+        parser.error("--images, --iterations, --dlg-iterations and --epochs must be >= 1")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    out = args.out or REPRO_RESULTS / f"hyperfl_privacy_{args.iterations}.md"
+    suffix = "" if args.algorithm == "fedsgd" else f"_fedavg{args.epochs}"
+    out = args.out or REPRO_RESULTS / f"hyperfl_privacy_{args.iterations}{suffix}.md"
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    mismatch: dict[str, dict[str, float]] = {}
     truth: torch.Tensor | None = None
     sizes = None
     start = time.perf_counter()
+    extra = {} if args.algorithm == "fedsgd" else {"epochs": args.epochs}  # FedSGD's keys as before
     with UnitCache("hyperfl_privacy", fresh=args.fresh) as cache:
         for setting in args.settings:
             built = None
@@ -124,16 +156,26 @@ def main(argv: list[str] | None = None) -> int:
                 for image in range(args.images):
                     params = attack_params(attack, args)
                     key = unit_key(f"{setting} {attack} image {image}", digest(
-                        {"algorithm": args.algorithm, "seed": args.seed, "params": params, "device": device.type}))
+                        {"algorithm": args.algorithm, "seed": args.seed, "params": params, "device": device.type,
+                         **extra}))
                     row = cache.get(key)
                     if row is None:
                         if built is None:
-                            built = federation(setting, args.images, args.algorithm, args.seed, device)
+                            built = federation(setting, args.images, args.algorithm, args.seed, device, args.epochs)
                         row = cache.put(key, run_unit(setting, attack, image, built[0], built[1], args))
                         print(f"[{setting} {attack}] image {image}: PSNR {row['psnr']:.2f} ({row['seconds']:.0f} s)",
                               flush=True)
                     rows.append(row)
                 results[setting, attack] = rows
+            key = unit_key(f"{setting} attacker mismatch", digest({"algorithm": args.algorithm, "seed": args.seed,
+                                                                    "images": args.images, "device": device.type,
+                                                                    **extra}))
+            found = cache.get(key)
+            if found is None:
+                if built is None:
+                    built = federation(setting, args.images, args.algorithm, args.seed, device, args.epochs)
+                found = cache.put(key, attacker_mismatch(built[0], built[1]))
+            mismatch[setting] = found
             if built is not None and truth is None:
                 truth = torch.cat([to_unit(e.private.inputs.cpu(), built[1].normalization) for e in built[0].events])
             if built is not None and setting.startswith("hyperfl"):
@@ -145,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {f"{LABELS[a]} {SHORT[s]}": GridRow(torch.tensor([r["image"] for r in rs]), [r["psnr"] for r in rs])
             for (s, a), rs in results.items()}
     reconstruction_grid(truth, rows, figure, title=f"MNIST, lenet, {args.algorithm}, batch 1")
-    write_lines(out, report(results, args, argv, sizes, figure))
+    write_lines(out, report(results, args, argv, sizes, figure, mismatch))
     print(f"all units: {time.perf_counter() - start:.0f} s; wrote {out} and {figure}")
     return 0
 
@@ -156,7 +198,8 @@ def _mean(values: list[float | None]) -> str:
 
 
 def report(results: dict[tuple[str, str], list[dict[str, Any]]], args: argparse.Namespace,
-           argv: list[str] | None, sizes: Any, figure: Path) -> list[str]:
+           argv: list[str] | None, sizes: Any, figure: Path,
+           mismatch: dict[str, dict[str, float]] | None = None) -> list[str]:
     upload = (f"the hypernetwork, {sizes.hypernetwork:,} parameters ({sizes.upload_ratio:.0f}× FedAvg's "
               f"{sizes.target:,})" if sizes is not None else "the hypernetwork")
     lines = [
@@ -165,7 +208,9 @@ def report(results: dict[tuple[str, str], list[dict[str, Any]]], args: argparse.
         f"- command: `{command('fedarena.benchmarks.reproductions.protocols.hyperfl_privacy', argv)}`",
         f"- machine: {machine_line()}; device {args.device}",
         f"- date: {today()}",
-        f"- setting: MNIST test images 0-{args.images - 1}, one per client (batch 1), round 0, {args.algorithm}; "
+        f"- setting: MNIST test images 0-{args.images - 1}, one per client (batch 1), round 0, {args.algorithm}"
+        + ("" if args.algorithm == "fedsgd" else f" ({args.epochs} local steps, the head phase first under HyperFL)")
+        + "; "
         "target DLG's sigmoid LeNet (`lenet`, DLG initialisation); HyperFL generates its convolutions from the "
         f"reference-sized hypernetwork (embedding 64, hidden 128), private head `fc.0`; HyperFL upload: {upload}",
         f"- attacks: IG {args.iterations} iterations (cosine, TV 0.1, signed Adam lr 0.1, boxed), DLG "
@@ -184,6 +229,12 @@ def report(results: dict[tuple[str, str], list[dict[str, Any]]], args: argparse.
             f"{_mean([r['ssim'] for r in rows])} | {_mean([r['lpips'] for r in rows])} | "
             + ", ".join(f"{r['psnr']:.1f}" for r in rows)
             + f" | {_mean([r['loss'] for r in rows])} | {sum(r['seconds'] for r in rows) / len(rows):.0f} |")
+    if mismatch:
+        lines += ["", "The attacker's re-enactment of the client with everything granted (true image and label, "
+                  "embedding, head) against the real upload, mean over the clients:", "",
+                  "| setting | 1 − cos | relative L2 error |", "| --- | --- | --- |"]
+        lines += [f"| {SETTINGS[k][0]} | {v['one_minus_cos']:.2e} | {v['relative_l2']:.2e} |"
+                  for k, v in mismatch.items()]
     notes = sorted({n for rows in results.values() for r in rows for n in (*r["notes"], r["lpips_note"]) if n})
     if notes:
         lines += ["", "Attack notes: " + "; ".join(notes) + "."]
