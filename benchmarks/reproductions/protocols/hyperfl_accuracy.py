@@ -20,7 +20,7 @@ The cost lines are the bytes one client uploads per round (the server's shared l
 Each (method, round range) is a cached unit (``UnitCache``, with the federation's state
 at its end), so a killed or extended run resumes at the first missing range of
 ``--chunk`` rounds. Writes ``benchmarks/results/hyperfl_accuracy.md`` and a per-round
-accuracy figure next to it (PNG and PDF); ``hyperfl_accuracy_cifar10.md`` for CIFAR-10.
+accuracy figure in ``benchmarks/results/figures/`` (PNG and PDF); ``hyperfl_accuracy_cifar10.md`` for CIFAR-10.
 
     python -m fedarena.benchmarks.reproductions.protocols.hyperfl_accuracy [--dataset fashion_mnist]
         [--clients 20] [--rounds 50] [--methods fedavg local hyperfl] [--chunk 5] [--threads 1] [--device cpu]
@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.methods:
             results[name] = run_method(name, fed, args, cache, setting)
     sizes = hyperfl_sizes(build_hyperfl_net(fed.target(), seed=args.seed))
-    figure = args.out.with_suffix(".png")
+    figure = args.out.parent / "figures" / f"{args.out.stem}.png"  # results/*.png are not committed
+    figure.parent.mkdir(parents=True, exist_ok=True)
     save_figure(accuracy_figure(_curves(results), f"{TITLES[args.dataset]}, noniid_s, {args.clients} clients"),
                 figure, formats=("png", "pdf"))  # whole-round ticks; the PDF for a paper
     write_lines(args.out, report(results, args, argv, sizes, figure, fed.sizes))
@@ -293,7 +294,7 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace,
         f"- HyperFL upload: the hypernetwork, {sizes.hypernetwork:,} parameters, {sizes.upload_ratio:.1f}× "
         f"FedAvg's {sizes.target:,}",
         f"- accuracy: mean over clients of each client's model on its own test split; figure "
-        f"`{figure.name}`",
+        f"`figures/{figure.name}`",
         "",
         "| method | " + " | ".join(f"round {r + 1}" for r in range(rounds)) + " | seconds per round |",
         "| --- | " + " | ".join("---" for _ in range(rounds)) + " | --- |",

@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     if truth is None:  # everything cached: the truth images are MNIST's first test images
         data = load_dataset("mnist", "test")
         truth = to_unit(data.normalized()[: args.images].cpu(), data.normalization)
-    figure = out.with_suffix(".png")
+    figure = out.parent / "figures" / f"{out.stem}.png"  # results/*.png are not committed
+    figure.parent.mkdir(parents=True, exist_ok=True)
     rows = {f"{LABELS[a]} {SHORT[s]}": GridRow(torch.tensor([r["image"] for r in rs]), [r["psnr"] for r in rs])
             for (s, a), rs in results.items()}
     reconstruction_grid(truth, rows, figure, title=f"MNIST, lenet, {args.algorithm}, batch 1")
@@ -218,7 +219,7 @@ def report(results: dict[tuple[str, str], list[dict[str, Any]]], args: argparse.
         "one restart; the embedding and head, when not granted, start from fresh draws of their initial "
         "distributions (N(0, 1); nn.Linear's Kaiming-uniform) and are optimised with the image",
         f"- scores: PSNR (dB), SSIM, LPIPS per image, mean over {args.images} images; final matching loss "
-        f"(the attack's own objective: cosine + TV for IG, L2 for DLG); grid `{figure.name}`",
+        f"(the attack's own objective: cosine + TV for IG, L2 for DLG); grid `figures/{figure.name}`",
         "",
         "| attack | setting | PSNR | SSIM | LPIPS | PSNR per image | final matching loss | seconds per image |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
