@@ -64,6 +64,13 @@ def model_spec(spec: str) -> tuple[str, dict[str, int]]:
     return name, out
 
 
+def model_tag(spec: str) -> str:
+    """``spec`` (checked as a ``model_spec``, so a malformed one fails before any work) as a
+    results-file name fragment: ``"convnet:width=16"`` → ``"convnet_width16"``."""
+    model_spec(spec)
+    return spec.replace(":", "_").replace("=", "")
+
+
 def fl_model(name: str, data: ImageDataset, seed: int = 0, device: str | torch.device = "cpu") -> nn.Module:
     """The untrained FL model ``name`` (a ``model_spec``: options after colons) for ``data``'s images, in eval mode."""
     shape = tuple(int(s) for s in data.images.shape[1:])

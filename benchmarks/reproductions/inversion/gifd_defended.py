@@ -46,7 +46,7 @@ from fedarena.fl_core.threat import Observation
 
 from .common import FIGURES, header, log, write_result
 from .dlg_cifar import parse_images
-from .gifd_common import Unit, attack_table, attacks, faces, fl_model, model_spec, run_unit
+from .gifd_common import Unit, attack_table, attacks, faces, fl_model, model_tag, run_unit
 from .gifd_faces import GENERATOR
 
 MODULE = "fedarena.benchmarks.reproductions.inversion.gifd_defended"
@@ -106,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     add_device_option(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model_spec(args.model)
     images = parse_images(args.images)
-    name = args.name or f"gifd_defended_{args.model.replace(':', '_').replace('=', '')}_{args.iterations}"
+    tag = model_tag(args.model)  # a malformed spec fails here, before any work
+    name = args.name or f"gifd_defended_{tag}_{args.iterations}"
     cache = UnitCache("gifd_faces", fresh=args.fresh)  # the undefended units are gifd_faces's own
     gifd = attacks(args.iterations, GENERATOR, args.restarts, args.seed)["gifd"]
     rows: dict[str, list[Unit]] = {}

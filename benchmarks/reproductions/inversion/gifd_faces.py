@@ -41,7 +41,7 @@ from .gifd_common import (
     collect,
     faces,
     grid_rows,
-    model_spec,
+    model_tag,
     stage_table,
 )
 
@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     images = parse_images(args.images)
-    model_spec(args.model)  # a malformed spec fails here, before any work
-    name = args.name or f"gifd_faces_{args.model.replace(':', '_').replace('=', '')}_{args.iterations}"
+    tag = model_tag(args.model)  # a malformed spec fails here, before any work
+    name = args.name or f"gifd_faces_{tag}_{args.iterations}"
     cache = UnitCache("gifd_faces", fresh=args.fresh)
     chosen = {k: v for k, v in attacks(args.iterations, GENERATOR, args.restarts, args.seed).items()
               if k in args.attacks}

@@ -25,7 +25,7 @@ client clips each group to 50); ``attacker_mismatch`` measures what that costs.
 
 Each (setting, attack, image) is a cached unit (``UnitCache``); a killed run resumes.
 Writes ``benchmarks/results/hyperfl_privacy_<budget>.md`` (FedAvg:
-``hyperfl_privacy_<budget>_fedavg<epochs>.md``) and a reconstruction grid next to it.
+``hyperfl_privacy_<budget>_fedavg<epochs>.md``) and its reconstruction grid in ``results/figures/``.
 
     python -m fedarena.benchmarks.reproductions.protocols.hyperfl_privacy [--images 4] [--iterations 300]
         [--dlg-iterations 15] [--algorithm fedsgd] [--epochs 5] [--threads 1] [--device cpu] [--fresh]
@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = None
     start = time.perf_counter()
     extra = {} if args.algorithm == "fedsgd" else {"epochs": args.epochs}  # FedSGD's keys as before
+    fed_args = (args.images, args.algorithm, args.seed, device, args.epochs)
     with UnitCache("hyperfl_privacy", fresh=args.fresh) as cache:
         for setting in args.settings:
             built = None
@@ -160,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                          **extra}))
                     row = cache.get(key)
                     if row is None:
-                        if built is None:
-                            built = federation(setting, args.images, args.algorithm, args.seed, device, args.epochs)
+                        built = built or federation(setting, *fed_args)
                         row = cache.put(key, run_unit(setting, attack, image, built[0], built[1], args))
                         print(f"[{setting} {attack}] image {image}: PSNR {row['psnr']:.2f} ({row['seconds']:.0f} s)",
                               flush=True)
@@ -172,8 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                     **extra}))
             found = cache.get(key)
             if found is None:
-                if built is None:
-                    built = federation(setting, args.images, args.algorithm, args.seed, device, args.epochs)
+                built = built or federation(setting, *fed_args)
                 found = cache.put(key, attacker_mismatch(built[0], built[1]))
             mismatch[setting] = found
             if built is not None and truth is None:
