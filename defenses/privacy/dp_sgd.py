@@ -155,7 +155,7 @@ class DPSGD:
         loader = DataLoader(TensorDataset(data.normalized(), data.labels, torch.arange(n)),
                             batch_size=training.batch_size,
                             generator=torch.Generator().manual_seed(sampling_seed))
-        sigma = self._sigma(client_id, loader, training)
+        sigma = self.noise_multiplier_for(client_id, 1 / len(loader), steps_per_round(n, training))
         engine = self._engine(client_id)
         with warnings.catch_warnings():
             # A fresh TensorDataset each round is the same logical dataset; the backward-hook
@@ -184,13 +184,43 @@ class DPSGD:
                 private = PrivateData(data.normalized(order), data.labels[order])
                 num_samples = n
         grad_module.cleanup()  # drop Opacus' hooks and per-sample buffers
-        self._rounds[client_id] = self._rounds.get(client_id, 0) + 1
-        self._warn_if_over_plan(client_id)
-        meta = {"dp": "dp_sgd", "steps": steps, "noise_multiplier": sigma, "max_grad_norm": self.max_grad_norm,
-                "sample_rate": dp_loader.sample_rate, "accountant": self.accountant, "delta": self.delta,
-                "epsilon": self.client_epsilon(client_id)}
+        self._end_round(client_id)
+        meta = self.round_metadata(client_id, sigma, dp_loader.sample_rate, steps)
         update = ClientUpdate(client_id, vector, training.kind, num_samples, meta, buffers_to_vector(local))
         return update, private
+
+    # -- for a protocol that runs its own private round (HyperFL) ---------------------
+    def noise_multiplier_for(self, client_id: int, sample_rate: float, steps_per_round: int) -> float:
+        """σ for ``client_id``: the given one, or (planning for ``target_epsilon``, at its
+        first round) the one that spends the target over ``planned_rounds`` rounds of
+        ``steps_per_round`` Poisson-subsampled steps at ``sample_rate``."""
+        if self.noise_multiplier is not None:
+            return self.noise_multiplier
+        if client_id not in self._sigmas:
+            with np.errstate(divide="ignore"):  # PRV takes log(1 - q), -inf at q = 1, by design
+                self._sigmas[client_id] = float(get_noise_multiplier(
+                    target_epsilon=self.target_epsilon, target_delta=self.delta, sample_rate=sample_rate,
+                    steps=steps_per_round * self.planned_rounds, accountant=self.accountant))
+        return self._sigmas[client_id]
+
+    def spend(self, client_id: int, noise_multiplier: float, sample_rate: float, steps: int) -> None:
+        """Charge ``client_id``'s accountant for one round of ``steps`` Gaussian steps on
+        Poisson batches at ``sample_rate`` that a protocol ran itself (what Opacus'
+        optimizer hook charges for the rounds this trainer runs)."""
+        if steps < 1:
+            raise ValueError(f"dp_sgd: a private round runs at least one step, got {steps}")
+        accountant = self._engine(client_id).accountant
+        for _ in range(steps):
+            accountant.step(noise_multiplier=noise_multiplier, sample_rate=sample_rate)
+        self._end_round(client_id)
+
+    def round_metadata(self, client_id: int, noise_multiplier: float, sample_rate: float,
+                       steps: int) -> dict[str, object]:
+        """An upload's DP metadata: the mechanism's settings and the client's ε so far (no
+        training loss: it is an unnoised statistic of the data)."""
+        return {"dp": "dp_sgd", "steps": steps, "noise_multiplier": noise_multiplier,
+                "max_grad_norm": self.max_grad_norm, "sample_rate": sample_rate, "accountant": self.accountant,
+                "delta": self.delta, "epsilon": self.client_epsilon(client_id)}
 
     # -- privacy spent (the Accountant interface) ------------------------------------
     def epsilon(self, delta: float | None = None, adjacency: Adjacency | None = None) -> float:
@@ -240,23 +270,15 @@ class DPSGD:
                 self._engines[client_id] = PrivacyEngine(accountant=self.accountant, secure_mode=False)
         return self._engines[client_id]
 
-    def _sigma(self, client_id: int, loader: DataLoader, training: LocalTraining) -> float:
-        if self.noise_multiplier is not None:
-            return self.noise_multiplier
-        if client_id not in self._sigmas:
-            sample_rate = 1 / len(loader)
-            per_round = steps_per_round(len(loader.dataset), training)  # type: ignore[arg-type]
-            with np.errstate(divide="ignore"):  # PRV takes log(1 - q), -inf at q = 1, by design
-                self._sigmas[client_id] = float(get_noise_multiplier(
-                    target_epsilon=self.target_epsilon, target_delta=self.delta, sample_rate=sample_rate,
-                    steps=per_round * self.planned_rounds, accountant=self.accountant))
-        return self._sigmas[client_id]
+    def _end_round(self, client_id: int) -> None:
+        self._rounds[client_id] = self._rounds.get(client_id, 0) + 1
+        self._warn_if_over_plan(client_id)
 
     def _warn_if_over_plan(self, client_id: int) -> None:
         if self.target_epsilon is not None and self._rounds[client_id] == self.planned_rounds + 1:  # type: ignore[operator]
             warnings.warn(f"dp_sgd: client {client_id} trains in more rounds than the {self.planned_rounds} "
                           f"planned for target_epsilon={self.target_epsilon}; its ε now exceeds the target "
-                          "(the true value stays in the update metadata)", stacklevel=3)
+                          "(the true value stays in the update metadata)", stacklevel=4)
 
 
 def make_dp_compatible(model: nn.Module) -> nn.Module:

@@ -68,6 +68,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from fedarena.defenses.privacy.dp_sgd import DPSGD
 from fedarena.fl_core.client import (
     GlobalState,
     LocalTrainer,
@@ -398,10 +399,17 @@ class HyperFL(FedPer):
         return worker
 
     def local_trainer(self, trainer: LocalTrainer) -> LocalTrainer:
-        """HyperFL owns the local round; a trainer other than the honest one cannot be composed."""
+        """HyperFL owns the local round: the honest trainer gives its round, DP-SGD (a ``DPSGD``)
+        the same round on DP-SGD steps (``hyperfl_dp.PrivateHyperFLRound``, accounted by that
+        ``DPSGD``); any other trainer cannot be composed."""
+        from .hyperfl_dp import PrivateHyperFLRound  # it builds on this module's steps
+
+        if isinstance(trainer, DPSGD):
+            return PrivateHyperFLRound(self, trainer)
         if trainer is not train_client and trainer != self.trainer:
             raise ValueError("hyperfl: the protocol owns the local round (head, then hypernetwork and "
-                             f"embedding); it cannot run with trainer {getattr(trainer, '__name__', trainer)!r}")
+                             f"embedding); it composes with the honest trainer and dp_sgd, not with trainer "
+                             f"{getattr(trainer, '__name__', trainer)!r}")
         return self.trainer
 
     def trainer(self, model: nn.Module, state: GlobalState, client_id: int, data: ImageDataset,
