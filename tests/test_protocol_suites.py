@@ -3,6 +3,7 @@ shipped HyperFL suite run end to end through the harness (shrunk to a tiny block
 
 from __future__ import annotations
 
+import copy
 import json
 import sqlite3
 from pathlib import Path
@@ -18,6 +19,7 @@ from fedarena.benchmarks.harness.tasks.common import build_protocol
 from fedarena.benchmarks.harness.tasks.federation import AttackGroup, build_federation, summarize
 from fedarena.benchmarks.harness.tasks.privacy import attacked_uploads
 from fedarena.benchmarks.metrics.robustness import label_flip_asr
+from fedarena.defenses.privacy.accounting import epsilon_from_history
 from fedarena.defenses.protocols import HyperFL
 from fedarena.defenses.registry import ClientDefense
 from fedarena.fl_core import FederationConfig, LocalTraining, Simulation, load_dataset
@@ -95,11 +97,14 @@ def test_privacy_task_refuses_a_protocol_whose_upload_is_not_the_model_update(pr
 def test_shipped_hyperfl_suite_validates() -> None:
     suite = load_suite(SHIPPED)
     protocols = {json.dumps(r.config["federation"].get("protocol")) for r in suite.runs}
-    assert len(suite.runs) == 18 and len(protocols) == 2
+    assert len(suite.runs) == 22 and len(protocols) == 2
     hyper = [r for r in suite.runs if r.config["federation"].get("protocol")]
-    assert {r.meta["defense_label"] for r in hyper} == {"fedavg", "krum(f=1)", "median"}
+    assert {r.meta["defense_label"] for r in hyper} == {"fedavg", "krum(f=1)", "median",
+                                                        "dp_sgd(max_grad_norm=1, noise_multiplier=1)"}
     assert {r.config["attack"]["groups"][0]["name"] for r in hyper if r.config["attack"]["groups"]} == {
         "sign_flip", "label_flip"}
+    private = [r for r in hyper if r.config["defense"]["name"] == "dp_sgd"]
+    assert len(private) == 2 and all(r.config["defense"]["kind"] == "privacy" for r in private)
 
 
 @pytest.mark.skipif(not HAS_MNIST, reason="MNIST not under FEDARENA_DATA")
@@ -107,11 +112,7 @@ def test_shipped_hyperfl_block_runs_end_to_end(tmp_path: Path) -> None:
     """The shipped block, HyperFL only, shrunk (1 round, 1 epoch, 150 images, sign flip and
     label flip against Krum), through ``run_suite``: the attacks act on hypernetwork updates
     and Krum excludes the sign flipper."""
-    doc = yaml.safe_load(SHIPPED.read_text())
-    block = doc["runs"][0]
-    block["federation"].update(rounds=1, protocol=block["federation"]["protocol"]["grid"][1])
-    block["federation"]["local"]["epochs"] = 1
-    block["dataset"]["size"], block["test_dataset"]["size"] = 150, 60
+    doc, block = _shrunk_hyperfl_block(0)
     block["attacks"] = block["attacks"][1:]
     block["defenses"] = [{"name": "krum", "params": {"f": 1}}]
     suite = parse_suite(yaml.safe_dump(doc), "hyperfl-tiny.yaml")
@@ -127,6 +128,35 @@ def test_shipped_hyperfl_block_runs_end_to_end(tmp_path: Path) -> None:
     assert rows["sign_flip"]["malicious_recall"] == 1.0  # Krum left out the negated hypernetwork update
     assert rows["sign_flip"]["attack_success_rate"] is None  # untargeted
     assert 0.0 <= rows["label_flip"]["attack_success_rate"] <= 1.0  # on the honest clients' own models
+
+def _shrunk_hyperfl_block(index: int) -> tuple[dict, dict]:
+    """The shipped suite with only its block ``index``, HyperFL only, shrunk to 1 round of
+    1 epoch on 150 images (a copy: the blocks share their settings through a YAML anchor)."""
+    doc = yaml.safe_load(SHIPPED.read_text())
+    block = copy.deepcopy(doc["runs"][index])
+    doc["runs"] = [block]
+    block["federation"].update(rounds=1, protocol=block["federation"]["protocol"]["grid"][1])
+    block["federation"]["local"]["epochs"] = 1
+    block["dataset"]["size"], block["test_dataset"]["size"] = 150, 60
+    return doc, block
+
+
+@pytest.mark.skipif(not HAS_MNIST, reason="MNIST not under FEDARENA_DATA")
+def test_shipped_hyperfl_dp_sgd_block_runs_end_to_end(tmp_path: Path) -> None:
+    """The DP-SGD block, HyperFL only, shrunk: the run trains through the private HyperFL
+    round and reports the ε of its accountant (1 round: 3 head epochs + 1 hypernetwork epoch
+    of ⌊1/q⌋ = 2 Poisson steps at q = 1/2 per client, σ = 1)."""
+    doc, block = _shrunk_hyperfl_block(1)
+    block["attacks"] = ["none"]
+    suite = parse_suite(yaml.safe_dump(doc), "hyperfl-dp-tiny.yaml")
+    summary = run_suite(suite, tmp_path, progress=False)
+    assert summary.failed == 0 and summary.ok == 1, summary
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        (metrics,) = [json.loads(m) for (m,) in db.execute("select metrics from runs")]
+    want = epsilon_from_history([(1.0, 1 / 2, (3 + 1) * 2)], 1e-5)
+    assert metrics["epsilon"] == pytest.approx(want) and metrics["epsilon_by_adjacency"] == {"add_remove": want}
+    assert metrics["rejected_updates"] == 0 and 0.0 <= metrics["final_accuracy"] <= 1.0
+
 
 def test_targeted_attack_success_is_scored_on_the_honest_clients_own_models() -> None:
     """Under a personalised protocol the server's model is not what any client uses: a label

@@ -54,6 +54,9 @@ named (``Observation.private_names``); the unchanged attacks optimise them as
 ``attacks`` imports this module. ``target_parameters(net, hypernetwork, embedding, head)``
 builds the target network's full parameter vector from the same three pieces, for code
 that wants the target's flat vector (``functional_call(net.target, ...)``).
+
+With DP-SGD on the client (a ``DPSGD`` trainer, the ``dp_sgd`` defense) the same round runs
+on DP-SGD steps, embedding and head included: ``hyperfl_dp.PrivateHyperFLRound``.
 """
 
 from __future__ import annotations
