@@ -17,6 +17,13 @@ phase settings), evaluated on that client's split; it is not a federation of its
 The cost lines are the bytes one client uploads per round (the server's shared layout ×
 4 bytes: HyperFL's hypernetwork, FedAvg's whole network) and the wall time per round.
 
+With ``--dp-sigma σ`` every method trains with record-level DP-SGD on the client (σ, clip
+``--dp-clip`` C, δ 1e-5): FedAvg and local-only through Opacus (``DPSGD``), HyperFL's two
+phases on DP-SGD steps (``PrivateHyperFLRound``: embedding and head privatised too); the
+table gains each method's ε after every round and goes to ``hyperfl_accuracy_dp.md``.
+FedAvg's head fine-tuning is left out there (it would be a further, separately accounted
+DP-SGD pass on each client's data).
+
 Each (method, round range) is a cached unit (``UnitCache``, with the federation's state
 at its end), so a killed or extended run resumes at the first missing range of
 ``--chunk`` rounds. Writes ``benchmarks/results/hyperfl_accuracy.md`` and a per-round
@@ -24,7 +31,7 @@ accuracy figure in ``benchmarks/results/figures/`` (PNG and PDF); ``hyperfl_accu
 
     python -m fedarena.benchmarks.reproductions.protocols.hyperfl_accuracy [--dataset fashion_mnist]
         [--clients 20] [--rounds 50] [--methods fedavg local hyperfl] [--chunk 5] [--threads 1] [--device cpu]
-        [--fresh]
+        [--dp-sigma 1.0 --dp-clip 1.0] [--fresh]
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from fedarena.benchmarks.harness.units import UnitCache, digest, unit_key
 from fedarena.benchmarks.reproductions import RESULTS as REPRO_RESULTS
 from fedarena.benchmarks.reproductions import command, run_script
 from fedarena.benchmarks.reproductions.robustness.common import fmt, machine_line, today, write_lines
+from fedarena.defenses.privacy import DPSGD
 from fedarena.defenses.protocols import REFERENCE_TRAINING, HyperFL, ReferenceCNN, build_hyperfl_net, hyperfl_sizes
 from fedarena.fl_core import Client, FederationConfig, ImageDataset, LocalTraining, Simulation, load_dataset, partition
 from fedarena.fl_core.client import GlobalState, train_client
@@ -100,38 +108,41 @@ def target(seed: int, input_shape: tuple[int, ...] = (1, 28, 28)) -> ReferenceCN
 
 class Method:
     """One method's federation, stepped round by round; ``state``/``restore`` carry it
-    across cached round ranges (everything a later round depends on)."""
+    across cached round ranges (everything a later round depends on, the DP accountants'
+    histories included). ``dp``: the clients train with this DP-SGD trainer (None: honest)."""
 
-    def __init__(self, fed: Federation) -> None:
-        self.fed = fed
+    def __init__(self, fed: Federation, dp: DPSGD | None = None) -> None:
+        self.fed, self.dp = fed, dp
+        self.trainer = train_client if dp is None else dp
 
-    def round(self, r: int) -> dict[str, float]:
-        raise NotImplementedError
+    def _privacy(self) -> dict[str, float]:
+        return {} if self.dp is None else {"epsilon": self.dp.epsilon()}
 
-    def state(self) -> dict[str, Any]:
-        raise NotImplementedError
+    def _dp_state(self) -> dict[str, Any]:
+        return {} if self.dp is None else {"dp": self.dp.state_dict()}
 
-    def restore(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+    def _restore_dp(self, state: dict[str, Any]) -> None:
+        if self.dp is not None:
+            self.dp.load_state_dict(state["dp"])
 
 
 class SimulationMethod(Method):
     """FedAvg or HyperFL through ``Simulation`` (all clients every round)."""
 
-    def __init__(self, fed: Federation, rounds: int, hyperfl: bool) -> None:
-        super().__init__(fed)
+    def __init__(self, fed: Federation, rounds: int, hyperfl: bool, dp: DPSGD | None = None) -> None:
+        super().__init__(fed, dp)
         model = build_hyperfl_net(fed.target(), seed=fed.seed) if hyperfl else fed.target()
         self.sizes = hyperfl_sizes(model) if hyperfl else None
         cfg = FederationConfig(rounds=rounds, seed=fed.seed, local=REFERENCE_TRAINING)
         self.sim = Simulation(model.to(fed.device), fed.clients, cfg, test_set=fed.tests,
-                              protocol=HyperFL() if hyperfl else None, progress=False)
-        self.fine_tune = not hyperfl
+                              protocol=HyperFL() if hyperfl else None, trainer=self.trainer, progress=False)
+        self.fine_tune = not hyperfl and dp is None
 
     def round(self, r: int) -> dict[str, float]:
         rec = self.sim.run_round(r)
         server = self.sim.server  # what one client uploads: the shared layout, in the state's dtype
         out = {"acc": float(rec.accuracy), "seconds": rec.seconds,  # type: ignore[arg-type]
-               "upload_bytes": server.layout.dim * server.state.params.element_size()}
+               "upload_bytes": server.layout.dim * server.state.params.element_size(), **self._privacy()}
         if self.fine_tune:
             out["acc_ft"] = sum(evaluate(self._fine_tuned(c, r), self.fed.tests[c.client_id])[0]
                                 for c in self.fed.clients) / len(self.fed.clients)
@@ -148,20 +159,21 @@ class SimulationMethod(Method):
     def state(self) -> dict[str, Any]:
         server = self.sim.server
         return {"model": server.model.state_dict(), "params": server.state.params, "buffers": server.state.buffers,
-                "clients": {cid: kept.values for cid, kept in self.sim.client_states.items()}}
+                "clients": {cid: kept.values for cid, kept in self.sim.client_states.items()}, **self._dp_state()}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.sim.server.model.load_state_dict(state["model"])
         self.sim.server.state = GlobalState(state["params"], state["buffers"])
         for cid, values in state["clients"].items():
             self.sim.client_state(cid).values.update(values)
+        self._restore_dp(state)
 
 
 class LocalOnly(Method):
     """Every client trains its own copy of the target on its data, nothing shared."""
 
-    def __init__(self, fed: Federation) -> None:
-        super().__init__(fed)
+    def __init__(self, fed: Federation, dp: DPSGD | None = None) -> None:
+        super().__init__(fed, dp)
         self.worker = fed.target().to(fed.device)
         self.params = {c.client_id: GlobalState(model_to_vector(fed.target()).to(fed.device))
                        for c in fed.clients}
@@ -170,23 +182,27 @@ class LocalOnly(Method):
         start = time.perf_counter()
         total = 0.0
         for c in self.fed.clients:
-            upd, _ = train_client(self.worker, self.params[c.client_id], c.client_id, c.data, REFERENCE_TRAINING,
+            upd, _ = self.trainer(self.worker, self.params[c.client_id], c.client_id, c.data, REFERENCE_TRAINING,
                                   torch_generator(self.fed.seed, "client", c.client_id, "round", r))
             self.params[c.client_id] = GlobalState(self.params[c.client_id].params + upd.vector)
             total += evaluate(self.worker, self.fed.tests[c.client_id])[0]
-        return {"acc": total / len(self.fed.clients), "seconds": time.perf_counter() - start, "upload_bytes": 0}
+        return {"acc": total / len(self.fed.clients), "seconds": time.perf_counter() - start, "upload_bytes": 0,
+                **self._privacy()}
 
     def state(self) -> dict[str, Any]:
-        return {"params": {cid: s.params for cid, s in self.params.items()}}
+        return {"params": {cid: s.params for cid, s in self.params.items()}, **self._dp_state()}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.params = {cid: GlobalState(p) for cid, p in state["params"].items()}
+        self._restore_dp(state)
 
 
-def build_method(name: str, fed: Federation, rounds: int) -> Method:
+def build_method(name: str, fed: Federation, rounds: int, dp: tuple[float, float] | None = None) -> Method:
+    """``name``'s federation; ``dp = (σ, C)`` gives it its own DP-SGD trainer (accountants per method)."""
+    trainer = None if dp is None else DPSGD(noise_multiplier=dp[0], max_grad_norm=dp[1])
     if name == "local":
-        return LocalOnly(fed)
-    return SimulationMethod(fed, rounds, hyperfl=name == "hyperfl")
+        return LocalOnly(fed, trainer)
+    return SimulationMethod(fed, rounds, hyperfl=name == "hyperfl", dp=trainer)
 
 
 def ranges(rounds: int, chunk: int) -> list[tuple[int, int]]:
@@ -210,7 +226,7 @@ def run_method(name: str, fed: Federation, args: argparse.Namespace, cache: Unit
             print(f"[{name}] rounds {a + 1}-{b}: cached", flush=True)
             continue
         if method is None:
-            method = build_method(name, fed, args.rounds)
+            method = build_method(name, fed, args.rounds, dp_setting(args))
             if previous is not None:
                 state = cache.get_tensors(previous + ".state", map_location=fed.device)
                 if state is None:
@@ -239,19 +255,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunk", type=int, default=5, help="rounds per cached unit")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU)")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--dp-sigma", type=float, default=None,
+                        help="train every method with DP-SGD on the client at this noise multiplier")
+    parser.add_argument("--dp-clip", type=float, default=1.0, help="DP-SGD's per-sample clipping norm C")
     parser.add_argument("--fresh", action="store_true", help="recompute every range even if cached")
     add_device_option(parser)
     args = parser.parse_args(argv)
     if args.clients < 1 or args.rounds < 1 or args.chunk < 1:
         parser.error("--clients, --rounds and --chunk must be >= 1")
+    if args.dp_sigma is not None and not (args.dp_sigma >= 0 and args.dp_clip > 0):
+        parser.error("--dp-sigma must be >= 0 and --dp-clip > 0")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if args.out is None:
-        suffix = "" if args.dataset == "fashion_mnist" else f"_{args.dataset}"
+        suffix = ("" if args.dataset == "fashion_mnist" else f"_{args.dataset}") + (
+            "" if args.dp_sigma is None else "_dp")
         args.out = RESULTS.with_name(f"{RESULTS.stem}{suffix}.md")
     fed = build_data(args.clients, args.seed, device, args.dataset)
     setting = digest({"clients": args.clients, "seed": args.seed, "chunk": args.chunk, "device": device.type,
-                      **({} if args.dataset == "fashion_mnist" else {"dataset": args.dataset})})
+                      **({} if args.dataset == "fashion_mnist" else {"dataset": args.dataset}),
+                      **({} if args.dp_sigma is None else {"dp": list(dp_setting(args))})})
     results: dict[str, list[dict[str, float]]] = {}
     start = time.perf_counter()
     with UnitCache("hyperfl_accuracy", fresh=args.fresh) as cache:
@@ -265,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     write_lines(args.out, report(results, args, argv, sizes, figure, fed.sizes))
     print(f"all methods: {time.perf_counter() - start:.0f} s; wrote {args.out} and {figure}")
     return 0
+
+
+def dp_setting(args: argparse.Namespace) -> tuple[float, float] | None:
+    """(σ, C) of the run's DP-SGD, or None without DP."""
+    return None if args.dp_sigma is None else (float(args.dp_sigma), float(args.dp_clip))
 
 
 def _curves(results: dict[str, list[dict[str, float]]]) -> list[Curve]:
@@ -281,8 +309,11 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace,
            sizes: Any, figure: Path, per_client: tuple[int, int]) -> list[str]:
     rounds = args.rounds
     network = "FMNIST CNN" if args.dataset == "fashion_mnist" else "CIFAR-10 CNN"
+    dp = dp_setting(args)
+    title = ("# HyperFL vs FedAvg, FedAvg + head fine-tuning, local-only: mean local test accuracy" if dp is None else
+             "# HyperFL vs FedAvg and local-only, each with DP-SGD on the client: mean local test accuracy and ε")
     lines = [
-        "# HyperFL vs FedAvg, FedAvg + head fine-tuning, local-only: mean local test accuracy",
+        title,
         "",
         f"- command: `{command('fedarena.benchmarks.reproductions.protocols.hyperfl_accuracy', argv)}`",
         f"- machine: {machine_line()}; device {args.device}",
@@ -295,6 +326,13 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace,
         f"FedAvg's {sizes.target:,}",
         f"- accuracy: mean over clients of each client's model on its own test split; figure "
         f"`figures/{figure.name}`",
+        *([] if dp is None else [
+            f"- DP-SGD on every client: noise multiplier σ = {dp[0]:g}, per-sample clip C = {dp[1]:g}, Poisson "
+            "batches at q = 1/⌈n/50⌉, δ = 1e-5, RDP accountant, add/remove-one-record adjacency; FedAvg and "
+            "local-only through Opacus, HyperFL's head and hypernetwork phases on DP-SGD steps (embedding and "
+            "head privatised); ε is each method's worst client after that round (HyperFL runs its head phase "
+            "too, so it takes more steps per round at the same σ and spends more ε); no head fine-tuning "
+            "baseline (it would be another DP-SGD pass)"]),
         "",
         "| method | " + " | ".join(f"round {r + 1}" for r in range(rounds)) + " | seconds per round |",
         "| --- | " + " | ".join("---" for _ in range(rounds)) + " | --- |",
@@ -302,6 +340,8 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace,
     for name, rows in results.items():
         secs = sum(row["seconds"] for row in rows) / len(rows)
         lines.append(f"| {LABELS[name]} | " + " | ".join(fmt(row["acc"], 4) for row in rows) + f" | {secs:.0f} |")
+        if rows and "epsilon" in rows[0]:
+            lines.append(f"| ε, {LABELS[name]} | " + " | ".join(fmt(row["epsilon"], 2) for row in rows) + " | |")
         if rows and "acc_ft" in rows[0]:
             lines.append(f"| {LABELS['fedavg_ft']} | " + " | ".join(fmt(row["acc_ft"], 4) for row in rows)
                          + " | (FedAvg's, plus the fine-tuning) |")
