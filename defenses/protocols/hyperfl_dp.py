@@ -120,7 +120,7 @@ class PrivateHyperFLRound:
         update = ClientUpdate(client_id, vector, kind, num_samples, meta, buffers_to_vector(model))
         # FedSGD: the batch itself, in its own order (as DPSGD's FedSGD round)
         order = used[0] if fedsgd else first_use_order(used, n)
-        return update, PrivateData(inputs[order].cpu(), labels[order].cpu(), parameters=kept)
+        return update, PrivateData(inputs[order], labels[order], parameters=kept)
 
 
 def per_sample_gradients(target: nn.Module, fixed: dict[str, Tensor], free: dict[str, Tensor], x: Tensor,
