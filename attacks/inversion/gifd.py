@@ -281,7 +281,8 @@ class GeneratorLatent(OptimizationAttack):
         shape, tiny = (-1, *[1] * (start.dim() - 1)), torch.finfo(start.dtype).tiny
 
         def to_sphere(z: Tensor) -> Tensor:
-            return z * (radius / z.flatten(1).norm(dim=1).clamp(min=tiny)).reshape(shape)
+            norm = torch.linalg.vector_norm(z.flatten(1), dim=1)  # = .norm(dim=1), without its Python dispatch
+            return z * (radius / norm.clamp(min=tiny)).reshape(shape)
 
         return to_sphere
 

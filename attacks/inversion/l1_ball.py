@@ -49,19 +49,23 @@ def project_l1_ball(x: Tensor, radius: float | Tensor) -> Tensor:
     a = flat.abs()
     u = torch.sort(a, dim=1, descending=True).values
     css = torch.cumsum(u, dim=1)
-    j = _positions(flat.shape[1], flat.dtype, flat.device)
-    active = u * j > css - r  # u_j - (css_j - r) / j > 0, multiplied by j > 0
+    excess = css - r  # css_j - r, also theta's numerator (gathered below)
+    j, k = _positions(flat.shape[1], flat.dtype, flat.device)
+    active = u * j > excess  # u_j - (css_j - r) / j > 0, multiplied by j > 0
     # (with r = 0 nothing is active: rho = 1 and theta = max|v|, so every entry becomes 0)
     # the largest such j (Duchi et al. show the condition holds exactly for j <= rho; taking the
-    # largest index rather than the count keeps that choice under rounding near ties)
-    rho = (active * j).amax(dim=1, keepdim=True).clamp(min=1)  # [B, 1], whole numbers in flat's dtype
-    theta = (css.gather(1, rho.long() - 1) - r) / rho
-    projected = torch.sign(flat) * (a - theta).clamp(min=0)
+    # largest index rather than the count keeps that choice under rounding near ties), as the
+    # 0-based index rho - 1: none active gives index 0, i.e. rho = 1
+    last = (active * k).amax(dim=1, keepdim=True)  # [B, 1] int64
+    theta = excess.gather(1, last) / (last + 1)  # whole-number divisor: the same quotient as in flat's dtype
+    projected = (a - theta).clamp_(min=0).mul_(torch.sign(flat))
     return torch.where(css[:, -1:] <= r, flat, projected).reshape(x.shape)  # inside the ball: unchanged
 
 
 @functools.lru_cache(maxsize=16)
-def _positions(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``1, 2, …, n`` as a row of ``dtype`` on ``device``, made once per size (the projection
-    runs after every optimiser step; never written to)."""
-    return torch.arange(1, n + 1, device=device, dtype=dtype)
+def _positions(n: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``1, 2, …, n`` as a row of ``dtype`` and ``0, 1, …, n − 1`` as an int64 row (gather's
+    index type), on ``device``, made once per size (the projection runs after every optimiser
+    step, where each op's fixed cost dominates on small features; never written to)."""
+    return (torch.arange(1, n + 1, device=device, dtype=dtype),
+            torch.arange(n, device=device, dtype=torch.int64))
