@@ -49,6 +49,10 @@ def test_speed_keeps_the_sections_it_does_not_remeasure_with_their_date(tmp_path
     again = kept_sections(path, ["digits"])["faces"]
     assert again == faces
     assert kept_sections(path, ["digits", "faces"]) == {}
+    # blank lines before the end-of-run load line and a hand-written notes section do not pile up
+    path.write_text("# t\n\n- date: 2026-12-02 03:08\n\n" + "\n".join(faces)
+                    + "\n\n\n\nLoad average (1 min) at the end: 1.0.\n\n## Notes (added by hand)\n\n- a note\n")
+    assert kept_sections(path, ["digits"])["faces"] == faces and faces[-1] == "" and faces[-2] != ""
     assert kept_sections(tmp_path / "absent.md", ["digits"]) == {}
 
 

@@ -126,6 +126,50 @@ def test_simulated_gradient_is_differentiable_in_the_images() -> None:
     (gx,) = torch.autograd.grad(matcher(sim(x, torch.tensor([1, 2]))), x)
     assert gx.shape == x.shape and gx.abs().sum() > 0
 
+class _WithUnusedParameter(nn.Module):
+    """A convnet (BatchNorm) with a trainable parameter its forward never reads (a head the
+    task does not use): its slot of the simulated gradient must be zeros."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                                 nn.Linear(4 * 8 * 8, 10))
+        self.spare = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_direct_fedsgd_path_equals_the_flat_vector_path_bit_for_bit(mode: str) -> None:
+    """FedSGD without private parameters differentiates the model's own parameters instead of
+    views of the flat ``w0`` (a speed path, issue 16): the update, its derivative in the images
+    (the attack's double-backward) and BatchNorm's running statistics are exactly those of the
+    ``functional_call`` path on ``w0``."""
+    training = LocalTraining(algorithm="fedsgd", batch_size=2)
+    model = _WithUnusedParameter()
+    direct, flat = ClientSimulator(model, training, mode), ClientSimulator(model, training, mode)
+    x, y = smooth_images(2, seed=4), torch.tensor([3, 7])
+    probe = torch.randn(direct.layout.dim, generator=torch.Generator().manual_seed(0))
+    results = []
+    for sim, run in ((direct, lambda v: direct(v, y)),
+                     (flat, lambda v: flat._grad(flat.w0, v, y, create_graph=True, functional=False))):
+        v = x.clone().requires_grad_(True)
+        update = run(v)
+        (dx,) = torch.autograd.grad(torch.dot(update, probe) + update.square().sum(), v)
+        results.append((update.detach(), dx, [b.clone() for b in sim.model.buffers()]))
+    (u1, dx1, buffers1), (u2, dx2, buffers2) = results
+    assert torch.equal(u1, u2) and torch.equal(dx1, dx2)
+    assert all(torch.equal(a, b) for a, b in zip(buffers1, buffers2, strict=True))
+    spare = [n.startswith("spare.") for n in direct.layout.names]
+    numels = torch.tensor(direct.layout.numels)
+    in_spare = torch.repeat_interleave(torch.tensor(spare), numels)
+    assert torch.equal(u1[in_spare], torch.zeros(int(in_spare.sum()))) and u1[~in_spare].abs().sum() > 0
+    if mode == "train":  # the running statistics moved, in both simulators alike
+        assert not torch.equal(buffers1[0], model.net[1].running_mean)
+
+
 
 def test_cosine_loss_is_scale_invariant_and_l2_is_not() -> None:
     layout = ParameterLayout((("a", "b")), (torch.Size([3]), torch.Size([2, 2])))

@@ -57,7 +57,9 @@ class GradientMatcher:
             return (candidate - self.target).pow(2).sum()
         if self.loss == "cosine":
             dot = torch.dot(candidate, self.target)
-            return 1 - dot / (candidate.norm() * self.target_norm + self.eps)
+            # torch.linalg.vector_norm is what Tensor.norm() calls, without its Python dispatch
+            # (as costly as the op itself on vectors this size, once per iteration)
+            return 1 - dot / (torch.linalg.vector_norm(candidate) * self.target_norm + self.eps)
         dots = self._layer_sums(candidate * self.target)
         norms = self._layer_sums(candidate * candidate).sqrt()
         cos = dots / (norms * self.target_layer_norms + self.eps)

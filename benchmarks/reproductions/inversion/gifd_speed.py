@@ -185,6 +185,10 @@ def kept_sections(path: os.PathLike[str] | str, settings: list[str]) -> dict[str
             if not (skip_blank and line == "") and not line.startswith(END_LOAD):
                 out[current].append(line)
             skip_blank = False
+    for kept in out.values():  # one blank line after a section: re-keeping must not pile them up
+        while kept and kept[-1] == "":
+            kept.pop()
+        kept.append("")
     return out
 
 
