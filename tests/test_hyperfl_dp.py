@@ -200,17 +200,17 @@ def test_the_privacy_block_observes_the_noisy_upload_and_the_attack_runs() -> No
 def test_accountants_resume_from_their_state_dict() -> None:
     """A federation resumed from a cache carries its DP accountants (``state_dict``): ε after
     the next round is the uninterrupted run's, not a fresh client's."""
-    from fedarena.benchmarks.reproductions.protocols.hyperfl_accuracy import Federation, build_method
+    from fedarena.benchmarks.reproductions.protocols.hyperfl_accuracy import DPSetting, Federation, build_method
     data = synthetic_images(n=60, size=28, classes=10, seed=5)
     clients = [Client(i, data.subset(torch.arange(30 * i, 30 * i + 30))) for i in range(2)]
     fed = Federation(clients, {c.client_id: c.data for c in clients}, 0, torch.device("cpu"))
-    straight = build_method("local", fed, 2, (1.0, 1.0))
+    straight = build_method("local", fed, 2, DPSetting(clip=1.0, sigma=1.0))
     first = straight.round(0)
     saved = straight.state()
-    resumed = build_method("local", fed, 2, (1.0, 1.0))
+    resumed = build_method("local", fed, 2, DPSetting(clip=1.0, sigma=1.0))
     resumed.restore(saved)
     a, b = straight.round(1), resumed.round(1)
     assert a["epsilon"] > first["epsilon"] > 0
     assert b["epsilon"] == a["epsilon"] and b["acc"] == a["acc"]
-    fresh = build_method("local", fed, 2, (1.0, 1.0))
+    fresh = build_method("local", fed, 2, DPSetting(clip=1.0, sigma=1.0))
     assert fresh.round(1)["epsilon"] == pytest.approx(first["epsilon"])  # what a lost accountant would say

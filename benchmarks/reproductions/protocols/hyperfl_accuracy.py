@@ -18,11 +18,12 @@ The cost lines are the bytes one client uploads per round (the server's shared l
 4 bytes: HyperFL's hypernetwork, FedAvg's whole network) and the wall time per round.
 
 With ``--dp-sigma σ`` every method trains with record-level DP-SGD on the client (σ, clip
-``--dp-clip`` C, δ 1e-5): FedAvg and local-only through Opacus (``DPSGD``), HyperFL's two
-phases on DP-SGD steps (``PrivateHyperFLRound``: embedding and head privatised too); the
-table gains each method's ε after every round and goes to ``hyperfl_accuracy_dp.md``.
-FedAvg's head fine-tuning is left out there (it would be a further, separately accounted
-DP-SGD pass on each client's data).
+``--dp-clip`` C, δ 1e-5; or ``--dp-epsilon ε``: each method's σ planned so that its own
+rounds × steps spend ε, the comparison at equal privacy): FedAvg and local-only through
+Opacus (``DPSGD``), HyperFL's two phases on DP-SGD steps (``PrivateHyperFLRound``: embedding
+and head privatised too); the table gains each method's ε after every round and goes to
+``hyperfl_accuracy_dp.md`` (``hyperfl_accuracy_dp_eps<ε>.md``). FedAvg's head fine-tuning is
+left out there (it would be a further, separately accounted DP-SGD pass on each client's data).
 
 Each (method, round range) is a cached unit (``UnitCache``, with the federation's state
 at its end), so a killed or extended run resumes at the first missing range of
@@ -31,7 +32,7 @@ accuracy figure in ``benchmarks/results/figures/`` (PNG and PDF); ``hyperfl_accu
 
     python -m fedarena.benchmarks.reproductions.protocols.hyperfl_accuracy [--dataset fashion_mnist]
         [--clients 20] [--rounds 50] [--methods fedavg local hyperfl] [--chunk 5] [--threads 1] [--device cpu]
-        [--dp-sigma 1.0 --dp-clip 1.0] [--fresh]
+        [--dp-sigma 1.0 | --dp-epsilon 15] [--dp-clip 1.0] [--fresh]
 """
 
 from __future__ import annotations
@@ -116,7 +117,10 @@ class Method:
         self.trainer = train_client if dp is None else dp
 
     def _privacy(self) -> dict[str, float]:
-        return {} if self.dp is None else {"epsilon": self.dp.epsilon()}
+        if self.dp is None:
+            return {}
+        sigma = self.dp.noise_multiplier_of(self.fed.clients[0].client_id)
+        return {"epsilon": self.dp.epsilon(), **({} if sigma is None else {"sigma": sigma})}
 
     def _dp_state(self) -> dict[str, Any]:
         return {} if self.dp is None else {"dp": self.dp.state_dict()}
@@ -197,9 +201,23 @@ class LocalOnly(Method):
         self._restore_dp(state)
 
 
-def build_method(name: str, fed: Federation, rounds: int, dp: tuple[float, float] | None = None) -> Method:
-    """``name``'s federation; ``dp = (σ, C)`` gives it its own DP-SGD trainer (accountants per method)."""
-    trainer = None if dp is None else DPSGD(noise_multiplier=dp[0], max_grad_norm=dp[1])
+@dataclass(frozen=True)
+class DPSetting:
+    """DP-SGD on every client: clip C and either σ or a target ε over the run's rounds."""
+
+    clip: float = 1.0
+    sigma: float | None = None
+    epsilon: float | None = None
+
+    def trainer(self, rounds: int) -> DPSGD:
+        if self.epsilon is not None:
+            return DPSGD(target_epsilon=self.epsilon, planned_rounds=rounds, max_grad_norm=self.clip)
+        return DPSGD(noise_multiplier=self.sigma, max_grad_norm=self.clip)
+
+
+def build_method(name: str, fed: Federation, rounds: int, dp: DPSetting | None = None) -> Method:
+    """``name``'s federation; ``dp`` gives it its own DP-SGD trainer (accountants per method)."""
+    trainer = None if dp is None else dp.trainer(rounds)
     if name == "local":
         return LocalOnly(fed, trainer)
     return SimulationMethod(fed, rounds, hyperfl=name == "hyperfl", dp=trainer)
@@ -257,24 +275,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--dp-sigma", type=float, default=None,
                         help="train every method with DP-SGD on the client at this noise multiplier")
+    parser.add_argument("--dp-epsilon", type=float, default=None,
+                        help="train every method with DP-SGD, its sigma planned to spend this epsilon over --rounds")
     parser.add_argument("--dp-clip", type=float, default=1.0, help="DP-SGD's per-sample clipping norm C")
     parser.add_argument("--fresh", action="store_true", help="recompute every range even if cached")
     add_device_option(parser)
     args = parser.parse_args(argv)
     if args.clients < 1 or args.rounds < 1 or args.chunk < 1:
         parser.error("--clients, --rounds and --chunk must be >= 1")
-    if args.dp_sigma is not None and not (args.dp_sigma >= 0 and args.dp_clip > 0):
-        parser.error("--dp-sigma must be >= 0 and --dp-clip > 0")
+    if args.dp_sigma is not None and args.dp_epsilon is not None:
+        parser.error("give --dp-sigma or --dp-epsilon, not both")
+    if not ((args.dp_sigma is None or args.dp_sigma >= 0) and (args.dp_epsilon is None or args.dp_epsilon > 0)
+            and args.dp_clip > 0):
+        parser.error("--dp-sigma must be >= 0, --dp-epsilon and --dp-clip > 0")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if args.out is None:
         suffix = ("" if args.dataset == "fashion_mnist" else f"_{args.dataset}") + (
-            "" if args.dp_sigma is None else "_dp")
+            "" if args.dp_sigma is None and args.dp_epsilon is None else "_dp") + (
+            "" if args.dp_epsilon is None else f"_eps{args.dp_epsilon:g}")
         args.out = RESULTS.with_name(f"{RESULTS.stem}{suffix}.md")
     fed = build_data(args.clients, args.seed, device, args.dataset)
     setting = digest({"clients": args.clients, "seed": args.seed, "chunk": args.chunk, "device": device.type,
                       **({} if args.dataset == "fashion_mnist" else {"dataset": args.dataset}),
-                      **({} if args.dp_sigma is None else {"dp": list(dp_setting(args))})})
+                      **({} if args.dp_sigma is None else {"dp": [float(args.dp_sigma), float(args.dp_clip)]}),
+                      **({} if args.dp_epsilon is None else {"dp_epsilon": [float(args.dp_epsilon),
+                                                                              float(args.dp_clip)]})})
     results: dict[str, list[dict[str, float]]] = {}
     start = time.perf_counter()
     with UnitCache("hyperfl_accuracy", fresh=args.fresh) as cache:
@@ -290,9 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def dp_setting(args: argparse.Namespace) -> tuple[float, float] | None:
-    """(σ, C) of the run's DP-SGD, or None without DP."""
-    return None if args.dp_sigma is None else (float(args.dp_sigma), float(args.dp_clip))
+def dp_setting(args: argparse.Namespace) -> DPSetting | None:
+    """The run's DP-SGD, or None without DP."""
+    if args.dp_sigma is None and args.dp_epsilon is None:
+        return None
+    return DPSetting(float(args.dp_clip), args.dp_sigma, args.dp_epsilon)
 
 
 def _curves(results: dict[str, list[dict[str, float]]]) -> list[Curve]:
@@ -303,6 +331,15 @@ def _curves(results: dict[str, list[dict[str, float]]]) -> list[Curve]:
                 accs = [row[key] for row in rows]
                 curves.append(Curve(label, list(range(1, len(accs) + 1)), accs, [0.0] * len(accs)))
     return curves
+
+
+def _noise_words(dp: DPSetting, results: dict[str, list[dict[str, float]]], rounds: int) -> str:
+    if dp.epsilon is None:
+        return f"noise multiplier σ = {dp.sigma:g}"
+    planned = ", ".join(f"{LABELS[name]} {rows[0]['sigma']:.3f}" for name, rows in results.items()
+                        if rows and "sigma" in rows[0])
+    return (f"each method's noise multiplier planned (Opacus' search over its own steps per round × "
+            f"{rounds} rounds) to spend ε = {dp.epsilon:g}: σ = {planned}")
 
 
 def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace, argv: list[str] | None,
@@ -327,11 +364,11 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace,
         f"- accuracy: mean over clients of each client's model on its own test split; figure "
         f"`figures/{figure.name}`",
         *([] if dp is None else [
-            f"- DP-SGD on every client: noise multiplier σ = {dp[0]:g}, per-sample clip C = {dp[1]:g}, Poisson "
+            f"- DP-SGD on every client: {_noise_words(dp, results, rounds)}, per-sample clip C = {dp.clip:g}, Poisson "
             "batches at q = 1/⌈n/50⌉, δ = 1e-5, RDP accountant, add/remove-one-record adjacency; FedAvg and "
             "local-only through Opacus, HyperFL's head and hypernetwork phases on DP-SGD steps (embedding and "
             "head privatised); ε is each method's worst client after that round (HyperFL runs its head phase "
-            "too, so it takes more steps per round at the same σ and spends more ε); no head fine-tuning "
+            "too, so it takes more steps per round: at the same σ it spends more ε); no head fine-tuning "
             "baseline (it would be another DP-SGD pass)"]),
         "",
         "| method | " + " | ".join(f"round {r + 1}" for r in range(rounds)) + " | seconds per round |",
