@@ -50,6 +50,7 @@ import copy
 import math
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -247,21 +248,21 @@ class DPSGD:
         engine = self._engines.get(client_id)
         return [] if engine is None else list(engine.accountant.history)
 
-    def state_dict(self) -> dict[int, dict[str, object]]:
+    def state_dict(self) -> dict[int, dict[str, Any]]:
         """Every client's accountant as plain values (history, rounds, planned σ): what a
         federation resumed from a cache needs so that ε includes the rounds run before."""
         return {cid: {"history": [list(h) for h in self.history(cid)], "rounds": self._rounds.get(cid, 0),
                       "sigma": self._sigmas.get(cid)} for cid in sorted(self._engines)}
 
-    def load_state_dict(self, state: dict[int, dict[str, object]]) -> None:
+    def load_state_dict(self, state: dict[int, dict[str, Any]]) -> None:
         """Restore ``state_dict``'s accountants (replacing these)."""
         self.reset()
         for cid, entry in state.items():
-            history = [(float(s), float(q), int(n)) for s, q, n in entry["history"]]  # type: ignore[attr-defined]
+            history = [(float(s), float(q), int(n)) for s, q, n in entry["history"]]
             self._engine(int(cid)).accountant.history = history
-            self._rounds[int(cid)] = int(entry["rounds"])  # type: ignore[call-overload]
+            self._rounds[int(cid)] = int(entry["rounds"])
             if entry.get("sigma") is not None:
-                self._sigmas[int(cid)] = float(entry["sigma"])  # type: ignore[arg-type]
+                self._sigmas[int(cid)] = float(entry["sigma"])
 
     def noise_multiplier_of(self, client_id: int) -> float | None:
         """σ used for ``client_id`` (set at its first round when planning for a target ε)."""

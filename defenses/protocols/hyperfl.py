@@ -422,7 +422,7 @@ class HyperFL(FedPer):
             raise TypeError(f"hyperfl: the trainer needs a HyperFLNet, got {type(model).__name__}")
         if training.algorithm == "fedsgd":
             update, private = train_client(model, state, client_id, data, training, generator, self.loss_fn)
-            return update, replace(private, parameters=self._private_parameters(model))
+            return update, replace(private, parameters=self.private_parameters(model))
         if training.optimizer != "sgd":
             raise ValueError("hyperfl: the local round is the reference's SGD epochs; use optimizer='sgd' "
                              f"(got {training.optimizer!r})")
@@ -449,7 +449,7 @@ class HyperFL(FedPer):
                 opt.step()
                 losses.append(loss.item())
             used.extend(batches)
-        kept = self._private_parameters(model)  # what phase 2 runs with: the upload's private parameters
+        kept = self.private_parameters(model)  # what phase 2 runs with: the upload's private parameters
         # phase 2: hypernetwork and embedding through the generated weights, each group clipped
         # (the heads' gradients are formed by _HeadGradients, the weight decay added in place: the same steps)
         hyper = shared[:-1]
@@ -480,7 +480,7 @@ class HyperFL(FedPer):
         return update, PrivateData(inputs[order], labels[order], parameters=kept)
 
     @staticmethod
-    def _private_parameters(model: HyperFLNet) -> dict[str, dict[str, Tensor]]:
+    def private_parameters(model: HyperFLNet) -> dict[str, dict[str, Tensor]]:
         """``{"embedding": {...}, "head": {...}}``: copies of the client's private parameters now."""
         head = dict(zip((f"target.{n}" for n in model.head_names), model.head_parameters(), strict=True))
         return {"embedding": {"embedding": model.embedding.detach().clone()},

@@ -43,15 +43,16 @@ upload's metadata carries no training loss (an unnoised statistic of the data).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
+from typing import cast
 
 import torch
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vjp, vmap
 
-from fedarena.defenses.privacy.dp_sgd import DPSGD, check_dp_compatible
+from fedarena.defenses.privacy.dp_sgd import DPSGD, check_dp_compatible, steps_per_round
 from fedarena.fl_core.client import GlobalState, LossFn, first_use_order, load_state
 from fedarena.fl_core.data import ImageDataset
 from fedarena.fl_core.updates import ClientUpdate, LocalTraining, PrivateData
@@ -87,7 +88,7 @@ class PrivateHyperFLRound:
         rate = 1 / math.ceil(n / training.batch_size)
         per_epoch = int(1 / rate)  # Opacus' sampler length
         head_steps = 0 if fedsgd else self.protocol.head_epochs * per_epoch
-        hyper_steps = 1 if fedsgd else training.steps if training.steps is not None else training.epochs * per_epoch
+        hyper_steps = steps_per_round(n, training)  # FedSGD: 1; else LocalTraining.steps or epochs × ⌊1/q⌋
         sigma = self.dp.noise_multiplier_for(client_id, rate, head_steps + hyper_steps)
         noisy = _NoisySum(self.dp.max_grad_norm, sigma, max(1, round(n * rate)),
                           torch.Generator(device=device).manual_seed(noise_seed))
@@ -96,7 +97,7 @@ class PrivateHyperFLRound:
         loss_fn = self.protocol.loss_fn
         used: list[Tensor] = []
         if fedsgd:
-            kept = self.protocol._private_parameters(model)
+            kept = self.protocol.private_parameters(model)
             idx = next(sampler)
             _hypernetwork_gradients(model, inputs[idx], labels[idx], loss_fn, noisy, with_head=True)
             vector = grads_to_vector(model)
@@ -106,7 +107,7 @@ class PrivateHyperFLRound:
             if head_steps:
                 used += _head_phase(model, inputs, labels, loss_fn, noisy, sampler, head_steps,
                                     replace(self.protocol.head_training, batch_size=training.batch_size))
-            kept = self.protocol._private_parameters(model)  # what the hypernetwork phase runs with
+            kept = self.protocol.private_parameters(model)  # what the hypernetwork phase runs with
             used += _hypernetwork_phase(model, inputs, labels, loss_fn, noisy, sampler, hyper_steps, training,
                                         self.protocol.clip_norm)
             vector = model_to_vector(model) - state.params
@@ -146,14 +147,23 @@ class _NoisySum:
         self.max_norm, self.std, self.expected_batch = max_norm, sigma * max_norm, expected_batch
         self.generator = generator
 
-    def __call__(self, clipped_sum: Tensor, out: Tensor | None = None) -> Tensor:
-        """The noisy mean of ``clipped_sum``, written into ``out`` when given (a reused buffer)."""
-        out = torch.empty_like(clipped_sum) if out is None else out
+    def __call__(self, clipped_sum: Tensor) -> Tensor:
+        """The noisy mean of ``clipped_sum`` (a new tensor)."""
+        out = torch.empty_like(clipped_sum)
         if self.std:
             out.normal_(0.0, self.std, generator=self.generator).add_(clipped_sum)
         else:
             out.copy_(clipped_sum)
         return out.div_(self.expected_batch)
+
+    def rank_one(self, left: Tensor, right: Tensor, out: Tensor) -> Tensor:
+        """The noisy mean of ``left ⊗ right`` in ``out`` without forming the outer product apart
+        (noise, then ``addr_``): a hypernetwork head's clipped sum, in its reused buffer."""
+        if self.std:
+            out.normal_(0.0, self.std, generator=self.generator)
+        else:
+            out.zero_()
+        return out.addr_(left, right).div_(self.expected_batch)
 
 
 def _poisson_batches(n: int, rate: float, generator: torch.Generator) -> Iterator[Tensor]:
@@ -239,7 +249,7 @@ def _hypernetwork_gradients(model: HyperFLNet, x: Tensor, y: Tensor, loss_fn: Lo
         head_sums = [torch.zeros_like(p) for p in head_params] if with_head else []
     buffers = _HeadGradients(hn) if buffers is None else buffers
     for w, b, buf, s in zip(buffers.weights, buffers.biases, buffers.buffers, generated_sums, strict=True):
-        w.grad = _noisy_rank_one(noisy, s, features.detach(), buf)
+        w.grad = noisy.rank_one(s, features.detach(), buf)
         b.grad = noisy(s)
     for n, p in hn.mlp.named_parameters():
         p.grad = noisy(mlp_sums[n])
@@ -248,15 +258,6 @@ def _hypernetwork_gradients(model: HyperFLNet, x: Tensor, y: Tensor, loss_fn: Lo
         _set_grads(head_params, [noisy(s) for s in head_sums])
 
 
-def _noisy_rank_one(noisy: _NoisySum, left: Tensor, right: Tensor, out: Tensor) -> Tensor:
-    """``noisy(left ⊗ right)`` in ``out`` without forming the outer product apart: noise, then ``addr_``."""
-    if noisy.std:
-        out.normal_(0.0, noisy.std, generator=noisy.generator)
-    else:
-        out.zero_()
-    return out.addr_(left, right).div_(noisy.expected_batch)
-
-
-def _squared_norms(per_sample: object) -> Tensor:
+def _squared_norms(per_sample: Iterable[Tensor]) -> Tensor:
     """``Σ ‖t_i‖²`` over the tensors (each ``[B, ...]``), per sample: ``[B]``."""
-    return sum(t.flatten(1).square().sum(1) for t in per_sample)  # type: ignore[attr-defined, return-value]
+    return cast(Tensor, sum(t.flatten(1).square().sum(1) for t in per_sample))
